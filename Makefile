@@ -1,0 +1,48 @@
+# The two commands of the README: `make demo` and `make test`.
+# Downloads are cached where their tools cache them: pip in ~/.cache/pip,
+# Maven in ~/.m2, the stack's jars in ~/.cache/fraudstream.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit integration stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole pipeline on the Docker-free local stack (Ctrl-C stops it).
+demo: install
+	$(BIN)/fraudstream demo
+
+## Create the venv, install, lint, type-check and run the whole suite.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest -m integration
+
+stack-up: install
+	$(BIN)/fraudstream stack up
+
+stack-down: install
+	$(BIN)/fraudstream stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

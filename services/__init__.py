@@ -1,0 +1,1 @@
+"""Deployable services of fraudstream, the CLI, the local stack and the settings."""

@@ -1,0 +1,16 @@
+"""The ``fraudstream`` command: one entry point, one sub-command per job."""
+
+from __future__ import annotations
+
+import typer
+
+from services.stack.cli import app as stack_app
+
+app = typer.Typer(
+    name="fraudstream",
+    help="Real-time fraud detection on Apache Kafka: generate, detect, watch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(stack_app, name="stack")

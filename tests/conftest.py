@@ -1,0 +1,118 @@
+"""Session fixtures: one real Kafka broker and one Schema Registry for all integration tests.
+
+Where they come from, in order:
+1. ``KAFKA_BOOTSTRAP_SERVERS`` and ``SCHEMA_REGISTRY_URL`` when both are set;
+2. testcontainers (Kafka in KRaft mode + Confluent Schema Registry) when a Docker engine answers;
+3. the Docker-free local stack (``services.stack``) on free ports in a temporary directory.
+
+Nothing is mocked: integration tests marked ``integration`` talk to a real broker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the real broker and registry of this test session are."""
+
+    bootstrap_servers: str
+    registry_url: str
+    origin: str  # "env", "testcontainers" or "local-jvm"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """A real Kafka broker and Schema Registry for the whole session."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    registry = os.environ.get("SCHEMA_REGISTRY_URL")
+    if bootstrap and registry:
+        yield Endpoints(bootstrap, registry, "env")
+        return
+    if _docker_answers():
+        yield from _testcontainers_stack()
+        return
+    yield from _local_jvm_stack(tmp_path_factory.mktemp("stack"))
+
+
+def _testcontainers_stack() -> Iterator[Endpoints]:
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.network import Network
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.kafka import KafkaContainer
+
+    with Network() as network:
+        kafka = (
+            KafkaContainer("confluentinc/cp-kafka:7.8.0")
+            .with_kraft()
+            .with_network(network)
+            .with_network_aliases("kafka")
+            .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+            .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+            .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        )
+        with kafka:
+            registry = (
+                DockerContainer("confluentinc/cp-schema-registry:7.8.0")
+                .with_network(network)
+                .with_env("SCHEMA_REGISTRY_HOST_NAME", "schema-registry")
+                .with_env("SCHEMA_REGISTRY_LISTENERS", "http://0.0.0.0:8081")
+                .with_env("SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS", "BROKER://kafka:9092")
+                .with_exposed_ports(8081)
+            )
+            with registry:
+                wait_for_logs(registry, "Server started", timeout=120)
+                host = registry.get_container_host_ip()
+                url = f"http://{host}:{registry.get_exposed_port(8081)}"
+                yield Endpoints(kafka.get_bootstrap_server(), url, "testcontainers")
+
+
+def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
+    from services.config import StackSettings
+    from services.stack import LocalStack
+
+    settings = StackSettings.with_overrides(
+        data_dir=data_dir,
+        kafka_port=_free_port(),
+        controller_port=_free_port(),
+        registry_port=_free_port(),
+        apicurio_port=_free_port(),
+        apicurio_management_port=_free_port(),
+        partitions=3,
+    )
+    local = LocalStack(settings)
+    try:
+        local.up(echo=lambda _line: None)
+        yield Endpoints(settings.bootstrap_servers, settings.registry_url, "local-jvm")
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, group and transactional ids of one test."""
+    return uuid.uuid4().hex[:10]

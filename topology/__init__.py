@@ -1,0 +1,1 @@
+"""A Kafka Streams-style topology engine in Python, and the fraud topology."""
