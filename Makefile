@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration stack-up stack-down clean
+.PHONY: install browser-deps demo test lint typecheck unit integration stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ demo: install
 	$(BIN)/fraudstream demo
 
 ## Create the venv, install, lint, type-check and run the whole suite.
-test: install
+test: install browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## Debian's chromium for the dashboard browser test, installed only when missing (never a downloaded browser).
+browser-deps:
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 lint: install
 	$(BIN)/ruff check .
