@@ -1,0 +1,201 @@
+"""Prometheus metrics shared by every service, each service with its own registry.
+
+A service makes one ``Metrics(service="detector")`` and passes it where counting
+happens; nothing here is module-global, so tests can make as many as they like.
+Expose it either on its own port (``metrics.serve(port)``, for the synchronous
+generator and detector: prometheus_client's HTTP server runs in one daemon
+thread that ``MetricsServer.close()`` stops) or from an existing web server
+(``metrics.render()``, for the aiohttp dashboard and alerts).
+
+Every metric is named ``fraudstream_*``. Prometheus adds ``job``/``instance``,
+so no metric carries a service label; ``fraudstream_service_info`` says which
+service and instance answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+from topology.records import OutRecord
+
+# Commit latencies of a Kafka transaction are milliseconds to seconds.
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Webhook posts: tens of milliseconds to the client timeout.
+POST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+BRANCH_HEADER = "fraudstream.branch"
+RULES_HEADER = "fraudstream.rules"
+ERROR_CLASS_HEADER = "error.class"
+
+
+def header(headers: Iterable[tuple[str, bytes | None]] | None, name: str) -> str | None:
+    """The last value of header ``name`` as text (UTF-8, undecodable bytes replaced), or ``None``."""
+    found: str | None = None
+    for key, value in headers or ():
+        if key == name:
+            found = "" if value is None else value.decode("utf-8", errors="replace")
+    return found
+
+
+def rule_ids(rules_header: str | None) -> list[str]:
+    """The ``rule_id@version`` entries of a ``fraudstream.rules`` header (empty for the default branch)."""
+    if not rules_header:
+        return []
+    return [part.strip() for part in rules_header.split(",") if part.strip()]
+
+
+class Metrics:
+    """The metrics of one service, in one private ``CollectorRegistry``."""
+
+    def __init__(self, service: str, instance: str = "", registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.info = Gauge(
+            "fraudstream_service_info", "Which fraudstream service answers (always 1).",
+            ["service", "instance"], registry=r,
+        )
+        self.info.labels(service, instance).set(1)
+        # Pipeline: what came in, where it went.
+        self.records_in = Counter(
+            "fraudstream_records_in", "Records consumed, by topic.", ["topic"], registry=r,
+        )
+        self.records_out = Counter(
+            "fraudstream_records_out", "Records produced, by topic and decided branch.",
+            ["topic", "branch"], registry=r,
+        )
+        self.dlq = Counter(
+            "fraudstream_dlq_records", "Records sent to a dead-letter topic, by error class.",
+            ["error_class"], registry=r,
+        )
+        self.rule_hits = Counter(
+            "fraudstream_rule_hits", "Decisions per rule (rule_id@version).", ["rule"], registry=r,
+        )
+        self.commit_latency = Histogram(
+            "fraudstream_transaction_commit_seconds",
+            "Time to commit one Kafka transaction (send offsets + commit).",
+            registry=r, buckets=COMMIT_BUCKETS,
+        )
+        self.transactions = Counter(
+            "fraudstream_transactions", "Kafka transactions ended, by outcome (committed/aborted).",
+            ["outcome"], registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "fraudstream_consumer_lag", "Records behind the end of the partition (librdkafka statistics).",
+            ["topic", "partition"], registry=r,
+        )
+        # Generator.
+        self.generated = Counter(
+            "fraudstream_generator_records", "Transactions produced by the generator.", registry=r,
+        )
+        self.generator_target_rate = Gauge(
+            "fraudstream_generator_target_rate", "Configured generator rate (records/s; 0 = unthrottled).",
+            registry=r,
+        )
+        self.generator_rate = Gauge(
+            "fraudstream_generator_rate", "Measured generator rate over the last report interval (records/s).",
+            registry=r,
+        )
+        # Consumers that decode records (dashboard, alerts).
+        self.decode_errors = Counter(
+            "fraudstream_decode_errors", "Records that could not be decoded, by topic.", ["topic"], registry=r,
+        )
+        # Dashboard.
+        self.sse_clients = Gauge("fraudstream_sse_clients", "Connected dashboard browsers.", registry=r)
+        self.sse_dropped = Counter(
+            "fraudstream_sse_dropped_events", "Events dropped (oldest first) for slow dashboard browsers.",
+            registry=r,
+        )
+        # Alerts.
+        self.alerts_posted = Counter("fraudstream_alerts_posted", "Alerts accepted by the webhook.", registry=r)
+        self.alert_attempts_failed = Counter(
+            "fraudstream_alert_attempts_failed", "Webhook attempts that failed (each retry counts).", registry=r,
+        )
+        self.alerts_dead_lettered = Counter(
+            "fraudstream_alerts_dead_lettered", "Alerts given up on and dead-lettered (or logged).", registry=r,
+        )
+        self.alert_post_latency = Histogram(
+            "fraudstream_alert_post_seconds", "Time of one webhook attempt.", registry=r, buckets=POST_BUCKETS,
+        )
+
+    def count_outputs(self, records: Iterable[OutRecord], dlq_topic: str | None = None) -> None:
+        """Count produced records: per topic and branch, rule hits, and dead letters (after a commit)."""
+        for record in records:
+            self.count_decision(record.topic, record.headers, dlq_topic=dlq_topic)
+
+    def count_decision(
+        self, topic: str, headers: Iterable[tuple[str, bytes | None]] | None, dlq_topic: str | None = None
+    ) -> None:
+        """Count one routed record from its topic and its ``fraudstream.*`` / ``error.class`` headers."""
+        hdrs = list(headers or ())
+        if dlq_topic is not None and topic == dlq_topic:
+            self.dlq.labels(header(hdrs, ERROR_CLASS_HEADER) or "unknown").inc()
+            self.records_out.labels(topic, "dlq").inc()
+            return
+        self.records_out.labels(topic, header(hdrs, BRANCH_HEADER) or "").inc()
+        for rule in rule_ids(header(hdrs, RULES_HEADER)):
+            self.rule_hits.labels(rule).inc()
+
+    def on_stats(self, stats_json: str) -> None:
+        """librdkafka ``stats_cb``: set the consumer lag of every assigned partition.
+
+        Use with ``{"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}``;
+        librdkafka reports -1 while it does not know the lag yet, which is skipped.
+        """
+        stats = json.loads(stats_json)
+        for topic, tstats in (stats.get("topics") or {}).items():
+            for partition, pstats in (tstats.get("partitions") or {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if partition == "-1" or lag is None or lag < 0:
+                    continue
+                self.consumer_lag.labels(topic, partition).set(lag)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for a web framework's ``/metrics`` handler."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> MetricsServer:
+        """Serve ``/metrics`` on ``addr:port`` (0 picks a free port) in one daemon thread."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        return MetricsServer(server, thread)
+
+
+@dataclass
+class MetricsServer:
+    """A running prometheus_client HTTP server; ``close()`` stops its thread."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
