@@ -84,3 +84,44 @@ class StackSettings(_Section):
     @property
     def registry_url(self) -> str:
         return f"http://{self.host}:{self.registry_port}"
+
+
+class DashboardSettings(_Section):
+    """The live dashboard (`fraudstream dashboard`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_DASHBOARD_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    legit_topic: str = TOPICS.legit
+    fraud_topic: str = TOPICS.fraud
+    # Shown when it exists; a missing alerts topic is tolerated (and picked up once created).
+    alerts_topic: str = TOPICS.alerts
+    # A viewer, not a worker: its own group (default: per host and process), never commits.
+    group_id: str | None = None
+    from_beginning: bool = False  # replay the topics instead of starting at their end
+    recent: int = Field(200, ge=1)  # events kept for a newly connected browser
+    client_buffer: int = Field(1000, ge=1)  # events queued per browser before the oldest are dropped
+    history_s: int = Field(300, ge=10)  # seconds of tx/s and fraud-rate history
+    max_batch: int = Field(500, ge=1)  # records per consume() call
+
+
+class AlertsSettings(_Section):
+    """Webhook alerts for fraud decisions (`fraudstream alerts`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_ALERTS_", extra="ignore", frozen=True)
+
+    webhook_url: str | None = None  # Slack-compatible incoming webhook (JSON {"text": ...})
+    topic: str = TOPICS.fraud
+    group_id: str = "fraudstream-alerts"
+    # Alerts given up on go here (original key, value and headers plus error headers); "" = log only.
+    dead_letter_topic: str = "streaming.transactions.alerts.dlq"
+    max_attempts: int = Field(6, ge=1)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # Total time spent on one alert before giving up; stays under the consumer's max.poll.interval.ms.
+    give_up_after_s: float = Field(120.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0)
+    from_beginning: bool = False  # where a new group starts
+    metrics_port: int | None = None  # serve /metrics on this port (unset = off)
+    metrics_host: str = "0.0.0.0"
