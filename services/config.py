@@ -10,8 +10,9 @@ knows: ``KAFKA_BOOTSTRAP_SERVERS`` and ``SCHEMA_REGISTRY_URL``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,3 +126,50 @@ class AlertsSettings(_Section):
     from_beginning: bool = False  # where a new group starts
     metrics_port: int | None = None  # serve /metrics on this port (unset = off)
     metrics_host: str = "0.0.0.0"
+
+
+CompatibilityLevel = Literal[
+    "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
+]
+
+
+class SchemaSettings(_Section):
+    """Registry subjects' compatibility levels (`fraudstream schemas ...`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_SCHEMAS_", extra="ignore", frozen=True)
+
+    compatibility: CompatibilityLevel = "BACKWARD"  # every subject without an override
+    # Per subject, e.g. FRAUDSTREAM_SCHEMAS_SUBJECT_COMPATIBILITY='{"queueing.transactions-value": "FULL"}'
+    subject_compatibility: dict[str, CompatibilityLevel] = Field(default_factory=dict)
+
+    def level(self, subject: str) -> CompatibilityLevel:
+        """The compatibility level of ``subject``."""
+        return self.subject_compatibility.get(subject, self.compatibility)
+
+
+class GeneratorSettings(_Section):
+    """The labelled transaction generator (`fraudstream generate`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_GENERATOR_", extra="ignore", frozen=True)
+
+    topic: str = TOPICS.transactions
+    labels_topic: str = TOPICS.labels  # ground truth, keyed by transaction id; the detector never reads it
+    rate: float = Field(100.0, ge=0)  # transactions per second; 0 = as fast as possible
+    count: int | None = Field(None, ge=0)  # None = run until Ctrl-C
+    seed: int | None = None  # same seed (and flags) = same transactions, ids and event times
+    # Simulated transactions per event-time second (default: `rate`, or 100 when rate is 0).
+    event_rate: float | None = Field(None, gt=0)
+    start: datetime | None = None  # first event time (default: now; 2026-01-01T00:00Z when seeded)
+    accounts: int = Field(10_000, ge=100)
+    merchants: int = Field(2_000, ge=10)
+    # Fraud incidents started per 1,000 transactions, per scenario (0 turns one off).
+    fraud_large_amount: float = Field(2.0, ge=0)
+    fraud_card_testing: float = Field(0.2, ge=0)
+    fraud_velocity: float = Field(0.2, ge=0)
+    fraud_fan_in: float = Field(0.02, ge=0)
+    fraud_fan_out: float = Field(0.05, ge=0)
+    fraud_structuring: float = Field(0.1, ge=0)
+    partitions: int = Field(6, ge=1)  # when the generator creates a missing topic
+    replication_factor: int = Field(1, ge=1)
+    compression: Literal["lz4", "zstd", "none"] = "lz4"
+    linger_ms: int = Field(20, ge=0)
