@@ -14,3 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(stack_app, name="stack")
+
+
+if __name__ == "__main__":
+    app()

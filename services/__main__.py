@@ -1,0 +1,5 @@
+"""``python -m services`` is the ``fraudstream`` command."""
+
+from services.cli import app
+
+app()

@@ -1,0 +1,73 @@
+"""The local stack's pure parts: broker config, the registry path proxy, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.config import StackSettings
+from services.stack.kafka import server_properties
+from services.stack.proxy import CCOMPAT_PREFIX, make_app
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_server_properties_make_transactions_work_on_one_node(tmp_path: Path) -> None:
+    settings = StackSettings.with_overrides(kafka_port=19092, controller_port=19093)
+    props = _props(server_properties(settings, tmp_path))
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr"):
+        assert props[key] == "1", key
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["log.dirs"] == str(tmp_path)
+    assert "zookeeper.connect" not in props
+
+
+def test_settings_read_env_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_STACK_KAFKA_PORT", "29092")
+    monkeypatch.delenv("FRAUDSTREAM_STACK_REGISTRY_PORT", raising=False)
+    assert StackSettings().kafka_port == 29092
+    assert StackSettings.with_overrides(kafka_port=39092, registry_port=None).kafka_port == 39092
+    assert StackSettings.with_overrides(registry_port=None).registry_port == 8081
+
+
+def test_proxy_serves_the_ccompat_api_at_the_root() -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def upstream_handler(request: web.Request) -> web.Response:
+        seen.append((request.method, request.rel_url.path_qs, await request.read()))
+        return web.json_response({"id": 7}, status=200)
+
+    async def scenario() -> None:
+        upstream_app = web.Application()
+        upstream_app.router.add_route("*", "/{tail:.*}", upstream_handler)
+        async with TestServer(upstream_app) as upstream:
+            base = str(upstream.make_url("")).rstrip("/")
+            async with TestClient(TestServer(make_app(base))) as client:
+                resp = await client.post("/subjects/t-value/versions?normalize=true", data=b'{"schema":"x"}')
+                assert resp.status == 200
+                assert await resp.json() == {"id": 7}
+
+    asyncio.run(scenario())
+    assert seen == [("POST", f"{CCOMPAT_PREFIX}/subjects/t-value/versions?normalize=true", b'{"schema":"x"}')]
+
+
+def test_missing_java_gives_one_actionable_message(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path), "FRAUDSTREAM_STACK_DATA_DIR": str(tmp_path / "d")}
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "stack", "up"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "Java not found" in proc.stderr and "JDK 17" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
