@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import Consumer, NewTopic, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
