@@ -1,0 +1,157 @@
+"""Small shared Kafka and Schema Registry helpers for every service.
+
+Config builders (one place for the settings every client of this project
+uses), reachability checks that turn "nothing answers" into one clear
+``Unreachable`` message, and a topic-creation helper.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
+
+_QUIET = logging.getLogger("fraudstream.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class Unreachable(Exception):
+    """A broker or Schema Registry that does not answer (the message is one readable line)."""
+
+
+def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+    """Idempotent producer (acks=all, ordered per partition), compressed and batched."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(
+    bootstrap_servers: str,
+    group_id: str,
+    *,
+    from_beginning: bool = False,
+    read_committed: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Consumer reading only committed transactional records by default."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+        "enable.auto.commit": False,
+    }
+    config.update(overrides)
+    return config
+
+
+def admin_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+    """Admin client config (quiet: connection failures are reported by ``check_broker``)."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _QUIET}
+    config.update(overrides)
+    return config
+
+
+def check_broker(bootstrap_servers: str, *, timeout_s: float = 5.0, attempts: int = 3) -> AdminClient:
+    """An admin client on a broker that answers; raises ``Unreachable`` after ``attempts`` tries."""
+    admin = AdminClient(admin_config(bootstrap_servers))
+    try:
+        for attempt in Retrying(
+            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False
+        ):
+            with attempt:
+                admin.list_topics(timeout=timeout_s)
+    except RetryError as exc:
+        cause = exc.last_attempt.exception()
+        raise Unreachable(
+            f"Kafka broker at {bootstrap_servers} is unreachable after {attempts} attempts ({_reason(cause)}). "
+            "Is the stack up? Try `fraudstream stack up` or set KAFKA_BOOTSTRAP_SERVERS."
+        ) from exc
+    return admin
+
+
+def registry_client(url: str) -> SchemaRegistryClient:
+    """A Schema Registry client (``mock://`` URLs give the in-memory mock, for unit tests)."""
+    return SchemaRegistryClient.new_client({"url": url})
+
+
+def check_registry(url: str, *, attempts: int = 3) -> SchemaRegistryClient:
+    """A client on a registry that answers; raises ``Unreachable`` after ``attempts`` tries."""
+    if url.startswith("mock://"):
+        return registry_client(url)
+    probe = SchemaRegistryClient({"url": url, "max.retries": 0, "timeout": 5})
+    try:
+        for attempt in Retrying(
+            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False
+        ):
+            with attempt:
+                probe.get_subjects()
+    except RetryError as exc:
+        cause = exc.last_attempt.exception()
+        raise Unreachable(
+            f"Schema Registry at {url} is unreachable after {attempts} attempts ({_reason(cause)}). "
+            "Is the stack up? Try `fraudstream stack up` or set SCHEMA_REGISTRY_URL."
+        ) from exc
+    finally:
+        probe.close()
+    return registry_client(url)
+
+
+def ensure_topics(
+    admin: AdminClient,
+    topics: Iterable[str],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    timeout_s: float = 15.0,
+) -> list[str]:
+    """Create those of ``topics`` that do not exist yet; returns the names created."""
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor) for t in missing],
+        operation_timeout=timeout_s,
+    )
+    created: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent creator won the race
+                raise
+    return created
+
+
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> bool:
+    """Whether ``topic`` exists on the broker."""
+    return topic in admin.list_topics(timeout=timeout_s).topics
+
+
+def _reason(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no answer"
+    if isinstance(exc, KafkaException):
+        return str(exc.args[0].str())
+    if isinstance(exc, SchemaRegistryError):
+        return f"HTTP {exc.http_status_code}: {exc.error_message}"
+    return f"{type(exc).__name__}: {exc}"
