@@ -1,0 +1,1 @@
+"""`fraudstream evaluate`: detection quality against the generator's ground truth."""
