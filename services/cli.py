@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from services.demo import demo_command
+from services.evaluate.cli import evaluate_command
 from services.stack.cli import app as stack_app
 
 app = typer.Typer(
@@ -14,6 +16,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(stack_app, name="stack")
+app.command("demo")(demo_command)
+app.command("evaluate")(evaluate_command)
 
 
 if __name__ == "__main__":
