@@ -173,3 +173,33 @@ class GeneratorSettings(_Section):
     replication_factor: int = Field(1, ge=1)
     compression: Literal["lz4", "zstd", "none"] = "lz4"
     linger_ms: int = Field(20, ge=0)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+class DetectorSettings(_Section):
+    """The exactly-once fraud detector (`fraudstream detect`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_DETECTOR_", extra="ignore", frozen=True)
+
+    application_id: str = "fraudstream-detector"  # consumer group; prefix of the transactional.id
+    # transactional.id = "<application_id>-<instance_id>": stable across restarts so a restart fences its
+    # zombie. Every instance running at the same time needs its own (default: the host name).
+    instance_id: str = Field(default_factory=_hostname)
+    topology_file: Path | None = None  # None = the packaged topology/fraud.yaml
+    commit_interval_ms: int = Field(100, ge=1)
+    max_batch: int = Field(10_000, ge=1)  # records per transaction at most
+    consume_batch: int = Field(2_000, ge=1)  # records per consume() call at most
+    transaction_timeout_ms: int = Field(60_000, ge=1_000)
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    max_retries: int = Field(3, ge=0)  # failures of one record before it is dead-lettered
+    on_error: Literal["dead-letter", "fail"] = "dead-letter"
+    static_membership: bool = False  # group.instance.id = transactional.id (restart without rebalance)
+    partitions: int | None = Field(None, ge=1)  # for missing sink topics (None = as the input topic)
+    stats_interval_s: float = Field(10.0, gt=0)
+    metrics_port: int | None = None  # serve /metrics on this port (unset = off)
+    metrics_host: str = "0.0.0.0"
