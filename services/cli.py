@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from services.demo import demo_command
+from services.detector.cli import detect_command
 from services.evaluate.cli import evaluate_command
 from services.stack.cli import app as stack_app
 
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.command("demo")(demo_command)
+app.command("detect")(detect_command)
 app.command("evaluate")(evaluate_command)
 
 

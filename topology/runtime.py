@@ -117,6 +117,8 @@ class RuntimeSettings:
     retry_backoff_ms: int = 200  # doubles after each failure of the same record
     retry_backoff_max_ms: int = 5_000
     on_error: Literal["dead-letter", "fail"] = "dead-letter"
+    # Errors that are not the record's fault (a registry outage): retried without limit, never dead-lettered.
+    transient_errors: tuple[type[BaseException], ...] = ()
     dlq_topic: str | None = None  # default: the processor's ``dlq_topic``
     create_topics: bool = True  # create missing sink and changelog topics
     topic_partitions: int | None = None  # new sinks: None = partitions of the first source
@@ -258,6 +260,7 @@ class ExactlyOnceRuntime:
         self._txn_out: Counter[tuple[str, tuple[str, ...]]] = Counter()
         self._txn_dlq: Counter[str] = Counter()
         self._failures: dict[tuple[str, int, int], _Failure] = {}
+        self._transient = 0  # consecutive transient failures
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
 
@@ -538,17 +541,27 @@ class ExactlyOnceRuntime:
     def _record_failed(
         self, record: RawRecord, exc: BaseException, batch: list[Message], index: int, producer: Producer
     ) -> None:
+        s = self.settings
         key = (record.topic, record.partition, record.offset)
-        failure = self._failures.get(key)
-        if failure is None:
-            failure = self._failures[key] = _Failure(0, exc)
-        failure.count += 1
-        failure.error = exc
         self.stats.retries += 1
-        log.warning(
-            "processing %s[%d]@%d failed (%d/%d): %s: %s", record.topic, record.partition, record.offset,
-            failure.count, self.settings.max_retries, type(exc).__name__, exc,
-        )
+        if isinstance(exc, s.transient_errors):
+            self._transient += 1
+            log.warning(
+                "processing %s[%d]@%d failed (transient, attempt %d, retrying until it works): %s: %s",
+                record.topic, record.partition, record.offset, self._transient, type(exc).__name__, exc,
+            )
+            wait = backoff_seconds(self._transient, s.retry_backoff_ms, s.retry_backoff_max_ms)
+            failure = _Failure(0, exc)
+        else:
+            failure = self._failures.get(key) or _Failure(0, exc)
+            self._failures[key] = failure
+            failure.count += 1
+            failure.error = exc
+            log.warning(
+                "processing %s[%d]@%d failed (%d/%d): %s: %s", record.topic, record.partition, record.offset,
+                failure.count, s.max_retries, type(exc).__name__, exc,
+            )
+            wait = backoff_seconds(failure.count, s.retry_backoff_ms, s.retry_backoff_max_ms)
         # Every partition of this batch goes back, also those whose records were not reached yet.
         for m in batch[index:]:
             if m.error() is None:
@@ -556,9 +569,8 @@ class ExactlyOnceRuntime:
                 if tp in self._assigned and tp not in self._txn_first:
                     self._txn_first[tp] = m.offset()  # type: ignore[assignment]
         self._abort(producer, f"processing error on {record.topic}[{record.partition}]@{record.offset}")
-        s = self.settings
         if failure.count <= s.max_retries:
-            time.sleep(backoff_seconds(failure.count, s.retry_backoff_ms, s.retry_backoff_max_ms))
+            time.sleep(wait)
         raise _Abort
 
     # ----------------------------------------------------------- transactions
@@ -597,6 +609,7 @@ class ExactlyOnceRuntime:
         return True
 
     def _committed(self, seconds: float) -> None:
+        self._transient = 0
         st = self.stats
         st.transactions_committed += 1
         st.last_commit_at = time.monotonic()
@@ -748,11 +761,23 @@ class ExactlyOnceRuntime:
     # --------------------------------------------------------------- restore
 
     def _restore(self, parts: list[TP]) -> None:
-        """Replay the changelog partitions of ``parts`` (read_committed, start to end) into the processor."""
+        """Replay the changelog partitions of ``parts`` (read_committed, start to end) into the processor.
+
+        Which changelog partitions: the processor's ``changelog_partitions(topic, partition)`` when it
+        has one, else the same partition number of every changelog topic.
+        """
         restore = getattr(self.processor, "restore", None)
         if not self._changelogs or restore is None:
             return
-        numbers = sorted({p for _, p in parts})
+        mapping = getattr(self.processor, "changelog_partitions", None)
+        wanted: set[TP] = set()
+        for topic, p in parts:
+            if mapping is not None:
+                wanted.update(mapping(topic, p))
+            else:
+                wanted.update((c, p) for c in self._changelogs)
+        if not wanted:
+            return
         s = self.settings
         reader = Consumer(
             {
@@ -763,15 +788,24 @@ class ExactlyOnceRuntime:
                 "enable.partition.eof": False,
             }
         )
+        # The end is the high watermark (read_uncommitted): a transaction still open on the changelog
+        # (a crashed previous owner's) is waited for, so its outcome is known before processing resumes.
+        # The read_committed reader's position moves past aborted records and markers to that end.
+        probe = Consumer(
+            {"bootstrap.servers": s.bootstrap_servers, "group.id": f"{s.application_id}-restore",
+             "isolation.level": "read_uncommitted"}
+        )
         try:
             ends: dict[TP, int] = {}
-            for topic in self._changelogs:
-                for p in numbers:
-                    _low, high = reader.get_watermark_offsets(
-                        TopicPartition(topic, p), timeout=s.kafka_timeout_s, cached=False
-                    )
-                    if high > 0:
-                        ends[(topic, p)] = high
+            for topic, p in sorted(wanted):
+                _low, high = probe.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=s.kafka_timeout_s, cached=False
+                )
+                if high > 0:
+                    ends[(topic, p)] = high
+        finally:
+            probe.close()
+        try:
             total = sum(ends.values())
             if not ends:
                 return

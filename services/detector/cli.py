@@ -1,0 +1,92 @@
+"""``fraudstream detect``: run the fraud topology with exactly-once semantics until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.logging import RichHandler
+
+from services.config import DetectorSettings, KafkaSettings
+from services.kafka import Unreachable, check_broker, check_registry
+from services.metrics import Metrics
+from topology.runtime import FatalRuntimeError, RuntimeStats
+from topology.yaml_loader import TopologyError
+
+log = logging.getLogger("fraudstream.detector")
+
+
+def detect_command(
+    topology: Annotated[Path | None, typer.Option(help="Topology YAML (default: the packaged fraud.yaml).")] = None,
+    application_id: Annotated[str | None, typer.Option(help="Consumer group and transactional.id prefix.")] = None,
+    instance_id: Annotated[
+        str | None, typer.Option(help="Stable id of this instance (default: host name); unique per running one.")
+    ] = None,
+    commit_interval_ms: Annotated[int | None, typer.Option(help="Transaction commit interval.")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Records per transaction at most.")] = None,
+    transaction_timeout_ms: Annotated[int | None, typer.Option(help="transaction.timeout.ms")] = None,
+    session_timeout_ms: Annotated[int | None, typer.Option(help="Consumer group session timeout.")] = None,
+    on_error: Annotated[
+        str | None, typer.Option(help="After max retries: 'dead-letter' the record or 'fail' (exit).")
+    ] = None,
+    stats_interval_s: Annotated[float | None, typer.Option(help="Seconds between stats lines.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
+) -> None:
+    """Run the fraud detector: read transactions, route them to fraud/legit/DLQ exactly once."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, rich_tracebacks=False)]
+    )
+    settings = DetectorSettings.with_overrides(
+        topology_file=topology, application_id=application_id, instance_id=instance_id,
+        commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,
+        session_timeout_ms=session_timeout_ms, on_error=_on_error(on_error), stats_interval_s=stats_interval_s,
+        metrics_port=metrics_port,
+    )
+    raise typer.Exit(run(settings, KafkaSettings()))
+
+
+def _on_error(value: str | None) -> Literal["dead-letter", "fail"] | None:
+    if value is None:
+        return None
+    if value not in ("dead-letter", "fail"):
+        raise typer.BadParameter("must be 'dead-letter' or 'fail'", param_hint="--on-error")
+    return "fail" if value == "fail" else "dead-letter"
+
+
+def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
+    """Run the detector until stopped; the process exit code (0 = stopped cleanly)."""
+    from services.detector.service import StatsLine, build_runtime, install_stop_signals
+
+    try:
+        check_broker(kafka.bootstrap_servers)
+        registry = check_registry(kafka.schema_registry_url)
+    except Unreachable as exc:
+        log.error("%s", exc)
+        return 2
+    metrics = Metrics(service="detector", instance=f"{settings.application_id}-{settings.instance_id}")
+    server = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+    try:
+        try:
+            runtime = build_runtime(settings, kafka, metrics=metrics, registry=registry)
+        except TopologyError as exc:
+            log.error("topology: %s", exc)
+            return 2
+        install_stop_signals(runtime)
+        line = StatsLine()
+
+        def tick(stats: RuntimeStats) -> None:
+            log.info("%s", line(stats, time.monotonic()))
+
+        try:
+            runtime.run(on_tick=tick, tick_interval_s=settings.stats_interval_s)
+        except FatalRuntimeError as exc:
+            log.error("%s", exc)
+            return exc.exit_code
+        tick(runtime.stats)
+        return 0
+    finally:
+        if server is not None:
+            server.close()

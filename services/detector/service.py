@@ -1,0 +1,136 @@
+"""Compose the detector: topology file + Avro decoder + processor + exactly-once runtime.
+
+The runtime knows nothing about fraud; this module gives it the fraud topology,
+the registry-backed decoder, a stats line and (optionally) Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from schemas import schema_text
+from services.config import DetectorSettings, KafkaSettings
+from services.metrics import Metrics
+from topology.processor import TopologyProcessor
+from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
+from topology.serde import AvroDecoder, RegistryError
+from topology.yaml_loader import DEFAULT_PATH, load_topology
+
+log = logging.getLogger("fraudstream.detector")
+
+# Tags the processor gives records that are not decisions (see topology/processor.py).
+_NOT_DECISIONS = frozenset({"dlq", "changelog", "repartition"})
+
+
+def detector_version(topology_text: str) -> str:
+    """``<package version>+<topology digest>``: names the code and the rules that decided."""
+    try:
+        base = package_version("fraudstream")
+    except PackageNotFoundError:
+        base = "0+unknown"
+    return f"{base}+{hashlib.sha256(topology_text.encode()).hexdigest()[:8]}"
+
+
+def build_runtime(
+    settings: DetectorSettings,
+    kafka: KafkaSettings,
+    *,
+    metrics: Metrics | None = None,
+    registry: Any = None,
+) -> ExactlyOnceRuntime:
+    """The runtime running the topology of ``settings`` (registry client: from ``kafka`` unless given)."""
+    from services.kafka import registry_client
+
+    path = Path(settings.topology_file) if settings.topology_file is not None else DEFAULT_PATH
+    topology = load_topology(path)
+    version = detector_version(path.read_text(encoding="utf-8"))
+    decoder = AvroDecoder(registry or registry_client(kafka.schema_registry_url), schema_text("transaction"))
+    processor = TopologyProcessor(topology, decoder.decode, version=version)
+    consumer_extra: dict[str, Any] = {}
+    if metrics is not None:
+        consumer_extra = {"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}
+    runtime_settings = RuntimeSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        application_id=settings.application_id,
+        instance_id=settings.instance_id,
+        commit_interval_ms=settings.commit_interval_ms,
+        max_batch=settings.max_batch,
+        consume_batch=settings.consume_batch,
+        transaction_timeout_ms=settings.transaction_timeout_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        max_retries=settings.max_retries,
+        on_error=settings.on_error,
+        dlq_topic=topology.dlq,
+        transient_errors=(RegistryError,),
+        topic_partitions=settings.partitions,
+        group_instance_id=f"{settings.application_id}-{settings.instance_id}" if settings.static_membership else None,
+        consumer_config=consumer_extra,
+    )
+    log.info(
+        "detector %s: topology %s (%s), version %s", runtime_settings.transactional_id, topology.name, path, version
+    )
+    return ExactlyOnceRuntime(
+        processor, runtime_settings, on_commit=None if metrics is None else _metrics_hook(metrics)
+    )
+
+
+def _metrics_hook(metrics: Metrics) -> Callable[[CommitReport], None]:
+    def on_commit(report: CommitReport) -> None:
+        for topic, n in report.records_in.items():
+            metrics.records_in.labels(topic).inc(n)
+        for (topic, tags), n in report.records_out.items():
+            branch = tags[0] if tags else ""
+            metrics.records_out.labels(topic, branch).inc(n)
+            if branch not in _NOT_DECISIONS:
+                for rule in tags[1:]:
+                    metrics.rule_hits.labels(rule).inc(n)
+        for error_class, n in report.dead_letters.items():
+            metrics.dlq.labels(error_class).inc(n)
+        metrics.transactions.labels("committed").inc()
+        metrics.commit_latency.observe(report.seconds)
+
+    return on_commit
+
+
+@dataclass
+class StatsLine:
+    """Formats one periodic stats line: rates since the previous line, totals, commit latency."""
+
+    last_in: int = 0
+    last_at: float | None = None
+
+    def __call__(self, stats: RuntimeStats, now: float) -> str:
+        rate = ""
+        if self.last_at is not None and now > self.last_at:
+            rate = f" ({(stats.records_in - self.last_in) / (now - self.last_at):,.0f}/s)"
+        self.last_in, self.last_at = stats.records_in, now
+        branches = " ".join(
+            f"{name or '-'} {n:,}" for name, n in sorted(stats.branches.items()) if name not in {"changelog"}
+        )
+        p50, p99 = stats.commit_latency_ms(0.5), stats.commit_latency_ms(0.99)
+        latency = "n/a" if p50 is None or p99 is None else f"p50 {p50:.1f} ms p99 {p99:.1f} ms"
+        return (
+            f"in {stats.records_in:,}{rate} | out {branches or '-'} | dlq {stats.dead_letters:,} | "
+            f"txn {stats.transactions_committed:,} committed {stats.transactions_aborted:,} aborted | "
+            f"commit {latency}"
+        )
+
+
+def install_stop_signals(runtime: ExactlyOnceRuntime) -> None:
+    """SIGTERM and SIGINT ask the runtime to commit, leave the group and return."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the open transaction and leaving the group", signal.Signals(signum).name)
+        runtime.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
