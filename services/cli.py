@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from services.dashboard.cli import dashboard
 from services.demo import demo_command
 from services.detector.cli import detect_command
 from services.evaluate.cli import evaluate_command
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(stack_app, name="stack")
 app.command("demo")(demo_command)
 app.command("detect")(detect_command)
+app.command("dashboard")(dashboard)
 app.command("evaluate")(evaluate_command)
 
 

@@ -44,12 +44,20 @@ RULES_HEADER = "fraudstream.rules"
 ERROR_CLASS_HEADER = "error.class"
 
 
-def header(headers: Iterable[tuple[str, bytes | None]] | None, name: str) -> str | None:
+HeaderList = Iterable[tuple[str, str | bytes | None]]
+
+
+def header(headers: HeaderList | None, name: str) -> str | None:
     """The last value of header ``name`` as text (UTF-8, undecodable bytes replaced), or ``None``."""
     found: str | None = None
     for key, value in headers or ():
         if key == name:
-            found = "" if value is None else value.decode("utf-8", errors="replace")
+            if value is None:
+                found = ""
+            elif isinstance(value, str):
+                found = value
+            else:
+                found = value.decode("utf-8", errors="replace")
     return found
 
 
@@ -139,9 +147,7 @@ class Metrics:
         for record in records:
             self.count_decision(record.topic, record.headers, dlq_topic=dlq_topic)
 
-    def count_decision(
-        self, topic: str, headers: Iterable[tuple[str, bytes | None]] | None, dlq_topic: str | None = None
-    ) -> None:
+    def count_decision(self, topic: str, headers: HeaderList | None, dlq_topic: str | None = None) -> None:
         """Count one routed record from its topic and its ``fraudstream.*`` / ``error.class`` headers."""
         hdrs = list(headers or ())
         if dlq_topic is not None and topic == dlq_topic:

@@ -1,0 +1,187 @@
+"""The dashboard's Kafka side: one read_committed consumer of the legit, fraud and alerts topics.
+
+The consumer is confluent_kafka's ``AIOConsumer`` (2.16.0): every blocking call
+runs on a small executor this feed owns, so the event loop never blocks; decoding
+(a registry lookup the first time a schema id is seen) runs on it too. The
+dashboard only watches: it never commits offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+from confluent_kafka.aio import AIOConsumer
+
+from services.dashboard.hub import Event, Hub, TopicRoles, make_event
+from services.metrics import Metrics
+from topology.serde import DecodeError, RegistryError
+
+log = logging.getLogger(__name__)
+
+Decode = Callable[[bytes | None], Mapping[str, Any]]
+
+
+def default_group_id() -> str:
+    """A group of its own per host and process: every dashboard sees every record."""
+    return f"fraudstream-dashboard-{socket.gethostname()}-{os.getpid()}"
+
+
+def consumer_config(bootstrap_servers: str, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "isolation.level": "read_committed",  # only decisions whose transaction committed
+        "enable.auto.commit": False,  # a viewer: never moves a group's offsets
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        # A topic created later (the alerts topic) is picked up within seconds.
+        "topic.metadata.refresh.interval.ms": 5000,
+        "client.id": "fraudstream-dashboard",
+    }
+
+
+def message_headers(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    """A consumed message's headers as a list of (name, value) pairs."""
+    headers = msg.headers()
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers or [])
+
+
+def decode_batch(messages: Sequence[Message], decode: Decode, roles: TopicRoles) -> list[Event]:
+    """Events of a batch of messages; an undecodable record becomes an "error" event (kept, not lost).
+
+    Raises ``RegistryError`` when the registry cannot be reached (the caller retries the batch).
+    """
+    events: list[Event] = []
+    now_ms = int(time.time() * 1000)
+    for msg in messages:
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        record: Mapping[str, Any] | None = None
+        error: str | None = None
+        try:
+            record = decode(msg.value())
+        except DecodeError as exc:
+            error = f"{exc.reason}: {exc}"
+        events.append(
+            make_event(
+                roles, topic=topic, partition=partition, offset=offset, key=msg.key(),
+                headers=message_headers(msg), record=record, error=error, received_ms=now_ms,
+            )
+        )
+    return events
+
+
+class KafkaFeed:
+    """Consumes the decision topics and publishes every record to the hub."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        roles: TopicRoles,
+        decode: Decode,
+        hub: Hub,
+        metrics: Metrics,
+        *,
+        max_batch: int = 500,
+        poll_timeout_s: float = 0.5,
+    ) -> None:
+        self.config = config
+        self.roles = roles
+        self.decode = decode
+        self.hub = hub
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.poll_timeout_s = poll_timeout_s
+        self.last_poll: float | None = None  # monotonic time of the last answered poll
+        self.missing_topics: set[str] = set()
+        self.error: str | None = None  # last consumer error, for /healthz
+        self.failure: str | None = None  # why run() stopped with an exception
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.roles.legit, self.roles.fraud, self.roles.alerts]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; then close the consumer and its executor."""
+        loop = asyncio.get_running_loop()
+        # Two workers: AIOConsumer needs a second one for re-entrant calls from callbacks.
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dashboard-kafka")
+        consumer = AIOConsumer(dict(self.config), executor=executor)
+        try:
+            await consumer.subscribe(self.topics)
+            while not stop.is_set():
+                messages = await consumer.consume(num_messages=self.max_batch, timeout=self.poll_timeout_s)
+                self.last_poll = time.monotonic()
+                records = [m for m in messages if not self._is_error(m)]
+                if not records:
+                    continue
+                for msg in records:
+                    self.metrics.records_in.labels(msg.topic() or "").inc()
+                    self.missing_topics.discard(msg.topic() or "")
+                events = await self._decode(loop, executor, records, stop)
+                for event in events:
+                    if event["kind"] == "error":
+                        self.metrics.decode_errors.labels(event["topic"]).inc()
+                    self.hub.publish(event)
+        except Exception as exc:
+            self.failure = repr(exc)
+            raise
+        finally:
+            await consumer.close()
+            executor.shutdown(wait=True)
+
+    async def _decode(
+        self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor,
+        records: list[Message], stop: asyncio.Event,
+    ) -> list[Event]:
+        """Decode on the executor; while the registry is unreachable, wait and try the same batch again."""
+        delay = 0.5
+        while True:
+            try:
+                return await loop.run_in_executor(executor, decode_batch, records, self.decode, self.roles)
+            except RegistryError as exc:
+                self.error = str(exc)
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                if stop.is_set():
+                    return []
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _is_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        code = err.code()
+        if code == KafkaError._PARTITION_EOF:
+            return True
+        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            topic = msg.topic() or err.str()
+            if topic not in self.missing_topics:
+                self.missing_topics.add(topic)
+                log.info("topic not there (yet): %s; the dashboard shows it once it exists", topic)
+            return True
+        if err.fatal():
+            raise RuntimeError(f"fatal Kafka consumer error: {err.str()}")
+        self.error = err.str()
+        log.warning("Kafka consumer error: %s", err.str())
+        return True
+
+    def health(self, max_silence_s: float = 15.0) -> dict[str, Any]:
+        """Healthy when the consumer answered a poll within ``max_silence_s``."""
+        age = None if self.last_poll is None else time.monotonic() - self.last_poll
+        return {
+            "ok": self.failure is None and age is not None and age <= max_silence_s,
+            "failure": self.failure,
+            "last_poll_age_s": None if age is None else round(age, 3),
+            "topics": self.topics,
+            "missing_topics": sorted(self.missing_topics),
+            "last_error": self.error,
+        }

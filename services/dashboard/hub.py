@@ -1,0 +1,243 @@
+"""The dashboard's state, free of Kafka and HTTP: events, counters, history, and per-browser buffers.
+
+Consumers ``publish`` events; each connected browser is a ``Client`` with a
+bounded buffer. A full buffer drops its oldest event (counted), so a slow
+browser never slows the consumers. Everything runs on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from services.metrics import BRANCH_HEADER, RULES_HEADER, HeaderList, Metrics, header, rule_ids
+
+Event = dict[str, Any]
+
+# Transaction fields shown in the list, in order; anything else is kept under "extra".
+TX_FIELDS = (
+    "transaction_id", "source_account", "target_account", "amount", "currency", "event_time",
+    "channel", "country", "merchant_category",
+)
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a decoded Avro value (Decimal and bytes as text, datetimes as ISO-8601)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+@dataclass(frozen=True)
+class TopicRoles:
+    """Which topic is which: the kind of an event comes from the topic it was read from."""
+
+    legit: str
+    fraud: str
+    alerts: str
+
+    def kind(self, topic: str) -> str:
+        return {self.legit: "legit", self.fraud: "fraud", self.alerts: "alert"}.get(topic, "other")
+
+
+def make_event(
+    roles: TopicRoles,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    headers: HeaderList | None,
+    record: Mapping[str, Any] | None,
+    error: str | None = None,
+    received_ms: int | None = None,
+) -> Event:
+    """One event for the browser: where it was read, the decision headers, and the decoded record.
+
+    ``record=None`` with ``error`` set makes an "error" event (undecodable record), shown but not counted
+    as a decision.
+    """
+    hdrs = list(headers or ())
+    data = jsonable(dict(record)) if record is not None else {}
+    tx = {name: data.pop(name, None) for name in TX_FIELDS}
+    return {
+        "id": f"{topic}:{partition}:{offset}",
+        "kind": "error" if error is not None else roles.kind(topic),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": None if key is None else key.decode("utf-8", errors="replace"),
+        "branch": header(hdrs, BRANCH_HEADER),
+        "rules": rule_ids(header(hdrs, RULES_HEADER)),
+        "tx": tx,
+        "extra": data,
+        "error": error,
+        "received_ms": received_ms if received_ms is not None else int(time.time() * 1000),
+    }
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected browser: a bounded buffer of events, and a wake-up for its writer."""
+
+    capacity: int
+    events: deque[Event] = field(init=False)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: int = 0
+    stats_pending: bool = False
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.events = deque(maxlen=self.capacity)
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event``; drop the oldest when full. False when something was dropped."""
+        full = len(self.events) == self.capacity
+        if full:
+            self.dropped += 1
+        self.events.append(event)  # a deque with maxlen drops the oldest by itself
+        self.wake.set()
+        return not full
+
+    def drain(self, limit: int) -> list[Event]:
+        """Take up to ``limit`` queued events, oldest first."""
+        out: list[Event] = []
+        while self.events and len(out) < limit:
+            out.append(self.events.popleft())
+        if not self.events and not self.stats_pending:
+            self.wake.clear()
+        return out
+
+
+@dataclass
+class Totals:
+    legit: int = 0
+    fraud: int = 0
+    alerts: int = 0
+    errors: int = 0
+    other: int = 0
+    dropped: int = 0
+
+
+class Hub:
+    """Fan-out of events to browsers, plus the counters and the per-second history they all see."""
+
+    def __init__(
+        self,
+        *,
+        recent: int,
+        client_buffer: int,
+        history_s: int,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recent: deque[Event] = deque(maxlen=recent)
+        self.client_buffer = client_buffer
+        self.clients: set[Client] = set()
+        self.totals = Totals()
+        self.rules: Counter[str] = Counter()
+        # One point per second: [unix second, decisions, fraud decisions].
+        self.history: deque[tuple[int, int, int]] = deque(maxlen=history_s)
+        self._clock = clock
+        self._second = int(clock())
+        self._tx = 0
+        self._fraud = 0
+        self.metrics = metrics
+        self.closing = asyncio.Event()
+
+    def subscribe(self) -> Client:
+        client = Client(self.client_buffer)
+        self.clients.add(client)
+        if self.metrics:
+            self.metrics.sse_clients.set(len(self.clients))
+        return client
+
+    def unsubscribe(self, client: Client) -> None:
+        client.closed = True
+        self.clients.discard(client)
+        if self.metrics:
+            self.metrics.sse_clients.set(len(self.clients))
+
+    def publish(self, event: Event) -> None:
+        """Count ``event``, keep it among the recent ones, and offer it to every browser."""
+        self._roll()
+        kind = event["kind"]
+        if kind == "legit":
+            self.totals.legit += 1
+            self._tx += 1
+        elif kind == "fraud":
+            self.totals.fraud += 1
+            self._tx += 1
+            self._fraud += 1
+        elif kind == "alert":
+            self.totals.alerts += 1
+        elif kind == "error":
+            self.totals.errors += 1
+        else:
+            self.totals.other += 1
+        if kind in ("legit", "fraud"):
+            for rule in event["rules"] or ["(default)"]:
+                self.rules[rule] += 1
+        self.recent.append(event)
+        for client in self.clients:
+            if not client.offer(event):
+                self.totals.dropped += 1
+                if self.metrics:
+                    self.metrics.sse_dropped.inc()
+
+    def _roll(self) -> None:
+        """Close the seconds that have passed (empty seconds count as zero)."""
+        now = int(self._clock())
+        if now <= self._second:
+            return
+        self.history.append((self._second, self._tx, self._fraud))
+        gap = min(now - self._second - 1, self.history.maxlen or 0)
+        for i in range(gap):
+            self.history.append((now - gap + i, 0, 0))
+        self._second, self._tx, self._fraud = now, 0, 0
+
+    def tick(self) -> None:
+        """Once a second: close the past second and tell every browser the new stats."""
+        self._roll()
+        for client in self.clients:
+            client.stats_pending = True
+            client.wake.set()
+
+    def stats(self) -> dict[str, Any]:
+        t = self.totals
+        decided = t.legit + t.fraud
+        return {
+            "totals": {
+                "decisions": decided, "legit": t.legit, "fraud": t.fraud, "alerts": t.alerts,
+                "errors": t.errors, "dropped": t.dropped, "clients": len(self.clients),
+                "fraud_rate": (t.fraud / decided) if decided else 0.0,
+            },
+            "rules": dict(self.rules.most_common()),
+            "history": [list(point) for point in self.history],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a newly connected browser needs: stats and the recent events, newest first."""
+        return {**self.stats(), "history_s": self.history.maxlen, "recent": list(reversed(self.recent))}
+
+    def close(self) -> None:
+        """Tell every browser's writer to finish (server shutdown)."""
+        self.closing.set()
+        for client in self.clients:
+            client.wake.set()
