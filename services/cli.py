@@ -9,6 +9,7 @@ from services.demo import demo_command
 from services.detector.cli import detect_command
 from services.evaluate.cli import evaluate_command
 from services.stack.cli import app as stack_app
+from services.topology_cli import app as topology_app
 
 app = typer.Typer(
     name="fraudstream",
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(topology_app, name="topology")
 app.command("demo")(demo_command)
 app.command("detect")(detect_command)
 app.command("dashboard")(dashboard)
