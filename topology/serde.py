@@ -265,9 +265,7 @@ def _classify(exc: Exception, position: int, size: int, schema_id: int) -> Decod
     text = str(exc) or type(exc).__name__
     ran_off_end = position >= size and isinstance(exc, EOFError | IndexError)
     if ran_off_end and not text.startswith("Expected -"):
-        return DecodeError(
-            "truncated", f"value ends early ({size} bytes) for schema id {schema_id}: {text}"
-        )
+        return DecodeError("truncated", f"value ends early ({size} bytes) for schema id {schema_id}: {text}")
     return DecodeError(
         "invalid-avro", f"bytes are not a valid Avro record of schema id {schema_id}: {type(exc).__name__}: {text}"
     )

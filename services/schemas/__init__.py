@@ -64,9 +64,7 @@ def check_offline(
         if not earlier:
             findings.append(Finding(f"{name}.avsc has no history yet (add history/{name}/v1.avsc)", False))
             continue
-        levels = sorted({settings.level(s) for s, n in subject_map.items() if n == name}) or [
-            settings.compatibility
-        ]
+        levels = sorted({settings.level(s) for s, n in subject_map.items() if n == name}) or [settings.compatibility]
         for level in levels:
             problems = check(Version(f"{name}.avsc", text), earlier, level, name)
             findings += [Finding(f"{p} [{level}]") for p in problems]

@@ -67,9 +67,7 @@ def can_read(reader: Version, writer: Version, schema: str = "") -> list[Problem
     return [Problem(schema, reader.label, writer.label, path, reason) for path, reason in found]
 
 
-def check(
-    new: Version, earlier: list[Version], level: CompatibilityLevel, schema: str = ""
-) -> list[Problem]:
+def check(new: Version, earlier: list[Version], level: CompatibilityLevel, schema: str = "") -> list[Problem]:
     """Problems of ``new`` against ``earlier`` (oldest first) under ``level``, as a registry judges them.
 
     Non-transitive levels compare with the latest earlier version only, like the registry.
@@ -119,9 +117,7 @@ def _explain(
     if isinstance(reader, avro.schema.RecordSchema) and isinstance(writer, avro.schema.RecordSchema):
         found: list[tuple[str, str]] = []
         if not schema_name_equals(reader, writer):
-            found.append(
-                (path, f"record name {reader.fullname} differs from {writer.fullname} (add an alias)")
-            )
+            found.append((path, f"record name {reader.fullname} differs from {writer.fullname} (add an alias)"))
         reader_names = {f.name for f in reader.fields} | {
             a for f in reader.fields for a in (f.props.get("aliases") or [])
         }
@@ -132,13 +128,11 @@ def _explain(
                 if not field.has_default:
                     orphans = [f.name for f in writer.fields if f.name not in reader_names]
                     hint = (
-                        f" (renamed? {wname} has {', '.join(repr(o) for o in orphans)}: add \"aliases\")"
+                        f' (renamed? {wname} has {", ".join(repr(o) for o in orphans)}: add "aliases")'
                         if orphans
                         else " (add a default)"
                     )
-                    found.append(
-                        (field_path, f"{wname} has no such field and {rname} gives it no default{hint}")
-                    )
+                    found.append((field_path, f"{wname} has no such field and {rname} gives it no default{hint}"))
                 continue
             found += _explain(field.type, old.type, field_path, rname, wname)
         if found:

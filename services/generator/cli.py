@@ -1,0 +1,115 @@
+"""`fraudstream generate`: labelled Avro transactions to Kafka."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from services.config import GeneratorSettings, KafkaSettings
+from services.generator.produce import Progress, Sender, stream_config
+from services.generator.scenarios import SCENARIOS, TransactionStream
+from services.kafka import Unreachable, check_broker, check_registry
+from topology.serde import EncodeError, RegistryError
+
+
+def _fraud_rates(values: list[str]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for item in values:
+        name, sep, number = item.partition("=")
+        if not sep or name not in SCENARIOS:
+            raise typer.BadParameter(f"{item!r}: expected NAME=RATE with NAME one of {', '.join(SCENARIOS)}")
+        try:
+            rates[f"fraud_{name}"] = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r}: RATE must be a number (incidents per 1,000 tx)") from None
+    return rates
+
+
+def generate(
+    rate: Annotated[float | None, typer.Option(help="Transactions per second; 0 = as fast as possible.")] = None,
+    count: Annotated[int | None, typer.Option(help="How many to send (default: until Ctrl-C).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed: the same seed and flags give the same stream.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Transactions topic.")] = None,
+    labels_topic: Annotated[str | None, typer.Option(help="Ground-truth labels topic.")] = None,
+    fraud: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Scenario rate as NAME=INCIDENTS_PER_1000_TX (repeatable); NAME in {', '.join(SCENARIOS)}."),
+    ] = None,
+    event_rate: Annotated[
+        float | None, typer.Option(help="Simulated tx per event-time second (default: --rate, or 10).")
+    ] = None,
+    start: Annotated[
+        datetime | None, typer.Option(help="First event time, UTC (default: now; 2026-01-01 when seeded).")
+    ] = None,
+    accounts: Annotated[int | None, typer.Option(help="Accounts in the population.")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Partitions of topics the generator creates.")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
+    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+) -> None:
+    """Generate labelled transactions (legit traffic with fraud scenarios) as Avro to Kafka."""
+    console = Console(stderr=True)
+    settings = GeneratorSettings.with_overrides(
+        rate=rate,
+        count=count,
+        seed=seed,
+        topic=topic,
+        labels_topic=labels_topic,
+        event_rate=event_rate,
+        start=start,
+        accounts=accounts,
+        partitions=partitions,
+        **_fraud_rates(fraud or []),
+    )
+    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    try:
+        admin = check_broker(kafka.bootstrap_servers)
+        registry = check_registry(kafka.schema_registry_url)
+        sender = Sender(settings, kafka.bootstrap_servers, registry, admin)
+    except (Unreachable, RegistryError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    stream = TransactionStream(stream_config(settings))
+    target = "until Ctrl-C" if settings.count is None else f"{settings.count:,}"
+    pace = "as fast as possible" if settings.rate == 0 else f"{settings.rate:,.0f} tx/s"
+    console.print(
+        f"generating {target} transactions to {settings.topic} (labels: {settings.labels_topic}), {pace}, "
+        f"seed {settings.seed}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    interrupted = False
+    with Live(Text(""), console=console, refresh_per_second=4, transient=False) as live:
+
+        def report(progress: Progress) -> None:
+            live.update(Text(progress.line(time.monotonic())))
+
+        try:
+            result = sender.run(stream, count=settings.count, rate=settings.rate, report=report)
+        except KeyboardInterrupt:
+            interrupted = True
+            result = sender.progress
+        except EncodeError as exc:  # a generator bug: name the field rather than print a trace
+            console.print(f"[red]error:[/red] generated record does not fit the schema: {exc}")
+            raise typer.Exit(1) from None
+        report(result)
+    if not console.is_terminal:
+        console.print()  # end the last status line
+    elapsed = time.monotonic() - result.started
+    verdict = "interrupted: " if interrupted else ""
+    console.print(
+        f"{verdict}sent {result.sent:,} transactions ({result.fraud:,} fraud) in {elapsed:.1f} s, "
+        f"{result.delivered:,} records delivered (transactions + labels), {result.failed:,} failed",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.failed or result.in_flight:
+        console.print(
+            f"[red]error:[/red] {result.failed:,} failed, {result.in_flight:,} undelivered: {result.last_error}"
+        )
+        raise typer.Exit(1)

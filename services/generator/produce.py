@@ -1,0 +1,193 @@
+"""Send a ``TransactionStream`` to Kafka: transactions keyed by source account, labels keyed by transaction id.
+
+The transactions topic carries only what a payment system would see; the
+ground truth goes to the labels topic (``TransactionLabel``), which the
+detector never reads and evaluation joins by transaction id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+import schemas
+from services.config import GeneratorSettings
+from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream
+from services.kafka import ensure_topics, producer_config
+from topology.serde import AvroEncoder
+
+_MAX_BATCH = 5_000  # records produced between two polls at full speed
+
+
+@dataclass
+class Progress:
+    """Counters of one run (updated by the sender and the delivery callback)."""
+
+    started: float
+    sent: int = 0
+    fraud: int = 0
+    delivered: int = 0
+    failed: int = 0
+    last_error: str = ""
+    in_flight: int = 0
+    event_time_ms: int = 0
+
+    def rate(self, now: float) -> float:
+        """Average transactions sent per second since the start."""
+        elapsed = now - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+    def line(self, now: float) -> str:
+        """One human-readable status line."""
+        event = datetime.fromtimestamp(self.event_time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        share = f"{100 * self.fraud / self.sent:.2f}%" if self.sent else "-"
+        failed = f" | failed {self.failed:,} ({self.last_error})" if self.failed else ""
+        return (
+            f"sent {self.sent:,} | {self.rate(now):,.0f} tx/s | delivered {self.delivered:,} | "
+            f"in flight {self.in_flight:,} | fraud {self.fraud:,} ({share}) | event time {event}{failed}"
+        )
+
+
+def stream_config(settings: GeneratorSettings) -> StreamConfig:
+    """The pure stream's config from the generator settings."""
+    event_rate = settings.event_rate or (settings.rate if settings.rate > 0 else 10.0)
+    start = settings.start
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    return StreamConfig(
+        seed=settings.seed,
+        accounts=settings.accounts,
+        merchants=settings.merchants,
+        event_rate=event_rate,
+        start_ms=int(start.timestamp() * 1000) if start is not None else None,
+        rates=ScenarioRates(
+            large_amount=settings.fraud_large_amount,
+            card_testing=settings.fraud_card_testing,
+            velocity=settings.fraud_velocity,
+            fan_in=settings.fraud_fan_in,
+            fan_out=settings.fraud_fan_out,
+            structuring=settings.fraud_structuring,
+        ),
+    )
+
+
+class Sender:
+    """Encodes and produces generated transactions and their labels."""
+
+    def __init__(
+        self,
+        settings: GeneratorSettings,
+        bootstrap_servers: str,
+        registry: SchemaRegistryClient,
+        admin: Any,
+    ) -> None:
+        self.settings = settings
+        ensure_topics(
+            admin,
+            [settings.topic, settings.labels_topic],
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+        )
+        self._tx = AvroEncoder(registry, schemas.schema_text("transaction"), f"{settings.topic}-value")
+        self._labels = AvroEncoder(registry, schemas.schema_text("transaction_label"), f"{settings.labels_topic}-value")
+        self.progress = Progress(started=time.monotonic())
+        self._producer = Producer(
+            producer_config(
+                bootstrap_servers,
+                **{
+                    "compression.type": settings.compression,
+                    "linger.ms": settings.linger_ms,
+                    "on_delivery": self._delivered,
+                    "error_cb": self._client_error,
+                },
+            )
+        )
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self.progress.delivered += 1
+        else:
+            self.progress.failed += 1
+            self.progress.last_error = err.str()
+
+    def _client_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.progress.last_error = f"fatal: {err.str()}"
+
+    def run(
+        self,
+        stream: TransactionStream,
+        *,
+        count: int | None,
+        rate: float,
+        report: Callable[[Progress], None],
+        report_every_s: float = 0.5,
+    ) -> Progress:
+        """Send ``count`` transactions (None = until interrupted) at ``rate`` tx/s (0 = as fast as possible).
+
+        Ctrl-C (KeyboardInterrupt) stops sending; what was sent is flushed either way.
+        """
+        progress = self.progress
+        progress.started = start = time.monotonic()
+        next_report = start
+        produce = self._producer.produce
+        poll = self._producer.poll
+        tx_topic, label_topic = self.settings.topic, self.settings.labels_topic
+        encode_tx, encode_label = self._tx.encode, self._labels.encode
+        try:
+            while count is None or progress.sent < count:
+                now = time.monotonic()
+                if rate > 0:
+                    due = int((now - start) * rate) + 1 - progress.sent
+                    if due <= 0:
+                        poll(min(0.05, -due / rate + 1.0 / rate))
+                        continue
+                    batch = min(due, _MAX_BATCH)
+                else:
+                    batch = _MAX_BATCH
+                if count is not None:
+                    batch = min(batch, count - progress.sent)
+                for generated in stream.take(batch):
+                    record = generated.record
+                    value = encode_tx(record)
+                    label = encode_label(generated.label())
+                    # The label first: an interrupt between the two leaves a label without
+                    # a transaction (harmless to evaluation), never a transaction without truth.
+                    self._produce(produce, poll, label_topic, record["transaction_id"].encode(), label)
+                    self._produce(produce, poll, tx_topic, record["source_account"].encode(), value)
+                    progress.sent += 1
+                    if generated.scenario != "legit":
+                        progress.fraud += 1
+                progress.event_time_ms = stream.clock_ms
+                poll(0)
+                if now >= next_report:
+                    progress.in_flight = len(self._producer)
+                    report(progress)
+                    next_report = now + report_every_s
+        finally:
+            self.flush(report)
+        return progress
+
+    @staticmethod
+    def _produce(produce: Any, poll: Any, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                produce(topic, value, key)
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                poll(0.05)
+
+    def flush(self, report: Callable[[Progress], None], timeout_s: float = 60.0) -> None:
+        """Wait for every produced record to be delivered or failed (at most ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self._producer) and time.monotonic() < deadline:
+            self._producer.flush(0.5)
+            self.progress.in_flight = len(self._producer)
+            report(self.progress)
+        self.progress.in_flight = len(self._producer)
