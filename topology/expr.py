@@ -113,13 +113,14 @@ _TOKEN = re.compile(
   | (?P<number>\d[\d_]*(?:\.\d[\d_]*)?(?:[eE][+-]?\d+)?)
   | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<bad2>&&|\|\||=~|=>|=<|\*\*|//|<>)
   | (?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|%|\(|\)|\[|\]|,)
-  | (?P<bad>&&|\|\||=~|\*\*|//|<>|[=!&|^~@$#?:;.{}\\`])
+  | (?P<bad>[=!&|^~@$#?:;.{}\\`])
     """,
     re.VERBOSE,
 )
 _KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
-_HINTS = {"&&": "and", "||": "or", "!": "not", "=": "==", "<>": "!="}
+_HINTS = {"&&": "and", "||": "or", "!": "not", "=": "==", "<>": "!=", "=>": ">=", "=<": "<="}
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
 
 
@@ -143,7 +144,7 @@ def _tokenize(text: str) -> list[_Tok]:
         pos = m.end()
         if kind == "ws":
             continue
-        if kind == "bad":
+        if kind in ("bad", "bad2"):
             hint = _HINTS.get(s)
             raise ExprError(f"unknown operator {s!r}" + (f" (use {hint!r})" if hint else ""), col)
         if kind == "name" and s in _KEYWORDS:
@@ -315,6 +316,8 @@ class _Parser:
         if t.kind == "keyword" and t.text == "null":
             return Literal_(None, t.col)
         if t.kind == "name":
+            if self.at("op", "("):
+                raise ExprError(f"function calls are not allowed ({t.text}(...))", t.col)
             return Field(t.text, t.col)
         if t.kind == "op" and t.text == "(":
             node = self.or_()

@@ -1,0 +1,146 @@
+"""The Python builder builds the same plan as the YAML loader, and checks what it is given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from topology.dsl import all_of, count, distinct_count, hopping, rule, sliding, stream, sum_, tumbling
+from topology.plan import PlanError, Predicate, Topology, Window
+from topology.yaml_loader import load_topology
+
+
+def fraud_topology_in_python() -> Topology:
+    structuring_filter = "amount >= 700 and amount < 900"
+    return (
+        stream("queueing.transactions", dlq="streaming.transactions.dlq", name="fraud-detector")
+        .split()
+        .branch(
+            [
+                rule("large-amount", "amount >= 900", description="The tutorial's rule, one large payment."),
+                rule(
+                    "velocity",
+                    count(by="source_account", window=sliding("5m", grace="30s")) >= 10,
+                    description="Many payments from one account within minutes.",
+                ),
+                rule(
+                    "card-testing",
+                    count(by="source_account", window=sliding("15m", grace="30s"), where="amount < 2") >= 4,
+                    description="A burst of tiny payments from one account (a stolen card being tested).",
+                ),
+                rule(
+                    "fan-in",
+                    distinct_count(
+                        "source_account", by=["target_account", "amount"], window=sliding("24h", grace="1m")
+                    )
+                    >= 10,
+                    description="Many different accounts paying the same amount to one account within a day "
+                    "(a money mule).",
+                ),
+                rule(
+                    "fan-out",
+                    distinct_count("target_account", by="source_account", window=sliding("1h", grace="30s")) >= 12,
+                    description="One account paying many different accounts within an hour.",
+                ),
+                rule(
+                    "structuring",
+                    all_of(
+                        count(
+                            by="source_account", window=sliding("24h", grace="1m"), where=structuring_filter,
+                            name="structuring-count",
+                        )
+                        >= 3,
+                        sum_(
+                            "amount", by="source_account", window=sliding("24h", grace="1m"),
+                            where=structuring_filter, name="structuring-sum",
+                        )
+                        >= 2000,
+                    ),
+                    description="Several payments just under the large-amount limit from one account within a "
+                    "day, adding up to more than it.",
+                ),
+            ],
+            to="streaming.transactions.fraud",
+            name="fraud",
+        )
+        .default_branch(to="streaming.transactions.legit", name="legit")
+    )
+
+
+def test_dsl_and_yaml_build_the_same_plan() -> None:
+    assert fraud_topology_in_python() == load_topology()
+
+
+def test_branch_accepts_expressions_and_python_predicates() -> None:
+    def is_weekend(r: Any) -> bool:
+        return bool(r["event_time"].weekday() >= 5)
+
+    t = (
+        stream("in", dlq="dlq", name="app")
+        .split()
+        .branch("amount >= 900", to="big")
+        .branch(is_weekend, to="weekend", name="weekend")
+        .default_branch(to="rest")
+    )
+    assert [b.name for b in t.branches] == ["branch-0", "weekend"]
+    assert str(t.branches[0].rules[0].condition) == "amount >= 900"
+    cond = t.branches[1].rules[0].condition
+    assert isinstance(cond, Predicate) and cond.name == "is_weekend"
+    assert t.default.name == "default" and t.sinks == ("big", "weekend", "rest")
+
+
+def test_windows() -> None:
+    assert tumbling("1h") == Window("tumbling", 3_600_000)
+    assert hopping("10m", advance="1m", grace="5s") == Window("hopping", 600_000, 5000, 60_000)
+    assert sliding(1500) == Window("sliding", 1500)
+    with pytest.raises(PlanError, match="advance <= size"):
+        hopping("1m", advance="2m")
+    with pytest.raises(PlanError, match="bad duration"):
+        sliding("soon")
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: stream("in", dlq="dlq").split().branch("amount > 1", to="in").default_branch(to="x"),
+         "both the source and a sink"),
+        (lambda: stream("in", dlq="x").split().branch("amount > 1", to="a").default_branch(to="x"),
+         "dead-letter topic"),
+        (lambda: stream("in", dlq="d").split().branch("amount > 1", to="a", name="n")
+         .branch("amount > 2", to="b", name="n").default_branch(to="c"), "duplicate branch name"),
+        (lambda: stream("in", dlq="d").split().branch(rule("r", "amount > 1"), to="a")
+         .branch(rule("r", "amount > 2"), to="b").default_branch(to="c"), "duplicate rule id"),
+        (lambda: stream("in", dlq="d").split().branch("amount > 1", to="bad topic").default_branch(to="c"),
+         "illegal topic name"),
+        (lambda: count(by="nope", window=sliding("1m")) >= 1, "unknown field 'nope'"),
+        (lambda: sum_("currency", by="source_account", window=sliding("1m")) >= 1, "sum needs a number field"),
+    ],
+)
+def test_plan_errors(build: Any, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        build()
+
+
+def test_stages_add_a_repartition_topic_per_foreign_grouping() -> None:
+    t = (
+        stream("in", dlq="d", name="app")
+        .split()
+        .branch(
+            [
+                rule("a", count(by="source_account", window=sliding("1m")) >= 2),
+                rule("b", count(by=["source_account", "currency"], window=sliding("1m")) >= 2),
+                rule("c", count(by="target_account", window=sliding("1m")) >= 2),
+            ],
+            to="out",
+        )
+        .default_branch(to="rest")
+    )
+    stages = t.stages
+    assert [(s.input_topic, [x.name for x in s.stores]) for s in stages] == [
+        ("in", ["a", "b"]),  # grouping that includes the record key stays with the input partition
+        ("app-by-target_account-repartition", ["c"]),
+    ]
+    assert [s.changelog_topic for s in t.stores] == ["app-a-changelog", "app-b-changelog", "app-c-changelog"]
+    renamed = t.with_topics({"in": "in-1", "out": "out-1", "d": "d-1"})
+    assert (renamed.source, renamed.dlq, renamed.branches[0].to, renamed.default.to) == ("in-1", "d-1", "out-1", "rest")

@@ -1,0 +1,64 @@
+"""Helpers for the topology unit tests: a mock registry with the real Avro serde, and transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from schemas import schema_text
+from topology.driver import TopologyTestDriver
+from topology.plan import Topology
+from topology.processor import TopologyProcessor
+from topology.serde import AvroDecoder, AvroEncoder
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+TOPIC = "queueing.transactions"
+
+
+@dataclass
+class Serde:
+    registry: SchemaRegistryClient
+    encoder: AvroEncoder
+    decoder: AvroDecoder
+
+
+def serde(name: str = "unit") -> Serde:
+    """The real Avro serde over confluent_kafka's in-memory mock registry (unit tests only)."""
+    registry = SchemaRegistryClient.new_client({"url": f"mock://{name}"})
+    text = schema_text("transaction")
+    return Serde(registry, AvroEncoder(registry, text, f"{TOPIC}-value"), AvroDecoder(registry, text))
+
+
+def tx(
+    n: int,
+    amount: str = "10.00",
+    *,
+    source: str = "acc-1",
+    target: str = "shop-1",
+    minutes: float = 0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Transaction ``tx-<n>`` at ``T0 + minutes``."""
+    return {
+        "transaction_id": f"tx-{n}",
+        "source_account": source,
+        "target_account": target,
+        "amount": Decimal(amount),
+        "currency": "EUR",
+        "event_time": T0 + timedelta(minutes=minutes),
+        **extra,
+    }
+
+
+def driver(topology: Topology, s: Serde, *, partitions: int = 1, version: str = "v-test") -> TopologyTestDriver:
+    processor = TopologyProcessor(topology, s.decoder.decode, version=version)
+    return TopologyTestDriver(processor, partitions=partitions, encoder=s.encoder.encode, decoder=s.decoder.decode)
+
+
+def headers(record: Any) -> Mapping[str, bytes]:
+    return dict(record.headers)
