@@ -1,0 +1,39 @@
+"""`fraudstream bench ...`: throughput benchmarks that print figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Annotated
+
+import typer
+
+from services.bench import generator as generator_bench
+from services.config import KafkaSettings
+from services.kafka import Unreachable
+
+app = typer.Typer(help="Benchmarks that print throughput figures.", no_args_is_help=True)
+
+
+@app.command("generator")
+def generator_command(
+    count: Annotated[int, typer.Option(help="Transactions per measurement.")] = 100_000,
+    kafka: Annotated[bool, typer.Option("--kafka/--no-kafka", help="Also produce to the broker.")] = True,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
+    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+) -> None:
+    """Generator throughput: (a) pure generation + Avro encode, (b) generate + produce to Kafka."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"fraudstream generator benchmark: {count:,} transactions, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {load}"
+    )
+    for figure in generator_bench.pure(count):
+        print(figure)
+    if kafka:
+        settings = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+        try:
+            print(generator_bench.kafka(settings.bootstrap_servers, settings.schema_registry_url, count))
+        except Unreachable as exc:
+            print(f"error: {exc}")
+            raise typer.Exit(2) from None

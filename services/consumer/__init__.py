@@ -1,0 +1,134 @@
+"""`fraudstream consume`: an Avro console consumer, like ``kafka-avro-console-consumer``.
+
+Values are decoded from the Confluent wire format through the registry and
+printed as one JSON object per line on stdout. Decimals print as exact
+strings, timestamps as ISO-8601 UTC, bytes as hex. With ``--print-key`` or
+``--print-headers`` each line is an envelope
+``{"partition", "offset", "key", "headers", "value"}``. A record that cannot be
+decoded prints one error line on stderr (partition, offset, reason) and the
+consumer goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from services.kafka import consumer_config
+from topology.serde import AvroDecoder, DecodeError
+
+
+def to_json(value: Any) -> Any:
+    """JSON-ready form of a decoded Avro value (``json.dumps`` default hook)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    raise TypeError(f"cannot print {type(value).__name__} as JSON")
+
+
+def render(message: Message, record: dict[str, Any], *, print_key: bool, print_headers: bool) -> str:
+    """One output line for a decoded record."""
+    if not (print_key or print_headers):
+        return json.dumps(record, default=to_json, ensure_ascii=False)
+    envelope: dict[str, Any] = {"partition": message.partition(), "offset": message.offset()}
+    if print_key:
+        key = message.key()
+        envelope["key"] = None if key is None else key.decode("utf-8", errors="backslashreplace")
+    if print_headers:
+        envelope["headers"] = {
+            name: (None if raw is None else raw.decode("utf-8", errors="backslashreplace"))
+            for name, raw in (message.headers() or [])
+        }
+    envelope["value"] = record
+    return json.dumps(envelope, default=to_json, ensure_ascii=False)
+
+
+@dataclass
+class ConsumeResult:
+    """What a run printed."""
+
+    printed: int = 0
+    errors: int = 0
+
+
+def consume(
+    bootstrap_servers: str,
+    registry: SchemaRegistryClient,
+    topic: str,
+    *,
+    group_id: str | None = None,
+    from_beginning: bool = False,
+    max_messages: int | None = None,
+    idle_timeout_s: float | None = None,
+    read_committed: bool = True,
+    print_key: bool = False,
+    print_headers: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    stop: Callable[[], bool] = lambda: False,
+) -> ConsumeResult:
+    """Print decoded records of ``topic`` until ``max_messages``, ``idle_timeout_s`` without records, or ``stop()``.
+
+    Offsets are committed only with an explicit ``group_id`` (like the Kafka console consumer's own group).
+    """
+    commit = group_id is not None
+    config = consumer_config(
+        bootstrap_servers,
+        group_id or f"fraudstream-console-{uuid.uuid4().hex[:12]}",
+        from_beginning=from_beginning,
+        read_committed=read_committed,
+        **{"enable.auto.commit": commit},
+    )
+    consumer = Consumer(config)
+    decoder = AvroDecoder(registry)
+    result = ConsumeResult()
+    try:
+        consumer.subscribe([topic])
+        idle = 0.0
+        while not stop() and (max_messages is None or result.printed + result.errors < max_messages):
+            want = 500 if max_messages is None else min(500, max_messages - result.printed - result.errors)
+            messages = consumer.consume(want, timeout=0.5)
+            if not messages:
+                idle += 0.5
+                if idle_timeout_s is not None and idle >= idle_timeout_s:
+                    break
+                continue
+            idle = 0.0
+            lines: list[str] = []
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                try:
+                    record = decoder.decode(message.value())
+                except DecodeError as exc:
+                    result.errors += 1
+                    print(
+                        f"ERROR partition={message.partition()} offset={message.offset()} reason={exc.reason}: {exc}",
+                        file=err,
+                    )
+                    continue
+                lines.append(render(message, record, print_key=print_key, print_headers=print_headers))
+            if lines:
+                out.write("\n".join(lines) + "\n")
+                result.printed += len(lines)
+        out.flush()
+    finally:
+        consumer.close()
+    return result

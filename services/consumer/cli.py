@@ -1,0 +1,66 @@
+"""`fraudstream consume --topic T`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from confluent_kafka import KafkaException
+from rich.console import Console
+
+from services.config import KafkaSettings
+from services.consumer import consume
+from services.kafka import Unreachable, check_broker, check_registry, topic_exists
+from topology.serde import RegistryError
+
+
+def consume_command(
+    topic: Annotated[str, typer.Option(help="Topic to read.")],
+    from_beginning: Annotated[bool, typer.Option(help="Start at the earliest offset (new group).")] = False,
+    max_messages: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group (commits offsets); default: a new one.")] = None,
+    print_key: Annotated[bool, typer.Option(help="Print an envelope with the key.")] = False,
+    print_headers: Annotated[bool, typer.Option(help="Print an envelope with the headers.")] = False,
+    read_committed: Annotated[
+        bool, typer.Option("--read-committed/--read-uncommitted", help="Isolation level.")
+    ] = True,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without a record (default: never).")
+    ] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
+    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+) -> None:
+    """Print Avro records of a topic as JSON lines (decimals exact); undecodable ones as error lines."""
+    console = Console(stderr=True)
+    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    try:
+        admin = check_broker(kafka.bootstrap_servers)
+        registry = check_registry(kafka.schema_registry_url)
+        if not topic_exists(admin, topic):
+            console.print(f"[red]error:[/red] topic {topic!r} does not exist on {kafka.bootstrap_servers}")
+            raise typer.Exit(1)
+        result = consume(
+            kafka.bootstrap_servers,
+            registry,
+            topic,
+            group_id=group,
+            from_beginning=from_beginning,
+            max_messages=max_messages,
+            idle_timeout_s=timeout,
+            read_committed=read_committed,
+            print_key=print_key,
+            print_headers=print_headers,
+        )
+    except (Unreachable, RegistryError, KafkaException) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        raise typer.Exit(130) from None
+    except BrokenPipeError:  # e.g. `| head`
+        sys.stderr.close()
+        raise typer.Exit(0) from None
+    print(
+        f"Processed a total of {result.printed + result.errors} messages ({result.errors} undecodable)", file=sys.stderr
+    )
