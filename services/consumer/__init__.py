@@ -46,15 +46,19 @@ def render(message: Message, record: dict[str, Any], *, print_key: bool, print_h
         return json.dumps(record, default=to_json, ensure_ascii=False)
     envelope: dict[str, Any] = {"partition": message.partition(), "offset": message.offset()}
     if print_key:
-        key = message.key()
-        envelope["key"] = None if key is None else key.decode("utf-8", errors="backslashreplace")
+        envelope["key"] = _text(message.key())
     if print_headers:
-        envelope["headers"] = {
-            name: (None if raw is None else raw.decode("utf-8", errors="backslashreplace"))
-            for name, raw in (message.headers() or [])
-        }
+        raw_headers = message.headers() or []
+        pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+        envelope["headers"] = {name: _text(raw) for name, raw in pairs}
     envelope["value"] = record
     return json.dumps(envelope, default=to_json, ensure_ascii=False)
+
+
+def _text(raw: str | bytes | None) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 @dataclass
