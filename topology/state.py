@@ -134,7 +134,7 @@ class WindowStore:
     def _window_starts(self, t: int, close: int) -> list[int]:
         size, adv = self._size, self._advance
         last = t - t % adv
-        return [s for s in range(last, t - size, -adv) if s + size > close][::-1]
+        return [s for s in range(last, max(t - size, -1), -adv) if s + size > close][::-1]
 
     def _add_windows(self, ks: _KeyState, starts: list[int], value: Any, close: int) -> tuple[AggValue, ...]:
         fn = self._function

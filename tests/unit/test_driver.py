@@ -1,0 +1,202 @@
+"""The fraud topology (topology/fraud.yaml) in the in-memory driver: each default rule, state, restore."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from topology.driver import TopologyTestDriver
+from topology.dsl import all_of, any_of, count, rule, sliding, stream, sum_
+from topology.processor import H_AGGS, H_KEY, H_ORIGIN, TopologyProcessor
+from topology.yaml_loader import load_topology
+
+from .topology_support import TOPIC, Serde, driver, headers, serde, tx
+
+FRAUD, LEGIT, DLQ = "streaming.transactions.fraud", "streaming.transactions.legit", "streaming.transactions.dlq"
+
+
+@pytest.fixture(scope="module")
+def s() -> Serde:
+    return serde("driver")
+
+
+def decisions(d: TopologyTestDriver, s: Serde) -> dict[str, str]:
+    """transaction id -> fired rules ('' = legit), over fraud and legit outputs."""
+    out: dict[str, str] = {}
+    for topic in (FRAUD, LEGIT):
+        for w in d.records(topic):
+            tid = s.decoder.decode(w.value)["transaction_id"]
+            assert tid not in out, f"{tid} routed twice"
+            out[tid] = headers(w)["fraudstream.rules"].decode()
+    return out
+
+
+def fired(d: TopologyTestDriver, s: Serde) -> dict[str, str]:
+    return {k: v for k, v in decisions(d, s).items() if v}
+
+
+def test_large_amount(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=3)
+    d.pipe(tx(1, "899.99"))
+    d.pipe(tx(2, "900.00", source="acc-2"))
+    assert decisions(d, s) == {"tx-1": "", "tx-2": "large-amount@1"}
+
+
+def test_velocity(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=3)
+    for i in range(11):
+        d.pipe(tx(i, "20.00", target=f"shop-{i}", minutes=i * 0.4))  # 11 payments in 4 minutes
+    d.pipe(tx(99, "20.00", minutes=30))  # quiet again
+    assert fired(d, s) == {"tx-9": "velocity@1", "tx-10": "velocity@1"}
+
+
+def test_card_testing(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=3)
+    for i in range(5):
+        d.pipe(tx(i, "0.99" if i != 2 else "45.00", minutes=i * 2))
+    assert fired(d, s) == {"tx-4": "card-testing@1"}  # the 4th tiny one
+
+
+def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=3)
+    for i in range(11):
+        d.pipe(tx(i, "500.00", source=f"payer-{i}", target="mule", minutes=i * 60))  # 11 sources in 10 h
+    d.pipe(tx(50, "499.00", source="payer-50", target="mule", minutes=700))  # different amount
+    assert fired(d, s) == {"tx-9": "fan-in@1", "tx-10": "fan-in@1"}
+    flagged = d.records(FRAUD)[0]
+    h = headers(flagged)
+    assert flagged.key == b"payer-9"  # the original key, not the repartition key
+    assert not {H_KEY, H_AGGS, H_ORIGIN} & set(h)
+    assert b'"aggregate":"fan-in","function":"distinct_count","value":"10"' in h["fraudstream.evidence"]
+    rep = d.records("fraud-detector-by-target_account-amount-repartition")
+    assert len(rep) == 12 and rep[0].key == b'["mule","500.00"]'
+    assert {w.partition for w in d.records("fraud-detector-fan-in-changelog")} == {rep[0].partition}
+
+
+def test_fan_out(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=3)
+    for i in range(13):
+        d.pipe(tx(i, "30.00", target=f"friend-{i % 12}", minutes=i * 4))  # 12 distinct targets, then a repeat
+    assert fired(d, s) == {"tx-11": "fan-out@1", "tx-12": "fan-out@1"}
+
+
+def test_structuring_needs_count_and_sum(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=3)
+    for i, amount in enumerate(["850.00", "20.00", "880.00", "899.00", "710.00"]):
+        d.pipe(tx(i, amount, minutes=i * 120))
+    assert fired(d, s) == {"tx-3": "structuring@1", "tx-4": "structuring@1"}
+
+
+def test_legit_traffic_is_not_flagged(s: Serde) -> None:
+    rnd = random.Random(7)
+    d = driver(load_topology(), s, partitions=3)
+    for i in range(400):
+        acc = f"acc-{rnd.randrange(60)}"
+        d.pipe(tx(i, f"{rnd.uniform(5, 300):.2f}", source=acc, target=f"shop-{rnd.randrange(40)}", minutes=i * 2))
+    assert fired(d, s) == {}
+    assert len(decisions(d, s)) == 400
+
+
+def test_and_or_and_aggregates_update_even_when_not_needed_for_the_decision(s: Serde) -> None:
+    w = sliding("1h")
+    t = (
+        stream(TOPIC, dlq="dlq", name="app")
+        .split()
+        .branch(rule("big", "amount >= 900"), to="fraud", name="big")
+        .branch(
+            [
+                rule("both", all_of("currency == 'USD'", count(by="source_account", window=w) >= 3)),
+                rule("either", any_of(sum_("amount", by="source_account", window=w) >= 1500, "country == 'XX'")),
+            ],
+            to="fraud2",
+            name="agg",
+        )
+        .default_branch(to="legit")
+    )
+    d = driver(t, s)
+    d.pipe(tx(1, "950.00", currency="USD"))  # taken by the first branch, but counted and summed
+    d.pipe(tx(2, "10.00", currency="EUR", minutes=1))
+    d.pipe(tx(3, "10.00", currency="USD", minutes=2, country="XX"))
+    d.pipe(tx(4, "600.00", currency="EUR", minutes=3))
+    rules = [headers(x)["fraudstream.rules"] for x in d.records("fraud2")]
+    assert rules == [b"both@1,either@1", b"either@1"]
+
+
+def _traffic(n: int, seed: int) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = rnd.random()
+        acc = f"acc-{rnd.randrange(25)}"
+        if kind < 0.1:
+            out.append(tx(i, "0.50", source=acc, minutes=i * 0.5))
+        elif kind < 0.25:
+            out.append(tx(i, "500.00", source=acc, target=f"mule-{rnd.randrange(3)}", minutes=i * 0.5))
+        elif kind < 0.3:
+            out.append(tx(i, "800.00", source=acc, minutes=i * 0.5))
+        else:
+            out.append(tx(i, f"{rnd.uniform(1, 950):.2f}", source=acc, target=f"t-{rnd.randrange(30)}",
+                          minutes=i * 0.5 - rnd.uniform(0, 0.5)))  # fmt: skip
+    return out
+
+
+def test_restart_restores_state_from_the_changelog_and_decides_the_same(s: Serde) -> None:
+    topology = load_topology()
+    traffic = _traffic(600, seed=11)
+    straight = driver(topology, s, partitions=3)
+    straight.pipe_all(traffic)
+
+    crashed = driver(topology, s, partitions=3)
+    for cut in (150, 320, 470):  # "crash" three times: a fresh processor restores from the changelogs
+        start = len(crashed.records(TOPIC))
+        crashed.pipe_all(traffic[start:cut])
+        replayed = crashed.restart(TopologyProcessor(topology, s.decoder.decode, version="v-test"))
+        assert replayed > 0
+    crashed.pipe_all(traffic[470:])
+
+    expected = decisions(straight, s)
+    assert len(expected) == 600 and sum(1 for v in expected.values() if v) > 20
+    assert decisions(crashed, s) == expected
+    for name, store in straight.processor.stores.items():
+        for p in range(3):
+            assert crashed.processor.stores[name].snapshot(p) == store.snapshot(p), name
+
+
+def test_changelog_records_go_to_the_input_partition(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=4)
+    d.pipe_all(_traffic(80, seed=3))
+    src = {(w.key): w.partition for w in d.records(TOPIC)}
+    for w in d.records("fraud-detector-velocity-changelog"):
+        assert w.partition == src[w.key]  # velocity is keyed by the input key
+    processor = d.processor
+    assert processor.changelog_partitions(TOPIC, 2) == tuple(
+        (c, 2) for c in processor.changelog_topics if "fan-in" not in c
+    )
+
+
+def test_revoked_partitions_drop_state_and_restore_brings_it_back(s: Serde) -> None:
+    d = driver(load_topology(), s, partitions=2)
+    d.pipe_all(_traffic(120, seed=5))
+    p = d.processor
+    velocity = p.stores["velocity"]
+    before = velocity.snapshot(1)
+    assert before
+    p.revoked([(TOPIC, 1)])
+    assert velocity.snapshot(1) == {} and velocity.snapshot(0)
+    p.assigned([(TOPIC, 1)])
+    for ctopic, cp in p.changelog_partitions(TOPIC, 1):
+        for w in d.records(ctopic):
+            if w.partition == cp:
+                p.restore(w.as_raw())
+    assert velocity.snapshot(1) == before
+
+
+def test_bad_record_in_a_stateful_topology_changes_no_state(s: Serde) -> None:
+    d = driver(load_topology(), s)
+    d.pipe(tx(1, "1.00"))
+    snap = d.processor.stores["card-testing"].snapshot(0)
+    out = d.pipe(b"\x00\x00\x00\x00\x01garbage")
+    assert [o.topic for o in out] == [DLQ]
+    assert d.processor.stores["card-testing"].snapshot(0) == snap
