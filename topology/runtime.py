@@ -305,13 +305,16 @@ class ExactlyOnceRuntime:
         next_tick = time.monotonic() + tick_interval_s
         failed: BaseException | None = None
         try:
-            while not self._stop and not (stop is not None and stop()):
-                self._step(consumer, producer)
-                if on_tick is not None and time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + tick_interval_s
-                    on_tick(self.stats)
-            if self._txn_open:
-                self._commit(consumer, producer)
+            try:
+                while not self._stop and not (stop is not None and stop()):
+                    self._step(consumer, producer)
+                    if on_tick is not None and time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + tick_interval_s
+                        on_tick(self.stats)
+                if self._txn_open:
+                    self._commit(consumer, producer)
+            except KafkaException as exc:  # raised by any client call not handled above (e.g. poll)
+                raise self._fatal_error(kafka_error(exc), "kafka client") from exc
         except BaseException as exc:
             failed = exc
             raise

@@ -39,6 +39,7 @@ def detect_command(
     logging.basicConfig(
         level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, rich_tracebacks=False)]
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request otherwise
     settings = DetectorSettings.with_overrides(
         topology_file=topology, application_id=application_id, instance_id=instance_id,
         commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,

@@ -1,0 +1,124 @@
+"""Exactly-once under crashes: the detector is SIGKILLed mid-stream at random moments and restarted.
+
+Afterwards read_committed readers of legit + fraud + DLQ see every input exactly once, in the
+branch the rule dictates (``amount >= 900`` -> fraud), in per-key input order; aborted
+transactions really happened (read_uncommitted sees more); nothing hangs (read_committed reaches
+the end offsets).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from tests.conftest import Endpoints
+from tests.integration.eos_support import (
+    Detector,
+    Output,
+    Sent,
+    Topics,
+    committed_offsets,
+    create_topics,
+    produce_transactions,
+    read_all,
+    stateless_topology,
+)
+
+pytestmark = pytest.mark.integration
+
+COUNT = 200_000
+PARTITIONS = 3
+KILLS = 6
+
+
+def _wait_progress(stack: Endpoints, t: Topics, above: int, total: int, d: Detector, timeout: float) -> int:
+    """Wait until the group's committed offsets pass ``above`` (or reach ``total``); return them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions)
+        if done > above or done >= total:
+            return done
+        assert d.proc.poll() is None, f"detector exited early:\n{d.output()[-3000:]}"
+        time.sleep(0.2)
+    raise AssertionError(f"no progress past {above} in {timeout}s:\n{d.output()[-3000:]}")
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    stack: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    t = Topics.make(unique)
+    create_topics(stack.bootstrap_servers, [t.transactions], PARTITIONS)
+    registry = SchemaRegistryClient({"url": stack.registry_url})
+    sent, poison = produce_transactions(
+        stack.bootstrap_servers, registry, t.transactions, COUNT, seed=7, poison_every=20_000
+    )
+    total = len(sent) + len(poison)
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(stateless_topology(t))
+    log = tmp_path / "detector.log"
+    rnd = random.Random(unique)
+
+    kills = 0
+    done = 0
+    while kills < KILLS:
+        d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
+        done = _wait_progress(stack, t, done, total, d, timeout=120)
+        if done >= total:
+            d.signal(signal.SIGTERM)
+            d.wait()
+            break
+        time.sleep(rnd.uniform(0.05, 1.0))  # somewhere inside a transaction
+        d.signal(signal.SIGKILL)
+        d.wait()
+        kills += 1
+    assert kills >= 5, f"the detector finished before {KILLS} kills (only {kills}): input too small"
+
+    last = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
+    deadline = time.monotonic() + 180
+    while committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions) < total:
+        assert time.monotonic() < deadline, f"detector did not finish:\n{last.output()[-3000:]}"
+        assert last.proc.poll() is None, f"detector exited early:\n{last.output()[-3000:]}"
+        time.sleep(0.5)
+    last.signal(signal.SIGTERM)
+    assert last.wait() == 0, last.output()[-3000:]
+
+    committed = read_all(stack.bootstrap_servers, t.outputs, "read_committed")  # asserts the end is reached
+    uncommitted = read_all(stack.bootstrap_servers, t.outputs, "read_uncommitted")
+    assert len(uncommitted) > len(committed), "no aborted transaction left records behind: kills missed"
+    _assert_exactly_once(t, sent, poison, committed)
+
+
+def _assert_exactly_once(t: Topics, sent: list[Sent], poison: list[bytes], outputs: list[Output]) -> None:
+    dead = [o for o in outputs if o.topic == t.dlq]
+    routed = [o for o in outputs if o.topic != t.dlq]
+    # Every malformed input once in the DLQ, byte for byte.
+    sources = Counter((o.headers["source.partition"], o.headers["source.offset"]) for o in dead)
+    assert len(dead) == len(poison) and max(sources.values(), default=1) == 1
+    assert Counter(o.value for o in dead) == Counter(poison)
+    # Every transaction once, in its branch.
+    by_id = {s.transaction_id: s for s in sent}
+    seen = Counter(o.transaction_id() for o in routed)
+    duplicates = [i for i, n in seen.items() if n > 1]
+    missing = set(by_id) - set(seen)
+    assert not duplicates, f"{len(duplicates)} duplicated, e.g. {duplicates[:3]}"
+    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}"
+    assert set(seen) == set(by_id)
+    for o in routed:
+        expected = t.fraud if by_id[o.transaction_id()].amount >= 900 else t.legit
+        assert o.topic == expected
+        assert o.headers["fraudstream.branch"] == (b"fraud" if expected == t.fraud else b"legit")
+    # Per key, each branch's records come out in input order.
+    order: dict[tuple[str, bytes], list[str]] = defaultdict(list)
+    for s in sent:
+        order[(t.fraud if s.amount >= 900 else t.legit, s.key)].append(s.transaction_id)
+    got: dict[tuple[str, bytes], list[str]] = defaultdict(list)
+    for o in sorted(routed, key=lambda o: (o.topic, o.partition, o.offset)):
+        assert o.key is not None
+        got[(o.topic, o.key)].append(o.transaction_id())
+    assert got == order
