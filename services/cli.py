@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from services.alerts.cli import alerts
 from services.bench.cli import app as bench_app
 from services.consumer.cli import consume_command
 from services.dashboard.cli import dashboard
@@ -31,6 +32,7 @@ app.command("consume")(consume_command)
 app.command("demo")(demo_command)
 app.command("detect")(detect_command)
 app.command("dashboard")(dashboard)
+app.command("alerts")(alerts)
 app.command("evaluate")(evaluate_command)
 
 

@@ -34,19 +34,19 @@ def build_app(settings: DashboardSettings, kafka: KafkaSettings) -> web.Applicat
 
 
 def dashboard(
-    host: Annotated[str | None, typer.Option(help="Address to listen on. [env: FRAUDSTREAM_DASHBOARD_HOST; "
-                                             "default 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port. [env: FRAUDSTREAM_DASHBOARD_PORT; default 5000]")] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka. [env: KAFKA_BOOTSTRAP_SERVERS]")] = None,
-    schema_registry_url: Annotated[str | None, typer.Option(help="Registry. [env: SCHEMA_REGISTRY_URL]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on. (env FRAUDSTREAM_DASHBOARD_HOST; "
+                                             "default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port. (env FRAUDSTREAM_DASHBOARD_PORT; default 5000)")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka. (env KAFKA_BOOTSTRAP_SERVERS)")] = None,
+    schema_registry_url: Annotated[str | None, typer.Option(help="Registry. (env SCHEMA_REGISTRY_URL)")] = None,
     from_beginning: Annotated[
         bool | None, typer.Option("--from-beginning/--from-end", help="Replay the topics, or start at their end "
-                                  "(default). [env: FRAUDSTREAM_DASHBOARD_FROM_BEGINNING]")
+                                  "(default). (env FRAUDSTREAM_DASHBOARD_FROM_BEGINNING)")
     ] = None,
-    legit_topic: Annotated[str | None, typer.Option(help="[env: FRAUDSTREAM_DASHBOARD_LEGIT_TOPIC]")] = None,
-    fraud_topic: Annotated[str | None, typer.Option(help="[env: FRAUDSTREAM_DASHBOARD_FRAUD_TOPIC]")] = None,
+    legit_topic: Annotated[str | None, typer.Option(help="(env FRAUDSTREAM_DASHBOARD_LEGIT_TOPIC)")] = None,
+    fraud_topic: Annotated[str | None, typer.Option(help="(env FRAUDSTREAM_DASHBOARD_FRAUD_TOPIC)")] = None,
     alerts_topic: Annotated[str | None, typer.Option(help="Shown when it exists. "
-                                                     "[env: FRAUDSTREAM_DASHBOARD_ALERTS_TOPIC]")] = None,
+                                                     "(env FRAUDSTREAM_DASHBOARD_ALERTS_TOPIC)")] = None,
 ) -> None:
     """Serve the live dashboard: decisions as they commit, counters, tx/s and fraud rate, hits per rule.
 

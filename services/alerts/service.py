@@ -1,0 +1,176 @@
+"""The alerts consumer: one group reading fraud decisions, posting each to the webhook.
+
+Its own consumer group, outside the detector's transaction: a slow or failing
+webhook delays alerts only, never decisions. An offset is committed only after
+its alert was delivered, or given up on and dead-lettered (or, when even that
+fails, logged in full): at-least-once, nothing skipped silently. A stop during a
+backoff leaves the alert uncommitted, so the next start posts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.aio import AIOConsumer
+
+from services.alerts.webhook import ShuttingDown, WebhookGaveUp, WebhookPoster, alert_text
+from services.dashboard.feed import Decode, message_headers
+from services.metrics import RULES_HEADER, Metrics, header, rule_ids
+from topology.serde import DecodeError, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+def consumer_config(bootstrap_servers: str, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "isolation.level": "read_committed",  # alert only on decisions whose transaction committed
+        "enable.auto.commit": False,  # committed by hand, after delivery or dead-lettering
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "client.id": "fraudstream-alerts",
+    }
+
+
+class DeadLetters:
+    """Writes given-up alerts to a topic (idempotent producer, flushed per record), or only logs them."""
+
+    def __init__(self, bootstrap_servers: str, topic: str | None) -> None:
+        self.topic = topic or None
+        self.producer = (
+            Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True,
+                      "client.id": "fraudstream-alerts-dlq"})
+            if self.topic else None
+        )
+
+    def write(self, msg: Message, reason: str, attempts: int, text: str) -> bool:
+        """Dead-letter ``msg`` (blocking, up to 30 s); True when the broker acknowledged it."""
+        log.error("alert given up after %d attempt(s): %s; alert was: %s", attempts, reason, text)
+        if self.producer is None or self.topic is None:
+            return False
+        headers: list[tuple[str, str | bytes | None]] = [
+            *message_headers(msg),
+            ("error.class", b"WebhookGaveUp"),
+            ("error.message", reason.encode()),
+            ("source.topic", (msg.topic() or "").encode()),
+            ("source.partition", str(msg.partition()).encode()),
+            ("source.offset", str(msg.offset()).encode()),
+            ("alert.attempts", str(attempts).encode()),
+        ]
+        delivered: list[KafkaError | None] = []
+        self.producer.produce(self.topic, key=msg.key(), value=msg.value(), headers=headers,
+                              on_delivery=lambda err, _m: delivered.append(err))
+        remaining = self.producer.flush(30)
+        ok = remaining == 0 and delivered == [None]
+        if not ok:
+            log.error("dead-lettering to %s failed (%s): the alert above is only in this log",
+                      self.topic, delivered[0] if delivered else "timed out")
+        return ok
+
+
+class AlertService:
+    """Consumes ``topic`` and posts one alert per record."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        decode: Decode,
+        poster: WebhookPoster,
+        dead_letters: DeadLetters,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.topic = topic
+        self.decode = decode
+        self.poster = poster
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.handled = 0  # alerts finished (delivered or dead-lettered) and committed
+        self.last_poll: float | None = None
+        self._stop = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set."""
+        self._stop = stop
+        self.poster.sleep = self._sleep
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alerts-kafka")
+        loop = asyncio.get_running_loop()
+        consumer = AIOConsumer(dict(self.config), executor=executor)
+        try:
+            await consumer.subscribe([self.topic])
+            while not stop.is_set():
+                messages = await consumer.consume(num_messages=100, timeout=0.5)
+                self.last_poll = time.monotonic()
+                for msg in messages:
+                    if self._is_error(msg):
+                        continue
+                    self.metrics.records_in.labels(msg.topic() or "").inc()
+                    try:
+                        await self.handle(msg, loop, executor)
+                    except ShuttingDown:
+                        return  # not committed: posted again after a restart
+                    await consumer.commit(message=msg, asynchronous=False)
+                    self.handled += 1
+        finally:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                await consumer.close()
+            executor.shutdown(wait=True)
+
+    async def handle(self, msg: Message, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+        """Deliver the alert of one decision, or dead-letter it; raises only ``ShuttingDown``."""
+        record: Mapping[str, Any] | None = None
+        error: str | None = None
+        while True:
+            try:
+                record = await loop.run_in_executor(executor, self.decode, msg.value())
+                break
+            except DecodeError as exc:  # still a fraud decision: alert with what is known
+                error = f"{exc.reason}: {exc}"
+                self.metrics.decode_errors.labels(msg.topic() or "").inc()
+                break
+            except RegistryError as exc:  # not the record's fault: wait for the registry
+                log.warning("%s; retrying", exc)
+                await self._sleep(2.0)
+        key = msg.key()
+        text = alert_text(
+            record, rules=rule_ids(header(message_headers(msg), RULES_HEADER)),
+            topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,
+            key=None if key is None else key.decode("utf-8", errors="replace"), error=error,
+        )
+        try:
+            await self.poster.post({"text": text})
+        except WebhookGaveUp as exc:
+            self.metrics.alerts_dead_lettered.inc()
+            await loop.run_in_executor(executor, self.dead_letters.write, msg, str(exc), exc.attempts, text)
+
+    async def _sleep(self, seconds: float) -> None:
+        """A backoff that ends early, with ``ShuttingDown``, when the service is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        if self._stop.is_set():
+            raise ShuttingDown
+
+    def _is_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return True
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("Kafka consumer error: %s", err.str())
+        return True
+
+    def health(self, max_silence_s: float = 15.0) -> dict[str, Any]:
+        age = None if self.last_poll is None else time.monotonic() - self.last_poll
+        return {"ok": age is not None and age <= max_silence_s, "handled": self.handled,
+                "last_poll_age_s": None if age is None else round(age, 3)}
