@@ -157,3 +157,35 @@ def test_processor_contract_attributes(s: Serde) -> None:
     assert len(out) == 1 and out[0].topic == "dlq" and out[0].tags == ("dlq", "not-wire-format")
     assert headers(out[0])["fraudstream.detector.version"] == b"1.2.3"
     assert (out[0].partition, out[0].timestamp_ms) == (None, 1234)
+
+
+def test_update_switches_rules_at_run_time_and_keeps_unchanged_state(s: Serde) -> None:
+    from dataclasses import replace
+
+    from topology.dsl import count, sliding
+
+    def build(threshold: str, version: int) -> Topology:
+        return (
+            stream(TOPIC, dlq="dlq", name="app")
+            .split()
+            .branch(
+                [
+                    rule("big", f"amount >= {threshold}", version=version),
+                    rule("busy", count(by="source_account", window=sliding("1h")) >= 3),
+                ],
+                to="fraud",
+            )
+            .default_branch(to="legit")
+        )
+
+    d = driver(build("900", 1), s)
+    d.pipe(tx(1, "500"))
+    d.pipe(tx(2, "500", minutes=1))
+    d.processor.update(build("400", 2))  # rule changed: new version, same "busy" aggregate
+    d.pipe(tx(3, "100", minutes=2))
+    d.pipe(tx(4, "450", source="acc-2", minutes=3))
+    assert [headers(w)["fraudstream.rules"] for w in d.records("fraud")] == [b"busy@1", b"big@2"]
+    with pytest.raises(ValueError, match="repartition"):
+        t = build("400", 3)
+        extra = rule("by-target", count(by="target_account", window=sliding("1h")) >= 3)
+        d.processor.update(replace(t, branches=(replace(t.branches[0], rules=(*t.branches[0].rules, extra)),)))
