@@ -8,6 +8,7 @@ uses), reachability checks that turn "nothing answers" into one clear
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,6 +78,7 @@ def check_broker(bootstrap_servers: str, *, timeout_s: float = 5.0, attempts: in
             stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False
         ):
             with attempt:
+                _tcp_probe(bootstrap_servers, timeout_s)  # connection refused fails fast
                 admin.list_topics(timeout=timeout_s)
     except RetryError as exc:
         cause = exc.last_attempt.exception()
@@ -145,6 +147,21 @@ def ensure_topics(
 def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> bool:
     """Whether ``topic`` exists on the broker."""
     return topic in admin.list_topics(timeout=timeout_s).topics
+
+
+def _tcp_probe(bootstrap_servers: str, timeout_s: float) -> None:
+    """Raise ``OSError`` unless at least one bootstrap address accepts a TCP connection."""
+    last: OSError | None = None
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s).close()
+            return
+        except OSError as exc:
+            last = exc
+        except ValueError:
+            last = OSError(f"bad bootstrap address {server!r}")
+    raise last or OSError("no bootstrap servers")
 
 
 def _reason(exc: BaseException | None) -> str:

@@ -1,0 +1,62 @@
+"""services.kafka: config builders, and one clear message when nothing answers (closed local ports)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.kafka import Unreachable, check_broker, check_registry, consumer_config, producer_config
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when the block ends
+
+
+def test_producer_is_idempotent_compressed_and_batched() -> None:
+    config = producer_config("b:9092", **{"compression.type": "zstd"})
+    assert config["enable.idempotence"] is True and config["acks"] == "all"
+    assert config["compression.type"] == "zstd" and config["linger.ms"] > 0
+
+
+def test_consumer_reads_committed_by_default() -> None:
+    config = consumer_config("b:9092", "g", from_beginning=True)
+    assert config["isolation.level"] == "read_committed" and config["auto.offset.reset"] == "earliest"
+    assert consumer_config("b", "g", read_committed=False)["isolation.level"] == "read_uncommitted"
+
+
+def test_unreachable_broker_is_one_clear_message() -> None:
+    port = closed_port()
+    start = time.monotonic()
+    with pytest.raises(Unreachable, match=rf"Kafka broker at 127.0.0.1:{port} is unreachable after 2 attempts"):
+        check_broker(f"127.0.0.1:{port}", timeout_s=1.0, attempts=2)
+    assert time.monotonic() - start < 10
+
+
+def test_unreachable_registry_is_one_clear_message() -> None:
+    port = closed_port()
+    with pytest.raises(Unreachable, match=rf"Schema Registry at http://127.0.0.1:{port} is unreachable"):
+        check_registry(f"http://127.0.0.1:{port}", attempts=2)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["consume", "--topic", "t"],
+        ["generate", "--count", "1"],
+    ],
+)
+def test_commands_exit_2_without_a_traceback_when_the_broker_is_down(args: list[str]) -> None:
+    result = CliRunner().invoke(app, [*args, "--bootstrap-servers", f"127.0.0.1:{closed_port()}"])
+    assert result.exit_code == 2, result.output
+    assert "is unreachable" in result.output and "Traceback" not in result.output
+
+
+def test_schemas_register_exits_2_when_the_registry_is_down() -> None:
+    result = CliRunner().invoke(app, ["schemas", "register", "--registry-url", f"http://127.0.0.1:{closed_port()}"])
+    assert result.exit_code == 2 and "Schema Registry at" in result.output
