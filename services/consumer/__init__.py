@@ -81,14 +81,16 @@ def consume(
     read_committed: bool = True,
     print_key: bool = False,
     print_headers: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> ConsumeResult:
     """Print decoded records of ``topic`` until ``max_messages``, ``idle_timeout_s`` without records, or ``stop()``.
 
     Offsets are committed only with an explicit ``group_id`` (like the Kafka console consumer's own group).
     """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     commit = group_id is not None
     config = consumer_config(
         bootstrap_servers,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import cast, get_args
 
 import fastavro
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 import schemas
@@ -99,7 +99,7 @@ def check_online(
         if subject not in existing:
             findings.append(Finding(f"{subject}: not registered yet (nothing to check)", False))
             continue
-        latest = registry.get_latest_version(subject)
+        latest = _latest(registry, subject)
         level = _level(registry, subject)
         if registry.test_compatibility(subject, Schema(text, "AVRO")):
             findings.append(
@@ -148,7 +148,7 @@ def register(
         except SchemaRegistryError as exc:
             if exc.http_status_code != 409:
                 raise
-            latest = registry.get_latest_version(subject)
+            latest = _latest(registry, subject)
             older = Version(f"registry version {latest.version}", latest.schema.schema_str or "")
             problems = check(Version(f"{name}.avsc", text), [older], level, subject)
             findings.append(Finding(f"{subject}: the registry refused {name}.avsc: {exc.error_message}"))
@@ -157,6 +157,12 @@ def register(
         version = registry.lookup_schema(subject, Schema(text, "AVRO")).version or 0
         done.append(Registered(subject, name, registered.schema_id or 0, version, level))
     return done, findings
+
+
+def _latest(registry: SchemaRegistryClient, subject: str) -> RegisteredSchema:
+    """The latest version, asked fresh (the client caches "latest" forever without a TTL)."""
+    registry.clear_latest_caches()  # type: ignore[no-untyped-call]
+    return registry.get_latest_version(subject)
 
 
 def _level(registry: SchemaRegistryClient, subject: str) -> CompatibilityLevel:
