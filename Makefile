@@ -24,6 +24,7 @@ demo: install
 test: install browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/fraudstream schemas check --offline
 	$(BIN)/pytest
 
 ## Debian's chromium for the dashboard browser test, installed only when missing (never a downloaded browser).
