@@ -148,6 +148,7 @@ class RuntimeStats:
     """Committed counts since start, and recent commit latencies."""
 
     records_in: int = 0
+    records_in_by_topic: Counter[str] = field(default_factory=Counter)
     records_out: Counter[str] = field(default_factory=Counter)  # per topic
     branches: Counter[str] = field(default_factory=Counter)  # per first tag ("" when untagged)
     dead_letters: int = 0
@@ -336,9 +337,8 @@ class ExactlyOnceRuntime:
         if partitions is None:
             partitions = 6
             log.warning("no source topic exists yet; new sink topics get %d partitions", partitions)
-        wanted = [t for t in (*self.processor.sink_topics, *self._changelogs) if t not in existing]
-        if self._dlq_topic and self._dlq_topic not in existing and self._dlq_topic not in wanted:
-            wanted.append(self._dlq_topic)
+        every = (*self.processor.sink_topics, *self._changelogs, *((self._dlq_topic,) if self._dlq_topic else ()))
+        wanted = [t for t in dict.fromkeys(every) if t not in existing]
         if not wanted:
             return
         new = [
@@ -359,43 +359,10 @@ class ExactlyOnceRuntime:
     # ------------------------------------------------------------- the loop
 
     def _producer_config(self) -> dict[str, Any]:
-        s = self.settings
-        config: dict[str, Any] = {
-            "bootstrap.servers": s.bootstrap_servers,
-            "transactional.id": s.transactional_id,
-            "enable.idempotence": True,
-            "transaction.timeout.ms": s.transaction_timeout_ms,
-            "linger.ms": 5,
-            "batch.num.messages": 10_000,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-            "delivery.report.only.error": True,
-            "error_cb": self._on_error,
-        }
-        config.update(s.producer_config)
-        return config
+        return producer_config(self.settings, self._on_error)
 
     def _consumer_config(self) -> dict[str, Any]:
-        s = self.settings
-        config: dict[str, Any] = {
-            "bootstrap.servers": s.bootstrap_servers,
-            "group.id": s.application_id,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": s.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, s.session_timeout_ms // 5),
-            "max.poll.interval.ms": s.max_poll_interval_ms,
-            "fetch.wait.max.ms": 50,
-            "error_cb": self._on_error,
-        }
-        if s.group_instance_id:
-            config["group.instance.id"] = s.group_instance_id
-        config.update(s.consumer_config)
-        return config
+        return consumer_config(self.settings, self._on_error)
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -618,6 +585,7 @@ class ExactlyOnceRuntime:
         st.last_commit_at = time.monotonic()
         st.commit_seconds.append(seconds)
         st.records_in += sum(self._txn_in.values())
+        st.records_in_by_topic.update(self._txn_in)
         for (topic, tags), n in self._txn_out.items():
             st.records_out[topic] += n
             st.branches[tags[0] if tags else ""] += n
@@ -801,9 +769,7 @@ class ExactlyOnceRuntime:
         try:
             ends: dict[TP, int] = {}
             for topic, p in sorted(wanted):
-                _low, high = probe.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=s.kafka_timeout_s, cached=False
-                )
+                high = self._high_watermark(probe, TopicPartition(topic, p))
                 if high > 0:
                     ends[(topic, p)] = high
         finally:
@@ -842,6 +808,19 @@ class ExactlyOnceRuntime:
         finally:
             reader.close()
 
+    def _high_watermark(self, probe: Consumer, tp: TopicPartition) -> int:
+        """The partition's high watermark, waiting out a leader election (a just-created topic)."""
+        deadline = time.monotonic() + self.settings.kafka_timeout_s
+        while True:
+            try:
+                return int(probe.get_watermark_offsets(tp, timeout=self.settings.kafka_timeout_s, cached=False)[1])
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err.fatal() or time.monotonic() > deadline:
+                    raise
+                log.info("watermarks of %s[%d]: %s, retrying", tp.topic, tp.partition, err.str())
+                time.sleep(0.2)
+
     # ----------------------------------------------------------------- close
 
     def _close(self, consumer: Consumer, producer: Producer, failed: BaseException | None) -> None:
@@ -860,6 +839,49 @@ class ExactlyOnceRuntime:
             self.transactional_id, self.stats.records_in, sum(self.stats.records_out.values()),
             self.stats.dead_letters, self.stats.transactions_committed, self.stats.transactions_aborted,
         )
+
+
+def producer_config(s: RuntimeSettings, error_cb: Callable[[KafkaError], None] | None = None) -> dict[str, Any]:
+    """The transactional producer's configuration (also used by the benchmark's raw copy loop)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": s.bootstrap_servers,
+        "transactional.id": s.transactional_id,
+        "enable.idempotence": True,
+        "transaction.timeout.ms": s.transaction_timeout_ms,
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "delivery.report.only.error": True,
+    }
+    if error_cb is not None:
+        config["error_cb"] = error_cb
+    config.update(s.producer_config)
+    return config
+
+
+def consumer_config(s: RuntimeSettings, error_cb: Callable[[KafkaError], None] | None = None) -> dict[str, Any]:
+    """The read_committed, manually committed, cooperative-sticky consumer's configuration."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": s.bootstrap_servers,
+        "group.id": s.application_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": s.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, s.session_timeout_ms // 5),
+        "max.poll.interval.ms": s.max_poll_interval_ms,
+        "fetch.wait.max.ms": 50,
+    }
+    if error_cb is not None:
+        config["error_cb"] = error_cb
+    if s.group_instance_id:
+        config["group.instance.id"] = s.group_instance_id
+    config.update(s.consumer_config)
+    return config
 
 
 def _headers(hdrs: Any) -> Headers:

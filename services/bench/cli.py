@@ -37,3 +37,23 @@ def generator_command(
         except Unreachable as exc:
             print(f"error: {exc}")
             raise typer.Exit(2) from None
+
+
+@app.command("detector")
+def detector_command(
+    count: Annotated[int, typer.Option(help="Transactions to preload and process.")] = 1_000_000,
+    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark topics.")] = 6,
+    commit_interval_ms: Annotated[int, typer.Option(help="Transaction commit interval (both loops).")] = 100,
+    rate: Annotated[float, typer.Option(help="Input rate of the latency measurement (tx/s).")] = 10_000.0,
+    latency_seconds: Annotated[float, typer.Option(help="Duration of the latency measurement.")] = 10.0,
+    stateless: Annotated[bool, typer.Option(help="Also measure the stateless tutorial rule alone.")] = True,
+    profile: Annotated[bool, typer.Option(help="cProfile the detector pass; print the top functions.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Detector throughput vs a raw exactly-once copy loop (same run), then end-to-end latency."""
+    from services.bench.detector_cli import run_detector_bench
+
+    raise typer.Exit(run_detector_bench(
+        count=count, partitions=partitions, commit_interval_ms=commit_interval_ms, rate=rate,
+        latency_seconds=latency_seconds, stateless=stateless, profile=profile, json_output=json_output,
+    ))
