@@ -4,8 +4,8 @@ The dashboard runs as its own process (``python -m services dashboard``) on uniq
 topics; records are produced in Kafka transactions (one committed, one aborted).
 Checked in the browser: events arrive newest first, fraud rows are red and legit
 rows green, the deciding rule is shown, a field holding markup shows as text
-(and runs nothing), aborted records never show, and the page reconnects by itself
-after the server restarts.
+(and runs nothing), aborted records never show, an alerts topic created later is
+picked up, and the page reconnects by itself after the server restarts.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Feeder:
 
     def __init__(self, stack: Endpoints, topics: Topics, unique: str) -> None:
         registry = SchemaRegistryClient({"url": stack.registry_url})
+        self.registry = registry
         self.topics = topics
         self.encoders = {
             t: AvroEncoder(registry, schema_text("transaction"), f"{t}-value") for t in (topics.legit, topics.fraud)
@@ -77,6 +78,12 @@ class Feeder:
         self.producer = Producer({"bootstrap.servers": stack.bootstrap_servers,
                                   "transactional.id": f"test-dash-{unique}"})
         self.producer.init_transactions(30)
+
+    def send_alert(self, record: dict[str, Any]) -> None:
+        encoder = AvroEncoder(self.registry, schema_text("transaction"), f"{self.topics.alerts}-value")
+        self.producer.begin_transaction()
+        self.producer.produce(self.topics.alerts, key=record["source_account"].encode(), value=encoder.encode(record))
+        self.producer.commit_transaction(30)
 
     def send(self, records: list[tuple[bool, dict[str, Any], str]], *, commit: bool = True) -> None:
         self.producer.begin_transaction()
@@ -151,7 +158,9 @@ def topics(stack: Endpoints, unique: str) -> Iterator[Topics]:
     for future in admin.create_topics([NewTopic(t.legit, 2, 1), NewTopic(t.fraud, 2, 1)]).values():
         future.result(30)
     yield t
-    for future in admin.delete_topics([t.legit, t.fraud]).values():
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [name for name in (t.legit, t.fraud, t.alerts) if name in existing]
+    for future in admin.delete_topics(doomed).values():
         future.result(30)
 
 
@@ -223,6 +232,14 @@ def test_dashboard_in_chromium(stack: Endpoints, topics: Topics, unique: str, tm
                     "document.querySelector('#rows tr td.txid').textContent === 'LIVE-6'", timeout=30_000
                 )
                 assert page.locator("#rows tr").first.get_attribute("class") == "fraud"
+
+                # The alerts topic did not exist at start; once created, its records show up too.
+                admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+                admin.create_topics([NewTopic(topics.alerts, 1, 1)])[topics.alerts].result(30)
+                feeder.send_alert(transaction(7, transaction_id="ALERT-7"))
+                page.wait_for_function("document.querySelector('#rows tr.alert td.txid') !== null", timeout=60_000)
+                assert page.locator("#rows tr.alert td.txid").first.text_content() == "ALERT-7"
+                page.wait_for_function("document.getElementById('c-alerts').textContent === '1'", timeout=10_000)
 
                 # The server restarts: the page reconnects by itself and shows the decisions again.
                 dashboard.stop()
