@@ -146,7 +146,7 @@ def _poison(n: int, good: bytes) -> bytes:
         b"not avro at all " + str(n).encode(),  # wrong magic byte
         b"\x00\x7f\xff\xff\xf0" + good[5:],  # unknown schema id
         good[: len(good) // 2],  # truncated
-        b"\x00" + good[1:5] + b"\x02",  # valid header, then a string length past the end
+        good + b"\x00\x00",  # a valid record followed by bytes that belong to no field
     ]
     return kinds[n % len(kinds)]
 
