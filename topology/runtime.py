@@ -262,6 +262,7 @@ class ExactlyOnceRuntime:
         self._txn_dlq: Counter[str] = Counter()
         self._failures: dict[tuple[str, int, int], _Failure] = {}
         self._transient = 0  # consecutive transient failures
+        self._recoveries = 0  # producer replacements since the last commit
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
 
@@ -308,19 +309,19 @@ class ExactlyOnceRuntime:
         try:
             try:
                 while not self._stop and not (stop is not None and stop()):
-                    self._step(consumer, producer)
+                    self._step(consumer, self._current_producer())
                     if on_tick is not None and time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + tick_interval_s
                         on_tick(self.stats)
                 if self._txn_open:
-                    self._commit(consumer, producer)
+                    self._commit(consumer, self._current_producer())
             except KafkaException as exc:  # raised by any client call not handled above (e.g. poll)
                 raise self._fatal_error(kafka_error(exc), "kafka client") from exc
         except BaseException as exc:
             failed = exc
             raise
         finally:
-            self._close(consumer, producer, failed)
+            self._close(consumer, self._current_producer(), failed)
 
     def ensure_topics(self) -> None:
         """Create missing sink topics (and compacted changelog topics) with the sources' partition count."""
@@ -498,6 +499,8 @@ class ExactlyOnceRuntime:
 
     def _give_up(self, record: RawRecord, failure: _Failure) -> list[OutRecord]:
         if self.settings.on_error == "fail" or self._dlq_topic is None:
+            if self._producer is not None:
+                self._abort(self._producer, "giving up")
             raise FatalRuntimeError(
                 f"record {record.topic}[{record.partition}]@{record.offset} failed "
                 f"{failure.count} times, giving up: {type(failure.error).__name__}: {failure.error}"
@@ -573,6 +576,9 @@ class ExactlyOnceRuntime:
                 log.warning("commit failed (%s): aborting and re-reading", err)
                 self._abort(producer, str(err))
                 return False
+            if err.fatal() and not is_fenced(err):
+                self._recover(err, "commit_transaction")
+                return False
             raise self._fatal_error(err, "commit_transaction") from exc
         seconds = time.perf_counter() - started
         self._committed(seconds)
@@ -580,6 +586,7 @@ class ExactlyOnceRuntime:
 
     def _committed(self, seconds: float) -> None:
         self._transient = 0
+        self._recoveries = 0
         st = self.stats
         st.transactions_committed += 1
         st.last_commit_at = time.monotonic()
@@ -618,7 +625,11 @@ class ExactlyOnceRuntime:
                     lambda: producer.abort_transaction(self.settings.kafka_timeout_s), "abort_transaction"
                 )
             except KafkaException as exc:
-                raise self._fatal_error(kafka_error(exc), "abort_transaction") from exc
+                err = kafka_error(exc)
+                if err.fatal() and not is_fenced(err):
+                    self._recover(err, "abort_transaction")
+                    return
+                raise self._fatal_error(err, "abort_transaction") from exc
             self.stats.transactions_aborted += 1
             log.info("transaction aborted: %s", reason)
         consumer = self._consumer
@@ -634,6 +645,48 @@ class ExactlyOnceRuntime:
             self._call_processor("revoked", parts)
             self._call_processor("assigned", parts)
             self._restore(parts)
+
+    def _current_producer(self) -> Producer:
+        assert self._producer is not None
+        return self._producer
+
+    def _recover(self, error: KafkaError, where: str) -> None:
+        """A fatal producer error that is not fencing: replace the producer and re-read from the broker's offsets.
+
+        ``init_transactions`` of the new producer (same transactional.id) completes or aborts whatever
+        the old one left open, so the group's committed offsets are then the truth to rewind to. (Seen:
+        librdkafka gets INVALID_TXN_STATE when aborting a transaction whose partition registration
+        had not completed yet.)
+        """
+        self._recoveries += 1
+        if self._recoveries > 5:
+            raise self._fatal_error(error, f"{where} (after {self._recoveries - 1} producer replacements)")
+        log.warning("%s: %s: %s; replacing the producer", where, error.name(), error.str())
+        old = self._producer
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.purge()
+        producer = Producer(self._producer_config())
+        try:
+            self._retrying(lambda: producer.init_transactions(self.settings.kafka_timeout_s), "init_transactions")
+        except KafkaException as exc:
+            raise self._fatal_error(kafka_error(exc), "init_transactions") from exc
+        self._producer = producer
+        self._fatal = None
+        self.stats.transactions_aborted += 1
+        consumer = self._consumer
+        parts = [tp for tp in self._txn_first if tp in self._assigned]
+        self._reset_txn()
+        if consumer is None or not parts:
+            return
+        committed = consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=self.settings.kafka_timeout_s)
+        for tp in committed:
+            self._seek(consumer, (tp.topic, tp.partition), tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+        if self._changelogs:
+            everything = sorted(self._assigned)
+            self._call_processor("revoked", everything)
+            self._call_processor("assigned", everything)
+            self._restore(everything)
 
     def _seek(self, consumer: Consumer, tp: TP, offset: int) -> None:
         for attempt in range(50):
