@@ -1,0 +1,44 @@
+"""The detector service's pure parts: version string, stats line, metrics hook (no broker)."""
+
+from __future__ import annotations
+
+from services.detector.service import StatsLine, _metrics_hook, detector_version
+from services.metrics import Metrics
+from topology.runtime import CommitReport, RuntimeStats
+
+
+def test_version_names_code_and_topology() -> None:
+    a, b = detector_version("rules: a"), detector_version("rules: b")
+    assert a != b and a.split("+")[0] == b.split("+")[0]
+    assert detector_version("rules: a") == a
+
+
+def test_stats_line_shows_rates_branches_dlq_and_commit_latency() -> None:
+    stats = RuntimeStats()
+    line = StatsLine()
+    assert "commit n/a" in line(stats, 100.0)
+    stats.records_in = 2000
+    stats.branches.update({"legit": 1900, "fraud": 90, "dlq": 10, "changelog": 500})
+    stats.dead_letters = 10
+    stats.commit_seconds.extend([0.01, 0.02])
+    text = line(stats, 102.0)
+    assert "in 2,000 (1,000/s)" in text
+    assert "fraud 90" in text and "legit 1,900" in text and "dlq 10" in text
+    assert "changelog" not in text
+    assert "p50 10.0 ms" in text and "p99 20.0 ms" in text
+
+
+def test_metrics_hook_counts_committed_records() -> None:
+    metrics = Metrics(service="detector")
+    hook = _metrics_hook(metrics)
+    hook(CommitReport(
+        {"in": 3},
+        {("fraud", ("fraud", "large-amount@1")): 1, ("legit", ("legit",)): 1, ("dlq", ("dlq", "decode")): 1},
+        {"DecodeError": 1},
+        0.012,
+    ))
+    text = metrics.render()[0].decode()
+    assert 'fraudstream_records_in_total{topic="in"} 3.0' in text
+    assert 'fraudstream_rule_hits_total{rule="large-amount@1"} 1.0' in text
+    assert 'fraudstream_dlq_records_total{error_class="DecodeError"} 1.0' in text
+    assert 'fraudstream_transactions_total{outcome="committed"} 1.0' in text
