@@ -444,22 +444,17 @@ class ExactlyOnceRuntime:
                 else:
                     outs = process(record)
                 for o in outs:
-                    o_headers = o.headers
-                    o_ts = o.timestamp_ms
-                    if o.partition is None:
-                        self._produce(
-                            produce, producer, o.topic, o.value, o.key, -1,
-                            o_ts if o_ts is not None else record.timestamp_ms,
-                            list(o_headers) if o_headers else None,
-                        )
-                    else:
-                        self._produce(
-                            produce, producer, o.topic, o.value, o.key, o.partition,
-                            o_ts if o_ts is not None else record.timestamp_ms,
-                            list(o_headers) if o_headers else None,
-                        )
-                    txn_out[(o.topic, o.tags)] += 1
-                    if o.topic == dlq_topic:
+                    o_topic, o_headers, o_ts, o_part = o.topic, o.headers, o.timestamp_ms, o.partition
+                    args: tuple[Any, ...] = (
+                        o_topic, o.value, o.key, -1 if o_part is None else o_part, None, None,
+                        record.timestamp_ms if o_ts is None else o_ts, list(o_headers) if o_headers else None,
+                    )
+                    try:
+                        produce(*args)
+                    except BufferError:
+                        self._produce_when_room(producer, args)
+                    txn_out[(o_topic, o.tags)] += 1
+                    if o_topic == dlq_topic:
                         self._txn_dlq[header_value(o_headers, "error.class") or "unknown"] += 1
             except FatalRuntimeError:
                 raise
@@ -476,19 +471,15 @@ class ExactlyOnceRuntime:
             self._txn_records += 1
 
     @staticmethod
-    def _produce(
-        produce: Callable[..., None], producer: Producer, topic: str, value: bytes | None,
-        key: bytes | None, partition: int, timestamp: int, headers: list[tuple[str, bytes]] | None,
-    ) -> None:
+    def _produce_when_room(producer: Producer, args: tuple[Any, ...]) -> None:
+        """Produce once librdkafka's local queue has room (it sends while we poll)."""
         while True:
+            producer.poll(0.05)
             try:
-                if headers is None:
-                    produce(topic, value, key, partition, timestamp=timestamp)
-                else:
-                    produce(topic, value, key, partition, timestamp=timestamp, headers=headers)
+                producer.produce(*args)
                 return
             except BufferError:
-                producer.poll(0.05)  # local queue full: let librdkafka send
+                continue
 
     def _message_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
