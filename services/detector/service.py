@@ -6,6 +6,7 @@ the registry-backed decoder, a stats line and (optionally) Prometheus metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import signal
@@ -51,7 +52,9 @@ def build_runtime(
     from services.kafka import registry_client
 
     path = Path(settings.topology_file) if settings.topology_file is not None else DEFAULT_PATH
-    topology = load_topology(path)
+    # Internal topics (changelogs, repartitions) are named after the application id, as in Kafka Streams,
+    # so two applications (or a test and the demo) never share state.
+    topology = dataclasses.replace(load_topology(path), name=settings.application_id)
     version = detector_version(path.read_text(encoding="utf-8"))
     decoder = AvroDecoder(registry or registry_client(kafka.schema_registry_url), schema_text("transaction"))
     processor = TopologyProcessor(topology, decoder.decode, version=version)
