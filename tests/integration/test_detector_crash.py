@@ -77,6 +77,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         d.signal(signal.SIGKILL)
         d.wait()
         kills += 1
+        # The next run must commit something of its own before it is killed in turn.
+        done = committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions)
     assert kills >= 5, f"the detector finished before {KILLS} kills (only {kills}): input too small"
 
     last = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
