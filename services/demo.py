@@ -24,7 +24,8 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "services", *self.args])
+        # Own session: a terminal's Ctrl-C reaches only the demo, which stops the children in order.
+        self.proc = subprocess.Popen([sys.executable, "-m", "services", *self.args], start_new_session=True)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -57,7 +58,7 @@ def demo_command(
     children = [
         Child("detector", ["detect"]),
         Child("dashboard", ["dashboard"]),
-        Child("generator", ["generate", "--rate", str(rate)]),
+        Child("generator", ["generate", "--rate", str(rate)]),  # last started, first stopped
     ]
     stopping = False
 
