@@ -53,7 +53,15 @@ def detector_command(
     """Detector throughput vs a raw exactly-once copy loop (same run), then end-to-end latency."""
     from services.bench.detector_cli import run_detector_bench
 
-    raise typer.Exit(run_detector_bench(
-        count=count, partitions=partitions, commit_interval_ms=commit_interval_ms, rate=rate,
-        latency_seconds=latency_seconds, stateless=stateless, profile=profile, json_output=json_output,
-    ))
+    raise typer.Exit(
+        run_detector_bench(
+            count=count,
+            partitions=partitions,
+            commit_interval_ms=commit_interval_ms,
+            rate=rate,
+            latency_seconds=latency_seconds,
+            stateless=stateless,
+            profile=profile,
+            json_output=json_output,
+        )
+    )

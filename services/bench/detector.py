@@ -144,8 +144,15 @@ class DetectorBench:
     """The whole benchmark; every topic and group is unique to one run and deleted at the end."""
 
     def __init__(
-        self, bootstrap: str, registry_url: str, *, count: int, partitions: int = 6,
-        commit_interval_ms: int = 100, max_batch: int = 10_000, consume_batch: int = 2_000,
+        self,
+        bootstrap: str,
+        registry_url: str,
+        *,
+        count: int,
+        partitions: int = 6,
+        commit_interval_ms: int = 100,
+        max_batch: int = 10_000,
+        consume_batch: int = 2_000,
         log: Log = print,
     ) -> None:
         self.bootstrap = bootstrap
@@ -182,9 +189,13 @@ class DetectorBench:
 
     def _settings(self, app: str, **extra: Any) -> RuntimeSettings:
         return RuntimeSettings(
-            bootstrap_servers=self.bootstrap, application_id=app, instance_id="bench",
-            commit_interval_ms=self.commit_interval_ms, max_batch=self.max_batch,
-            consume_batch=self.consume_batch, **extra,
+            bootstrap_servers=self.bootstrap,
+            application_id=app,
+            instance_id="bench",
+            commit_interval_ms=self.commit_interval_ms,
+            max_batch=self.max_batch,
+            consume_batch=self.consume_batch,
+            **extra,
         )
 
     # ----------------------------------------------------------- phases
@@ -196,10 +207,16 @@ class DetectorBench:
         self._topics([topic])
         encoder = AvroEncoder(self.registry, schemas.schema_text("transaction"), f"{topic}-value")
         stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=42, rate=0)))
-        producer = Producer({
-            "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 20,
-            "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4",
-        })
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "compression.type": "lz4",
+            }
+        )
         started = time.perf_counter()
         encode, produce = encoder.encode, producer.produce
         for i in range(count):
@@ -253,12 +270,12 @@ class DetectorBench:
                 offsets[(m.topic(), m.partition())] = m.offset() + 1  # type: ignore[index,operator]
                 in_txn += 1
             if in_txn and (
-                in_txn >= self.max_batch or time.monotonic() - started >= interval
-                or copied + in_txn >= self.count
+                in_txn >= self.max_batch or time.monotonic() - started >= interval or copied + in_txn >= self.count
             ):
                 producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                    consumer.consumer_group_metadata(), 30,
+                    consumer.consumer_group_metadata(),
+                    30,
                 )
                 producer.commit_transaction(30)
                 copied += in_txn
@@ -279,8 +296,13 @@ class DetectorBench:
         decoder = AvroDecoder(self.registry, schemas.schema_text("transaction"))
         processor = TopologyProcessor(topology, decoder.decode, version="bench")
         runtime = ExactlyOnceRuntime(
-            processor, self._settings(f"bench-{self.run_id}-{tag}", dlq_topic=topology.dlq,
-                                      transient_errors=(RegistryError,), topic_partitions=self.partitions),
+            processor,
+            self._settings(
+                f"bench-{self.run_id}-{tag}",
+                dlq_topic=topology.dlq,
+                transient_errors=(RegistryError,),
+                topic_partitions=self.partitions,
+            ),
         )
         stats = runtime.stats
         source = self.input
@@ -322,13 +344,29 @@ class DetectorBench:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "topology.yaml"
             path.write_text(text, encoding="utf-8")
-            env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, SCHEMA_REGISTRY_URL=self.registry_url,
-                       COLUMNS="200")
+            env = dict(
+                os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, SCHEMA_REGISTRY_URL=self.registry_url, COLUMNS="200"
+            )
             proc = subprocess.Popen(
-                [sys.executable, "-m", "services", "detect", "--topology", str(path), "--application-id",
-                 f"{prefix}-detector", "--instance-id", "bench",
-                 "--commit-interval-ms", str(self.commit_interval_ms), "--stats-interval-s", "5"],
-                env=env, stdout=(Path(tmp) / "detector.log").open("wb"), stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "services",
+                    "detect",
+                    "--topology",
+                    str(path),
+                    "--application-id",
+                    f"{prefix}-detector",
+                    "--instance-id",
+                    "bench",
+                    "--commit-interval-ms",
+                    str(self.commit_interval_ms),
+                    "--stats-interval-s",
+                    "5",
+                ],
+                env=env,
+                stdout=(Path(tmp) / "detector.log").open("wb"),
+                stderr=subprocess.STDOUT,
             )
             try:
                 return self._measure(proc, f"{prefix}.transactions", outputs, values, warmup, rate)
@@ -344,13 +382,24 @@ class DetectorBench:
                     proc.wait()
 
     def _measure(
-        self, proc: subprocess.Popen[bytes], topic: str, outputs: list[str], values: list[tuple[bytes, bytes]],
-        warmup: int, rate: float,
+        self,
+        proc: subprocess.Popen[bytes],
+        topic: str,
+        outputs: list[str],
+        values: list[tuple[bytes, bytes]],
+        warmup: int,
+        rate: float,
     ) -> Latency:
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 1})
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{self.run_id}-lat-reader",
-                           "isolation.level": "read_committed", "enable.auto.commit": False,
-                           "fetch.wait.max.ms": 10})
+        reader = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bench-{self.run_id}-lat-reader",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
         reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in outputs for p in range(self.partitions)])
         seen = 0
 
@@ -395,6 +444,10 @@ class DetectorBench:
         if len(samples) < len(todo):
             raise RuntimeError(f"only {len(samples)} of {len(todo)} outputs became visible")
         return Latency(
-            rate, round(achieved, 1), len(samples), round(quantile(samples, 0.5) or 0.0, 1),
-            round(quantile(samples, 0.99) or 0.0, 1), round(max(samples), 1),
+            rate,
+            round(achieved, 1),
+            len(samples),
+            round(quantile(samples, 0.5) or 0.0, 1),
+            round(quantile(samples, 0.99) or 0.0, 1),
+            round(max(samples), 1),
         )

@@ -14,16 +14,27 @@ from services.kafka import Unreachable
 
 
 def run_detector_bench(
-    *, count: int, partitions: int, commit_interval_ms: int, rate: float, latency_seconds: float,
-    stateless: bool, profile: bool, json_output: bool,
+    *,
+    count: int,
+    partitions: int,
+    commit_interval_ms: int,
+    rate: float,
+    latency_seconds: float,
+    stateless: bool,
+    profile: bool,
+    json_output: bool,
 ) -> int:
     """Run every phase; print the table (or JSON); the exit code."""
     console = Console(stderr=json_output)
     kafka = KafkaSettings()
     try:
         bench = DetectorBench(
-            kafka.bootstrap_servers, kafka.schema_registry_url, count=count, partitions=partitions,
-            commit_interval_ms=commit_interval_ms, log=lambda line: console.print(line, style="dim"),
+            kafka.bootstrap_servers,
+            kafka.schema_registry_url,
+            count=count,
+            partitions=partitions,
+            commit_interval_ms=commit_interval_ms,
+            log=lambda line: console.print(line, style="dim"),
         )
     except Unreachable as exc:
         console.print(f"error: {exc}", style="red")
@@ -60,11 +71,13 @@ def run_detector_bench(
 
 def _print(console: Console, report: Report) -> None:
     m = report.machine
-    table = Table(title=(
-        f"fraudstream detector benchmark: {report.count:,} tx, {report.partitions} partitions, commit every "
-        f"{report.commit_interval_ms} ms; {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, "
-        f"load {m['load_average_at_start']}"
-    ))
+    table = Table(
+        title=(
+            f"fraudstream detector benchmark: {report.count:,} tx, {report.partitions} partitions, commit every "
+            f"{report.commit_interval_ms} ms; {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, "
+            f"load {m['load_average_at_start']}"
+        )
+    )
     table.add_column("measurement")
     table.add_column("tx/s", justify="right")
     table.add_column("seconds", justify="right")

@@ -84,7 +84,11 @@ def kafka(bootstrap_servers: str, registry_url: str, count: int, seed: int = 7) 
     """Generate + encode + produce ``count`` transactions and labels to fresh topics, until all are delivered."""
     suffix = uuid.uuid4().hex[:10]
     settings = GeneratorSettings.with_overrides(
-        seed=seed, rate=0, topic=f"bench-transactions-{suffix}", labels_topic=f"bench-labels-{suffix}", partitions=3
+        seed=seed,
+        rate=0,
+        topic=f"bench-generator-{suffix}",
+        labels_topic=f"bench-generator-{suffix}.labels",
+        partitions=3,
     )
     admin = check_broker(bootstrap_servers)
     sender = Sender(settings, bootstrap_servers, check_registry(registry_url), admin)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -29,6 +31,16 @@ def _fraud_rates(values: list[str]) -> dict[str, float]:
         except ValueError:
             raise typer.BadParameter(f"{item!r}: RATE must be a number (incidents per 1,000 tx)") from None
     return rates
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop sending and flush (also when started in the background)."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def generate(
@@ -84,6 +96,7 @@ def generate(
         soft_wrap=True,
     )
     interrupted = False
+    _interrupt_on_signals()
     with Live(Text(""), console=console, refresh_per_second=4, transient=False) as live:
 
         def report(progress: Progress) -> None:
