@@ -6,7 +6,6 @@ import io
 import json
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,8 @@ def registry(stack: Endpoints) -> SchemaRegistryClient:
 
 
 @pytest.fixture
-def admin(stack: Endpoints) -> Iterator[AdminClient]:
-    client = check_broker(stack.bootstrap_servers)
-    created: list[str] = []
-    yield client
-    if created:
-        client.delete_topics(created)
+def admin(stack: Endpoints) -> AdminClient:
+    return check_broker(stack.bootstrap_servers)
 
 
 def _schema_dir(tmp_path: Path, change: dict[str, Any] | None = None, retype: str | None = None) -> Path:
