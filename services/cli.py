@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from pydantic import ValidationError
 
 from services.alerts.cli import alerts
 from services.bench.cli import app as bench_app
@@ -36,5 +39,28 @@ app.command("alerts")(alerts)
 app.command("evaluate")(evaluate_command)
 
 
+def main() -> None:
+    """Run the CLI; a bad setting (env var or flag) is one clear line naming it, not a traceback."""
+    try:
+        app()
+    except ValidationError as err:
+        typer.secho(f"configuration error: {describe_settings_error(err)}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+def describe_settings_error(err: ValidationError) -> str:
+    """``FRAUDSTREAM_<SECTION>_<FIELD>='value': what is wrong`` for each invalid setting."""
+    from services import config
+
+    section = getattr(config, err.title, None)
+    prefix = str(section.model_config.get("env_prefix", "")) if section is not None else ""
+    parts = []
+    for e in err.errors():
+        name = ".".join(str(x) for x in e["loc"])
+        env = f"{prefix}{name}".upper() if prefix else name
+        parts.append(f"{env}={e.get('input')!r}: {e['msg']}")
+    return "; ".join(parts)
+
+
 if __name__ == "__main__":
-    app()
+    main()
