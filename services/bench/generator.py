@@ -34,7 +34,7 @@ class Figure:
         return self.records / self.seconds if self.seconds > 0 else float("inf")
 
     def __str__(self) -> str:
-        return f"{self.name:<44} {self.per_second:>12,.0f} records/s  ({self.records:,} in {self.seconds:.2f} s)"
+        return f"{self.name:<50} {self.per_second:>12,.0f} records/s  ({self.records:,} in {self.seconds:.2f} s)"
 
 
 def _timed(name: str, records: int, work: Callable[[], object]) -> Figure:
