@@ -33,14 +33,20 @@ def _fraud_rates(values: list[str]) -> dict[str, float]:
     return rates
 
 
-def _interrupt_on_signals() -> None:
-    """Ctrl-C and SIGTERM both stop sending and flush (also when started in the background)."""
+def _stop_on_signals() -> list[str]:
+    """Ctrl-C and SIGTERM both stop sending and flush (also when started in the background).
+
+    The handler only records the signal (the send loop checks it between batches): an
+    exception raised from a handler could surface inside librdkafka's poll() callbacks.
+    """
+    received: list[str] = []
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        received.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    return received
 
 
 def generate(
@@ -95,18 +101,15 @@ def generate(
         highlight=False,
         soft_wrap=True,
     )
-    interrupted = False
-    _interrupt_on_signals()
+    signals = _stop_on_signals()
     with Live(Text(""), console=console, refresh_per_second=4, transient=False) as live:
 
         def report(progress: Progress) -> None:
             live.update(Text(progress.line(time.monotonic())))
 
         try:
-            result = sender.run(stream, count=settings.count, rate=settings.rate, report=report)
-        except KeyboardInterrupt:
-            interrupted = True
-            result = sender.progress
+            result = sender.run(stream, count=settings.count, rate=settings.rate, report=report,
+                                stopped=lambda: bool(signals))
         except EncodeError as exc:  # a generator bug: name the field rather than print a trace
             console.print(f"[red]error:[/red] generated record does not fit the schema: {exc}")
             raise typer.Exit(1) from None
@@ -114,7 +117,7 @@ def generate(
     if not console.is_terminal:
         console.print()  # end the last status line
     elapsed = time.monotonic() - result.started
-    verdict = "interrupted: " if interrupted else ""
+    verdict = "interrupted: " if signals else ""
     console.print(
         f"{verdict}sent {result.sent:,} transactions ({result.fraud:,} fraud) in {elapsed:.1f} s, "
         f"{result.delivered:,} records delivered (transactions + labels), {result.failed:,} failed",

@@ -128,10 +128,11 @@ class Sender:
         rate: float,
         report: Callable[[Progress], None],
         report_every_s: float = 0.5,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> Progress:
-        """Send ``count`` transactions (None = until interrupted) at ``rate`` tx/s (0 = as fast as possible).
+        """Send ``count`` transactions (None = until ``stopped()``) at ``rate`` tx/s (0 = as fast as possible).
 
-        Ctrl-C (KeyboardInterrupt) stops sending; what was sent is flushed either way.
+        ``stopped()`` is checked between batches; what was sent is flushed either way.
         """
         progress = self.progress
         progress.started = start = time.monotonic()
@@ -141,7 +142,7 @@ class Sender:
         tx_topic, label_topic = self.settings.topic, self.settings.labels_topic
         encode_tx, encode_label = self._tx.encode, self._labels.encode
         try:
-            while count is None or progress.sent < count:
+            while (count is None or progress.sent < count) and not stopped():
                 now = time.monotonic()
                 if rate > 0:
                     due = int((now - start) * rate) + 1 - progress.sent
