@@ -1,0 +1,40 @@
+"""`fraudstream generate` stopped by a signal flushes, and reports exactly what it sent."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import Endpoints
+from tests.integration.test_kafka_proofs import _count_all
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_flushes_and_reports_what_was_sent(stack: Endpoints, unique: str, signum: signal.Signals) -> None:
+    topic = f"gen-int-{unique}"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+           "SCHEMA_REGISTRY_URL": stack.registry_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services", "generate", "--rate", "0", "--topic", topic,
+         "--labels-topic", f"{topic}.labels", "--partitions", "3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    time.sleep(6)  # running at full speed, records in flight
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "SystemError" not in out
+    match = re.search(r"interrupted: sent ([\d,]+) transactions .* ([\d,]+) records delivered .* (\d+) failed", out)
+    assert match, out
+    sent = int(match.group(1).replace(",", ""))
+    assert sent > 0 and int(match.group(2).replace(",", "")) == 2 * sent and match.group(3) == "0"
+    assert _count_all(stack.bootstrap_servers, topic, "read_committed") == sent
+    assert _count_all(stack.bootstrap_servers, f"{topic}.labels", "read_committed") == sent
