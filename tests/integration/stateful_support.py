@@ -131,8 +131,8 @@ def scenario_transactions(count: int, seed: int, partitions: int, accounts: int 
         else:  # fan-in: distinct sources of one partition pay 1000.00 to one mule
             p = rnd.randrange(partitions)
             pool = [i for i in range(accounts) if i % partitions == p]
-            for payer in rnd.sample(pool, rnd.randint(10, 13)):
-                slots.append((start + rnd.uniform(0, span * 5), acct(payer), f"mule-{n:05d}", 100_000))
+            for member in rnd.sample(pool, rnd.randint(10, 13)):
+                slots.append((start + rnd.uniform(0, span * 5), acct(member), f"mule-{n:05d}", 100_000))
     slots.sort(key=lambda slot: slot[0])
     out: list[Tx] = []
     for i, (_, payer, payee, cents) in enumerate(slots[:count]):
