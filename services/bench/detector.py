@@ -42,6 +42,7 @@ from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
 from topology.processor import TopologyProcessor
+from topology.projection import ProjectionDecoder
 from topology.runtime import (
     ExactlyOnceRuntime,
     RuntimeSettings,
@@ -49,7 +50,7 @@ from topology.runtime import (
     producer_config,
     quantile,
 )
-from topology.serde import AvroDecoder, AvroEncoder, RegistryError
+from topology.serde import AvroEncoder, RegistryError
 from topology.yaml_loader import DEFAULT_PATH, loads_topology
 
 Log = Callable[[str], None]
@@ -293,7 +294,7 @@ class DetectorBench:
         text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), prefix, stateless)
         text = text.replace(f"{prefix}.transactions", self.input)
         topology = loads_topology(text, filename=f"<{tag} bench topology>")
-        decoder = AvroDecoder(self.registry, schemas.schema_text("transaction"))
+        decoder = ProjectionDecoder.for_topology(self.registry, topology, schemas.schema_text("transaction"))
         processor = TopologyProcessor(topology, decoder.decode, version="bench")
         runtime = ExactlyOnceRuntime(
             processor,

@@ -22,8 +22,9 @@ from schemas import schema_text
 from services.config import DetectorSettings, KafkaSettings
 from services.metrics import Metrics
 from topology.processor import TopologyProcessor
+from topology.projection import ProjectionDecoder
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
-from topology.serde import AvroDecoder, RegistryError
+from topology.serde import RegistryError
 from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 log = logging.getLogger("fraudstream.detector")
@@ -56,7 +57,10 @@ def build_runtime(
     # so two applications (or a test and the demo) never share state.
     topology = dataclasses.replace(load_topology(path), name=settings.application_id)
     version = detector_version(path.read_text(encoding="utf-8"))
-    decoder = AvroDecoder(registry or registry_client(kafka.schema_registry_url), schema_text("transaction"))
+    # Builds only the fields the rules read (whole record still validated): see topology/projection.py.
+    decoder = ProjectionDecoder.for_topology(
+        registry or registry_client(kafka.schema_registry_url), topology, schema_text("transaction")
+    )
     processor = TopologyProcessor(topology, decoder.decode, version=version)
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
