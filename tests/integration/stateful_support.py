@@ -151,29 +151,40 @@ def scenario_transactions(count: int, seed: int, partitions: int, accounts: int 
     return out
 
 
+class Sender:
+    """Produces ``Tx`` values as Avro to their partitions (key = source account)."""
+
+    def __init__(self, bootstrap: str, registry: Any, topic: str) -> None:
+        self.topic = topic
+        self._encoder = AvroEncoder(registry, schema_text("transaction"), f"{topic}-value")
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 20,
+                "enable.idempotence": True,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+
+    def send(self, txs: Iterable[Tx]) -> int:
+        """Produce ``txs`` and wait until the broker has them all; the number produced."""
+        n = 0
+        for tx in txs:
+            value = self._encoder.encode(tx.record)
+            while True:
+                try:
+                    self._producer.produce(self.topic, value, tx.record["source_account"].encode(), tx.partition)
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)
+            n += 1
+        assert self._producer.flush(60) == 0
+        return n
+
+
 def produce(bootstrap: str, registry: Any, topic: str, txs: Iterable[Tx]) -> int:
     """Produce ``txs`` as Avro to their partitions (key = source account); the number produced."""
-    encoder = AvroEncoder(registry, schema_text("transaction"), f"{topic}-value")
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "enable.idempotence": True,
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
-    n = 0
-    for tx in txs:
-        value = encoder.encode(tx.record)
-        while True:
-            try:
-                producer.produce(topic, value, tx.record["source_account"].encode(), tx.partition)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        n += 1
-    assert producer.flush(60) == 0
-    return n
+    return Sender(bootstrap, registry, topic).send(txs)
 
 
 Decision = tuple[str, str, str]  # (branch, rules "id@version,...", evidence JSON of the aggregates that fired)
