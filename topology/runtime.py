@@ -380,7 +380,12 @@ class ExactlyOnceRuntime:
         else:
             timeout = 0.1
         want = max(1, min(s.consume_batch, s.max_batch - self._txn_records))
-        messages = consumer.consume(want, timeout)
+        # consume(n, t) blocks until n messages or t have passed, which at low input rates delays every
+        # record by t: take what is fetched already, else wait for the first record only.
+        messages = consumer.consume(want, 0)
+        if not messages:
+            first = consumer.poll(timeout)
+            messages = [] if first is None else [first]
         producer.poll(0)  # serve the producer's error callback (delivery reports are errors only)
         self._check_async_errors()
         if messages:
