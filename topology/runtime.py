@@ -33,6 +33,7 @@ retriable ones retry the call; fatal ones (a fenced producer above all) raise
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -438,7 +439,7 @@ class ExactlyOnceRuntime:
                 txn_first[tp] = offset
             hdrs = m.headers()
             ts = m.timestamp()[1]
-            record = RawRecord(
+            record = _raw_record(
                 topic, partition, offset, m.key(), m.value(), ts if ts > 0 else 0,
                 _headers(hdrs) if hdrs else (),
             )
@@ -931,6 +932,31 @@ def consumer_config(s: RuntimeSettings, error_cb: Callable[[KafkaError], None] |
         config["group.instance.id"] = s.group_instance_id
     config.update(s.consumer_config)
     return config
+
+
+_RAW_FIELDS = ("topic", "partition", "offset", "key", "value", "timestamp_ms", "headers")
+if tuple(f.name for f in dataclasses.fields(RawRecord)) != _RAW_FIELDS:
+    raise ImportError("RawRecord's fields changed: update topology.runtime._raw_record")
+_NEW = object.__new__
+_SET_TOPIC, _SET_PARTITION, _SET_OFFSET, _SET_KEY, _SET_VALUE, _SET_TS, _SET_HEADERS = (
+    getattr(RawRecord, name).__set__ for name in _RAW_FIELDS
+)
+
+
+def _raw_record(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int, headers: Headers
+) -> RawRecord:
+    """``RawRecord(...)`` at half the cost: the slots are set directly, not through the frozen
+    dataclass ``__init__`` (one ``object.__setattr__`` call per field); same resulting value."""
+    r: RawRecord = _NEW(RawRecord)
+    _SET_TOPIC(r, topic)
+    _SET_PARTITION(r, partition)
+    _SET_OFFSET(r, offset)
+    _SET_KEY(r, key)
+    _SET_VALUE(r, value)
+    _SET_TS(r, ts)
+    _SET_HEADERS(r, headers)
+    return r
 
 
 def _headers(hdrs: Any) -> Headers:

@@ -101,3 +101,13 @@ def test_stats_commit_latency_in_ms() -> None:
     assert stats.commit_latency_ms(0.5) is None
     stats.commit_seconds.extend([0.010, 0.020, 0.030])
     assert stats.commit_latency_ms(0.5) == pytest.approx(20.0)
+
+
+def test_the_fast_raw_record_constructor_builds_the_same_frozen_record() -> None:
+    from topology.runtime import _raw_record
+
+    args = ("t", 3, 42, b"k", b"v", 1_700_000_000_000, (("h", b"1"),))
+    fast = _raw_record(*args)
+    assert fast == RawRecord(*args) and hash(fast) == hash(RawRecord(*args))
+    with pytest.raises(AttributeError):
+        fast.offset = 1  # type: ignore[misc]
