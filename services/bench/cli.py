@@ -65,3 +65,23 @@ def detector_command(
             json_output=json_output,
         )
     )
+
+
+@app.command("state")
+def state_command(
+    keys: Annotated[int, typer.Option(help="Distinct keys in the changelog to restore.")] = 1_000_000,
+    count: Annotated[int, typer.Option(help="Transactions for the stateful vs stateless throughput.")] = 200_000,
+    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark topics.")] = 6,
+    restore: Annotated[bool, typer.Option("--restore/--no-restore", help="Measure the restore.")] = True,
+    throughput: Annotated[bool, typer.Option("--throughput/--no-throughput", help="Measure throughput.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """State: changelog restore time for N keys; throughput with stateful rules vs stateless (same run)."""
+    from services.bench.state import run_state_bench
+
+    raise typer.Exit(
+        run_state_bench(
+            keys=keys, count=count, partitions=partitions, restore=restore, throughput=throughput,
+            json_output=json_output,
+        )
+    )
