@@ -59,9 +59,12 @@ class TopologyTestDriver:
         partitions: int = 1,
         encoder: Encoder | None = None,
         decoder: Callable[[bytes | None], Mapping[str, Any]] | None = None,
+        commit_every: int = 1,
     ) -> None:
         self.processor = processor
         self.partitions = partitions
+        self.commit_every = commit_every
+        self._uncommitted = 0
         self.encoder = encoder
         self.decoder = decoder
         self.logs: dict[str, list[Written]] = {}
@@ -96,6 +99,8 @@ class TopologyTestDriver:
         """Append one record to the source topic and process it (and everything it causes).
 
         A mapping is encoded with ``encoder``; its key defaults to its ``source_account``.
+        Every ``commit_every`` pipes the driver commits: it writes what ``processor.flush()``
+        returns (changelog records), as the Kafka runtime does before each commit.
         Returns every record written as a consequence, in order.
         """
         if isinstance(value, Mapping):
@@ -123,7 +128,20 @@ class TopologyTestDriver:
                 w = self._append(out.topic, p, out.key, out.value, out.headers, ts_out)
                 if out.topic in repartition:
                     queue.append(w)
+        self._uncommitted += 1
+        if self._uncommitted >= self.commit_every:
+            produced.extend(self.commit())
         return produced
+
+    def commit(self) -> list[OutRecord]:
+        """Write the processor's ``flush()`` (state changes since the last commit); returns them."""
+        self._uncommitted = 0
+        flush = getattr(self.processor, "flush", None)
+        out: list[OutRecord] = [] if flush is None else flush()
+        for o in out:
+            p = o.partition if o.partition is not None else default_partition(o.key, self.partitions)
+            self._append(o.topic, p, o.key, o.value, o.headers, o.timestamp_ms if o.timestamp_ms is not None else 0)
+        return out
 
     def pipe_all(self, values: Iterable[Mapping[str, Any] | bytes | None]) -> None:
         for v in values:
@@ -151,8 +169,12 @@ class TopologyTestDriver:
     # ------------------------------------------------------------ crash and restore
 
     def restart(self, processor: TopologyProcessor) -> int:
-        """Continue with ``processor`` (a fresh instance, as after a crash): restore its state
-        from the changelog logs; returns the number of changelog records replayed."""
+        """Continue with ``processor`` (a fresh instance, as after a crash right after a commit):
+        restore its state from the changelog logs; returns the number of changelog records replayed.
+
+        Records piped since the last commit stay in the logs, but their state changes are lost, so
+        call it with ``commit_every=1`` or right after ``commit()``.
+        """
         self.processor = processor
         parts = self._all_partitions()
         processor.assigned(parts)

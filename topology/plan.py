@@ -234,7 +234,10 @@ class DefaultBranch:
 
 @dataclass(frozen=True)
 class Store:
-    """A windowed state store: one aggregate, partitioned like its stage's input topic."""
+    """A windowed state store: one aggregate, partitioned like its stage's input topic.
+
+    ``changelog_topic`` is its stage's: the stores of a stage share one changelog, keyed by group key.
+    """
 
     name: str
     aggregate: Aggregate
@@ -255,6 +258,7 @@ class Stage:
     input_topic: str
     key_fields: tuple[str, ...]
     stores: tuple[Store, ...]
+    changelog_topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -308,8 +312,9 @@ class Topology:
         """Branch topics in branch order, then the default branch's (duplicates removed)."""
         return tuple(dict.fromkeys([b.to for b in self.branches] + [self.default.to]))
 
-    def changelog_topic(self, store: str) -> str:
-        return f"{self.name}-{store}-changelog"
+    def changelog_topic(self, key_fields: tuple[str, ...]) -> str:
+        """The changelog of the stage keyed by ``key_fields`` (all its stores, one record per group key)."""
+        return f"{self.name}-by-{'-'.join(key_fields)}-changelog"
 
     def repartition_topic(self, key_fields: tuple[str, ...]) -> str:
         return f"{self.name}-by-{'-'.join(key_fields)}-repartition"
@@ -321,11 +326,12 @@ class Topology:
         for rule in self.rules:
             for a in aggregates_of(rule.condition):
                 key = self.source_key if set(self.source_key) <= set(a.group_by) else a.group_by
-                groups.setdefault(key, []).append(Store(a.name, a, rule, 0, self.changelog_topic(a.name)))
+                groups.setdefault(key, []).append(Store(a.name, a, rule, 0, self.changelog_topic(key)))
         stages = []
         for i, (key, stores) in enumerate(groups.items()):
             topic = self.source if i == 0 else self.repartition_topic(key)
-            stages.append(Stage(i, topic, key, tuple(replace(s, stage=i) for s in stores)))
+            changelog = self.changelog_topic(key) if stores else ""
+            stages.append(Stage(i, topic, key, tuple(replace(s, stage=i) for s in stores), changelog))
         return tuple(stages)
 
     @property

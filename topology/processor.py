@@ -14,7 +14,10 @@ Contract:
   value bytes and headers plus ``fraudstream.branch``, ``fraudstream.rules``
   (``id@version`` of every rule of the branch that fired; empty for the default
   branch) and ``fraudstream.detector.version``;
-- each state change adds one changelog record (partition = input partition).
+- state changes are kept in memory (a write-back cache) and leave as changelog records only
+  through ``flush()``: the latest state per (stage, group key) since the last flush, with the
+  input partition as partition; the runtime calls it right before each commit and writes what
+  it returns in the same transaction.
 Exceptions other than bad input (bugs) propagate.
 """
 
@@ -24,6 +27,7 @@ import json
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +44,7 @@ from topology.plan import (
 )
 from topology.records import Headers, OutRecord, RawRecord
 from topology.serde import DecodeError
-from topology.state import AggValue, WindowStore, encode_group_key
+from topology.state import AggValue, StateGroup, WindowStore, encode_group_key, state_id
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
 # Per record: store index -> values of its open windows; None = not aggregated (filter/null key).
@@ -51,11 +55,18 @@ H_BRANCH = "fraudstream.branch"
 H_RULES = "fraudstream.rules"
 H_VERSION = "fraudstream.detector.version"
 H_EVIDENCE = "fraudstream.evidence"
-# Internal headers of repartition records (stripped before the branch output).
+# Internal headers of repartition records (stripped before the branch output): the original key,
+# the original coordinates, and H_AGGS, JSON {"a": {store: [deciding value] | [] (late); absent: not
+# aggregated}, "f": {fields later stages read, see _pack_fields}, "n": true if the group key is null}.
 H_KEY = "fraudstream.key"
 H_AGGS = "fraudstream.aggs"
 H_ORIGIN = "fraudstream.origin"
 _INTERNAL = frozenset({H_KEY, H_AGGS, H_ORIGIN})
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+_ZERO = timedelta(0)
 
 # What bad data raises while evaluating compiled expressions (null in arithmetic,
 # division by zero, a missing field); anything else is a bug and propagates.
@@ -82,6 +93,7 @@ class _StoreSlot:
     key: Callable[[Mapping[str, Any]], bytes | None]
     value: Callable[[Mapping[str, Any]], Any]
     filter: Callable[[Mapping[str, Any]], Any] | None
+    by_stage_key: bool  # grouped by exactly its stage's key fields (a later stage: the record key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,8 @@ class _Stage:
     next_topic: str | None
     next_key: Callable[[Mapping[str, Any]], bytes | None] | None
     prior: tuple[tuple[int, str], ...]  # (store index, store name) decided in earlier stages
+    needs: frozenset[str] | None  # fields this and later stages read (None: unknown, decode the value)
+    exact: frozenset[str]  # of those, the ones read as values (group keys, sums, distinct counts)
 
 
 class TopologyProcessor:
@@ -116,6 +130,7 @@ class TopologyProcessor:
         self._decode_errors = decode_errors
         self._version_header = (H_VERSION, version.encode())
         self._stores: dict[str, WindowStore] = {}
+        self._pending: list[OutRecord] = []  # changelog records of stores replaced by update()
         self.late_records = 0  # records too late for some window (not aggregated there)
         self._install(topology)
 
@@ -126,8 +141,13 @@ class TopologyProcessor:
         stores: dict[str, WindowStore] = {}
         for s in topology.stores:
             old = self._stores.get(s.name)
-            if old is not None and old.aggregate == s.aggregate and old.changelog_topic == s.changelog_topic:
-                stores[s.name] = old  # unchanged aggregate: keep its state
+            if (
+                old is not None
+                and old.changelog_topic == s.changelog_topic
+                and old.state_id == state_id(s.name, s.aggregate)
+            ):
+                # the same state (the threshold or grace may differ): keep it
+                stores[s.name] = old if old.aggregate == s.aggregate else old.with_aggregate(s.aggregate)
             else:
                 stores[s.name] = WindowStore(s.name, s.aggregate, s.changelog_topic)
         order = [s.name for s in topology.stores]
@@ -135,25 +155,38 @@ class TopologyProcessor:
         self.topology = topology
         self._stores = stores
         self._store_names = tuple(order)
-        self._by_changelog = {st.changelog_topic: st for st in stores.values()}
-        self._stage_stores = {stage.input_topic: tuple(s.name for s in stage.stores) for stage in stages}
+        self._groups = {
+            stage.input_topic: StateGroup(stage.changelog_topic, (stores[s.name] for s in stage.stores))
+            for stage in stages
+            if stage.stores
+        }
+        self._by_changelog = {g.changelog_topic: g for g in self._groups.values()}
+        rule_fields = _fields_read(topology)
         compiled: dict[str, _Stage] = {}
         for stage in stages:
             nxt = stages[stage.index + 1] if stage.index + 1 < len(stages) else None
-            slots = tuple(self._slot(index[s.name], stores[s.name]) for s in stage.stores)
+            slots = tuple(self._slot(index[s.name], stores[s.name], stage.key_fields) for s in stage.stores)
             prior = tuple((index[s.name], s.name) for st in stages[: stage.index] for s in st.stores)
+            later = [a.aggregate for st in stages[stage.index :] for a in st.stores]
+            exact = frozenset(f for a in later for f in (*a.group_by, *((a.field,) if a.field else ())))
+            exact |= frozenset(f for st in stages[stage.index + 1 :] for f in st.key_fields)
+            needs: frozenset[str] | None = None
+            if rule_fields is not None:
+                needs = rule_fields | exact | {topology.time_field}
+                needs |= frozenset(f for a in later if a.filter is not None for f in a.filter.fields)
             compiled[stage.input_topic] = _Stage(
                 stage.index,
                 slots,
                 None if nxt is None else nxt.input_topic,
                 None if nxt is None else _key_getter(nxt.key_fields),
                 prior,
+                needs,
+                exact,
             )
         self._stages = compiled
         self._n_stores = len(order)
         self._branches = tuple(
-            _Branch(b.name, b.to, tuple((r, _compile(r.condition, index)) for r in b.rules))
-            for b in topology.branches
+            _Branch(b.name, b.to, tuple((r, _compile(r.condition, index)) for r in b.rules)) for b in topology.branches
         )
         self._default = topology.default
         self._dlq = topology.dlq
@@ -167,64 +200,107 @@ class TopologyProcessor:
         self._default_tags = (topology.default.name,)
         self.source_topics: tuple[str, ...] = tuple(st.input_topic for st in stages)
         self.repartition_topics: tuple[str, ...] = self.source_topics[1:]
-        self.changelog_topics: tuple[str, ...] = tuple(stores[n].changelog_topic for n in order)
+        self.changelog_topics: tuple[str, ...] = tuple(g.changelog_topic for g in self._groups.values())
         self.sink_topics: tuple[str, ...] = tuple(
             dict.fromkeys((*topology.sinks, topology.dlq, *self.repartition_topics, *self.changelog_topics))
         )
 
-    def _slot(self, i: int, store: WindowStore) -> _StoreSlot:
+    def _slot(self, i: int, store: WindowStore, stage_key: tuple[str, ...]) -> _StoreSlot:
         a = store.aggregate
         key = _key_getter(a.group_by)
         value: Callable[[Mapping[str, Any]], Any] = _const_true
         if a.field is not None:
             value = operator.itemgetter(a.field)
         flt = None if a.filter is None else a.filter.evaluate
-        return _StoreSlot(i, store, key, value, flt)
+        return _StoreSlot(i, store, key, value, flt, a.group_by == stage_key)
 
     def update(self, topology: Topology) -> None:
         """Switch to ``topology`` (rules added, changed or removed at run time).
 
-        Stores whose aggregate is unchanged keep their state; new ones start empty.
-        The stages (repartition topics) must stay the same.
+        Stores that keep the same state (same name, function, field, grouping, window kind and
+        size, filter) keep it; new ones start empty. Changes not yet flushed are kept for the next
+        ``flush``. The stages (repartition topics) must stay the same, and no stage may need a
+        changelog topic it did not have (the runtime creates and restores those at start).
         """
         if tuple(s.input_topic for s in topology.stages) != self.source_topics:
             raise ValueError("a run-time rule change cannot add or remove a repartition stage")
+        new_changelogs = {s.changelog_topic for s in topology.stages if s.stores}
+        missing = new_changelogs - set(self.changelog_topics)
+        if missing:
+            raise ValueError(
+                f"a run-time rule change cannot add a changelog topic ({', '.join(sorted(missing))}): "
+                "the first stateful rule of a stage needs a restart"
+            )
+        self._pending.extend(self.flush())
         self._install(topology)
 
     # ------------------------------------------------------------ process
 
     def process(self, record: RawRecord) -> list[OutRecord]:
-        """The records ``record`` causes (branch or DLQ, changelog, repartition); never raises for bad input."""
+        """The record ``record`` causes (branch, DLQ or repartition); never raises for bad input.
+
+        State changes stay in the stores until ``flush()``.
+        """
         stage = self._stages[record.topic]
+        if stage.index:
+            return self._process_repartitioned(stage, record)
         try:
             value = self._decode(record.value)
         except self._decode_errors as exc:
             return [self._dead(record, exc, getattr(exc, "reason", "decode"))]
-        out: list[OutRecord] = []
         aggs: Aggs | None = None
-        headers = record.headers
-        key = record.key
-        if stage.index:
-            aggs, key, headers = self._unwrap(record)
-        elif self._n_stores:
+        if self._n_stores:
             aggs = [None] * self._n_stores
-        if stage.slots:
-            assert aggs is not None
+            if stage.slots:
+                try:
+                    self._aggregate(stage, record, value, aggs, None)
+                except EVALUATION_ERRORS as exc:
+                    return [self._dead(record, exc, "evaluation")]
+            if stage.next_topic is not None:
+                return [self._forward(stage, record, value, aggs, None)]
+        return self._decide(record, value, aggs, record.key, record.headers)
+
+    def _process_repartitioned(self, stage: _Stage, record: RawRecord) -> list[OutRecord]:
+        """A record of a later stage: aggregates and fields carried in its headers, original key and headers."""
+        carried: dict[str, Any] = {}
+        key: bytes | None = None
+        headers: list[tuple[str, bytes]] = []
+        for h in record.headers:
+            name = h[0]
+            if name == H_AGGS:
+                carried = json.loads(h[1])
+            elif name == H_KEY:
+                key = h[1]
+            elif name not in _INTERNAL:
+                headers.append(h)
+        aggs: Aggs = [None] * self._n_stores
+        prior = carried.get("a") or {}
+        for i, name in stage.prior:
+            raw = prior.get(name)
+            if raw is not None:
+                aggs[i] = tuple(Decimal(v) for v in raw)
+        value: Mapping[str, Any] | None = _unpack_fields(carried.get("f"), stage.needs)
+        if value is None:
             try:
-                self._aggregate(stage, record, value, aggs, out)
-            except EVALUATION_ERRORS as exc:
-                return [self._dead(record, exc, "evaluation")]
-        if stage.next_topic is not None:
-            assert aggs is not None and stage.next_key is not None
-            out.append(self._forward(stage, record, value, aggs))
-            return out
+                value = self._decode(record.value)
+            except self._decode_errors as exc:
+                return [self._dead(record, exc, getattr(exc, "reason", "decode"))]
         try:
-            decided = self._route(value, aggs)
+            self._aggregate(stage, record, value, aggs, None if carried.get("n") else record.key)
+        except EVALUATION_ERRORS as exc:
+            return [self._dead(record, exc, "evaluation")]
+        if stage.next_topic is not None:
+            return [self._forward(stage, record, value, aggs, prior)]
+        return self._decide(record, value, aggs, key, tuple(headers))
+
+    def _decide(
+        self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, key: bytes | None, headers: Headers
+    ) -> list[OutRecord]:
+        try:
+            topic, extra, tags = self._route(value, aggs)
         except _RuleFailed as exc:
             return [self._dead(record, exc.cause, "evaluation", exc.rule)]
-        topic, extra, tags = decided
-        out.append(OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, tags))
-        return out
+        return [OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, tags)]
 
     def _route(self, value: Mapping[str, Any], aggs: Aggs | None) -> tuple[str, Headers, tuple[str, ...]]:
         for bi, branch in enumerate(self._branches):
@@ -274,17 +350,18 @@ class TopologyProcessor:
                     }
                 )
             doc[rule.ref] = items
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return _DUMPS(doc).encode()
 
     def _aggregate(
-        self, stage: _Stage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs, out: list[OutRecord]
+        self, stage: _Stage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs, stage_key: bytes | None
     ) -> None:
-        # Read everything first, so a bad record changes no state.
+        """Add the record to the stage's stores (``stage_key``: the record key, when it is the group key)."""
+        # Read everything first, so a record that cannot be evaluated changes no state.
         todo = []
         for slot in stage.slots:
             if slot.filter is not None and not slot.filter(value):
                 continue
-            k = slot.key(value)
+            k = stage_key if slot.by_stage_key and stage_key is not None else slot.key(value)
             v = slot.value(value)
             if k is None or v is None:
                 continue
@@ -294,47 +371,49 @@ class TopologyProcessor:
         t = self._time(value)
         if not isinstance(t, int):
             raise TypeError(f"event time {t!r} is not a timestamp")
-        partition, ts = record.partition, record.timestamp_ms
+        partition = record.partition
         for slot, k, v in todo:
-            vals, changes = slot.store.add(partition, k, t, v)
+            vals = slot.store.add(partition, k, t, v)
             if not vals:
                 self.late_records += 1
             aggs[slot.index] = vals
-            topic = slot.store.changelog_topic
-            for ck, cv in changes:
-                out.append(OutRecord(topic, ck, cv, (), partition, ts, ("changelog",)))
 
-    def _forward(self, stage: _Stage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs) -> OutRecord:
-        """The repartition record for the next stage: same value bytes, re-keyed, with the state so far."""
+    def _forward(
+        self, stage: _Stage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs, prior: Mapping[str, Any] | None
+    ) -> OutRecord:
+        """The repartition record for the next stage: the same value bytes, re-keyed, with the state
+        so far (each aggregate's deciding value) and the fields later stages read."""
         assert stage.next_topic is not None and stage.next_key is not None
         key = stage.next_key(value)
-        carried = {self._store_names[s.index]: _enc_vals(aggs[s.index]) for s in stage.slots}
-        headers: list[tuple[str, bytes]] = list(record.headers)
+        names = self._store_names
+        done: dict[str, Any] = dict(prior) if prior else {}
+        for slot in stage.slots:
+            vals = aggs[slot.index]
+            if vals is not None:  # not aggregated (filtered out): left out
+                best = _best(vals, slot.store.aggregate)
+                done[names[slot.index]] = [] if best is None else [str(best)]
+        doc: dict[str, Any] = {"a": done}
+        nxt = self._stages[stage.next_topic]
+        if nxt.needs is not None:
+            fields = _pack_fields(value, nxt.needs, nxt.exact)
+            if fields is not None:
+                doc["f"] = fields
+        if key is None:
+            doc["n"] = True
         if stage.index == 0:
-            if record.key is not None:
-                headers.append((H_KEY, record.key))
-            headers.append((H_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()))
+            headers = [
+                *record.headers,
+                *(() if record.key is None else ((H_KEY, record.key),)),
+                (H_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()),
+                (H_AGGS, _DUMPS(doc).encode()),
+            ]
         else:
-            headers = [h for h in headers if h[0] != H_AGGS]
-            for name, raw in json.loads(_header(record.headers, H_AGGS) or b"{}").items():
-                carried.setdefault(name, raw)
-        headers.append((H_AGGS, json.dumps(carried, separators=(",", ":")).encode()))
+            headers = [h for h in record.headers if h[0] != H_AGGS]
+            headers.append((H_AGGS, _DUMPS(doc).encode()))
         return OutRecord(
-            stage.next_topic, key if key is not None else b"", record.value, tuple(headers), None,
+            stage.next_topic, b"" if key is None else key, record.value, tuple(headers), None,
             record.timestamp_ms, ("repartition",),
-        )
-
-    def _unwrap(self, record: RawRecord) -> tuple[Aggs, bytes | None, Headers]:
-        """Aggregates, original key and original headers carried by a repartition record."""
-        aggs: Aggs = [None] * self._n_stores
-        carried = json.loads(_header(record.headers, H_AGGS) or b"{}")
-        for i, name in enumerate(self._store_names):
-            raw = carried.get(name)
-            if raw is not None:
-                aggs[i] = tuple(Decimal(v) for v in raw)
-        key = _header(record.headers, H_KEY)
-        headers = tuple(h for h in record.headers if h[0] not in _INTERNAL)
-        return aggs, key, headers
+        )  # fmt: skip
 
     def _dead(
         self,
@@ -379,28 +458,45 @@ class TopologyProcessor:
     def stores(self) -> Mapping[str, WindowStore]:
         return self._stores
 
+    def flush(self) -> list[OutRecord]:
+        """Changelog records of every state change since the last flush: the latest state per
+        (changelog partition, group key), ``None`` value when a key is gone. The runtime calls it
+        right before it sends the offsets and commits, and produces these in the same transaction."""
+        out, self._pending = self._pending, []
+        for group in self._groups.values():
+            topic = group.changelog_topic
+            for partition, key, value in group.flush():
+                out.append(OutRecord(topic, key, value, (), partition, None, ("changelog",)))
+        return out
+
     def changelog_partitions(self, topic: str, partition: int) -> tuple[tuple[str, int], ...]:
         """The changelog topic-partitions to restore before processing ``topic``/``partition``."""
-        names = self._stage_stores.get(topic, ())
-        return tuple((self._stores[n].changelog_topic, partition) for n in names)
+        group = self._groups.get(topic)
+        return () if group is None else ((group.changelog_topic, partition),)
 
     def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Input partitions now owned: their stores start empty; then ``restore`` their changelogs."""
         for topic, p in partitions:
-            for name in self._stage_stores.get(topic, ()):
-                self._stores[name].clear(p)
+            group = self._groups.get(topic)
+            if group is not None:
+                group.clear(p)
 
     def revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Input partitions given up: their state is dropped (it lives on in the changelog)."""
+        """Input partitions given up: their state (and unflushed changes) are dropped; the
+        changelog holds everything committed."""
         for topic, p in partitions:
-            for name in self._stage_stores.get(topic, ()):
-                self._stores[name].drop(p)
+            group = self._groups.get(topic)
+            if group is not None:
+                group.drop(p)
+        if self._pending:
+            gone = {(self._groups[t].changelog_topic, p) for t, p in partitions if t in self._groups}
+            self._pending = [o for o in self._pending if (o.topic, o.partition) not in gone]
 
     def restore(self, record: RawRecord) -> None:
-        """Apply one changelog record (key = group key, value = key state or ``None``)."""
-        store = self._by_changelog[record.topic]
-        if record.key is not None:
-            store.restore(record.partition, record.key, record.value)
+        """Apply one changelog record (key = group key, value = its state in every store of the stage, or ``None``)."""
+        group = self._by_changelog.get(record.topic)
+        if group is not None and record.key is not None:
+            group.restore(record.partition, record.key, record.value)
 
 
 class _RuleFailed(Exception):
@@ -418,11 +514,18 @@ def _compile(condition: Condition, index: Mapping[str, int]) -> Cond:
             vals = a[i]
             if not vals:
                 return False
+            if len(vals) == 1:
+                return bool(op(vals[0], threshold))
             return any(op(v, threshold) for v in vals)
 
         return agg
     if isinstance(condition, AllOf | AnyOf):
         parts = tuple(_compile(c, index) for c in condition.conditions)
+        if len(parts) == 2:
+            p0, p1 = parts
+            if isinstance(condition, AllOf):
+                return lambda r, a: p0(r, a) and p1(r, a)
+            return lambda r, a: p0(r, a) or p1(r, a)
         if isinstance(condition, AllOf):
             return lambda r, a: all(p(r, a) for p in parts)
         return lambda r, a: any(p(r, a) for p in parts)
@@ -437,6 +540,8 @@ def _best(vals: tuple[AggValue, ...] | None, a: Aggregate) -> AggValue | None:
     """The window value that satisfies the comparison (else the last one)."""
     if not vals:
         return None
+    if len(vals) == 1:
+        return vals[0]
     op = _OPS[a.op]
     for v in vals:
         if op(v, a.threshold):
@@ -444,8 +549,75 @@ def _best(vals: tuple[AggValue, ...] | None, a: Aggregate) -> AggValue | None:
     return vals[-1]
 
 
-def _enc_vals(vals: tuple[AggValue, ...] | None) -> list[str] | None:
-    return None if vals is None else [str(v) for v in vals]
+def _fields_read(topology: Topology) -> frozenset[str] | None:
+    """Fields the rules' expressions read (None: a Python predicate reads unknown fields)."""
+    out: set[str] = set()
+
+    def walk(c: Condition) -> bool:
+        if isinstance(c, Predicate):
+            return False
+        if isinstance(c, AllOf | AnyOf):
+            return all(walk(x) for x in c.conditions)
+        if isinstance(c, Aggregate):
+            return True  # its fields are counted with its stage
+        out.update(c.fields)
+        return True
+
+    if not all(walk(r.condition) for r in topology.rules):
+        return None
+    return frozenset(out)
+
+
+def _pack_fields(value: Mapping[str, Any], names: frozenset[str], exact: frozenset[str]) -> dict[str, Any] | None:
+    """The fields ``names`` for JSON, each key prefixed with its type (s text, i integer, f float,
+    b boolean, n null, d decimal, t aware UTC / u naive datetime in microseconds); None if a value
+    has another type (the next stage decodes the value instead). A timestamp that is not in
+    ``exact`` is only read as time (expressions, windows): it travels as epoch milliseconds."""
+    doc: dict[str, Any] = {}
+    for name in names:
+        v = value[name]
+        if isinstance(v, str):
+            doc["s" + name] = v
+        elif isinstance(v, Decimal):
+            doc["d" + name] = str(v)
+        elif isinstance(v, datetime):
+            if name not in exact:
+                doc["i" + name] = to_epoch_ms(v)
+            elif v.tzinfo is None:
+                doc["u" + name] = (v - _NAIVE_EPOCH) // _US
+            elif v.utcoffset() == _ZERO:
+                doc["t" + name] = (v - _EPOCH) // _US
+            else:
+                return None
+        elif isinstance(v, bool):
+            doc["b" + name] = v
+        elif isinstance(v, int):
+            doc["i" + name] = v
+        elif v is None:
+            doc["n" + name] = None
+        elif isinstance(v, float):
+            doc["f" + name] = v
+        else:
+            return None
+    return doc
+
+
+def _unpack_fields(doc: Mapping[str, Any] | None, needs: frozenset[str] | None) -> dict[str, Any] | None:
+    """The fields ``_pack_fields`` packed, if they include ``needs``; else None (decode the value)."""
+    if doc is None or needs is None:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        t = k[0]
+        if t == "d":
+            out[k[1:]] = Decimal(v)
+        elif t == "t":
+            out[k[1:]] = _EPOCH + v * _US
+        elif t == "u":
+            out[k[1:]] = _NAIVE_EPOCH + v * _US
+        else:
+            out[k[1:]] = v
+    return out if needs <= out.keys() else None
 
 
 def _header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:

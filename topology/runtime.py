@@ -559,6 +559,15 @@ class ExactlyOnceRuntime:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._txn_next.items()]
         started = time.perf_counter()
         try:
+            # State changes the processor kept in its write-back cache: in this transaction, before the offsets.
+            for o in getattr(self.processor, "flush", list)():
+                args = (o.topic, o.value, o.key, -1 if o.partition is None else o.partition, None, None,
+                        o.timestamp_ms or 0, list(o.headers) if o.headers else None)  # fmt: skip
+                try:
+                    producer.produce(*args)
+                except BufferError:
+                    self._produce_when_room(producer, args)
+                self._txn_out[(o.topic, o.tags)] += 1
             if offsets:
                 self._retrying(
                     lambda: producer.send_offsets_to_transaction(

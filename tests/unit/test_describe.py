@@ -36,7 +36,7 @@ def test_fraud_topology_shows_the_repartition_stage_and_stores() -> None:
     text = describe_text(load_topology())
     assert "   Sub-topology: 1" in text
     assert "Sink: repartition-1 (topic: fraud-detector-by-target_account-amount-repartition" in text
-    assert "changelog: fraud-detector-velocity-changelog" in text
+    assert "changelog: fraud-detector-by-source_account-changelog" in text
 
 
 def test_mermaid() -> None:

@@ -72,7 +72,7 @@ def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
     assert b'"aggregate":"fan-in","function":"distinct_count","value":"10"' in h["fraudstream.evidence"]
     rep = d.records("fraud-detector-by-target_account-amount-repartition")
     assert len(rep) == 12 and rep[0].key == b'["mule","500.00"]'
-    assert {w.partition for w in d.records("fraud-detector-fan-in-changelog")} == {rep[0].partition}
+    assert {w.partition for w in d.records("fraud-detector-by-target_account-amount-changelog")} == {rep[0].partition}
 
 
 def test_fan_out(s: Serde) -> None:
@@ -168,12 +168,16 @@ def test_changelog_records_go_to_the_input_partition(s: Serde) -> None:
     d = driver(load_topology(), s, partitions=4)
     d.pipe_all(_traffic(80, seed=3))
     src = {(w.key): w.partition for w in d.records(TOPIC)}
-    for w in d.records("fraud-detector-velocity-changelog"):
-        assert w.partition == src[w.key]  # velocity is keyed by the input key
+    changelog = d.records("fraud-detector-by-source_account-changelog")
+    assert changelog
+    for w in changelog:
+        assert w.partition == src[w.key]  # stage 0's stores are keyed by the input key
     processor = d.processor
-    assert processor.changelog_partitions(TOPIC, 2) == tuple(
-        (c, 2) for c in processor.changelog_topics if "fan-in" not in c
+    assert processor.changelog_topics == (
+        "fraud-detector-by-source_account-changelog",
+        "fraud-detector-by-target_account-amount-changelog",
     )
+    assert processor.changelog_partitions(TOPIC, 2) == (("fraud-detector-by-source_account-changelog", 2),)
 
 
 def test_revoked_partitions_drop_state_and_restore_brings_it_back(s: Serde) -> None:

@@ -31,9 +31,7 @@ def fraud_topology_in_python() -> Topology:
                 ),
                 rule(
                     "fan-in",
-                    distinct_count(
-                        "source_account", by=["target_account", "amount"], window=sliding("24h", grace="1m")
-                    )
+                    distinct_count("source_account", by=["target_account", "amount"], window=sliding("24h", grace="1m"))
                     >= 10,
                     description="Many different accounts paying the same amount to one account within a day "
                     "(a money mule).",
@@ -47,13 +45,18 @@ def fraud_topology_in_python() -> Topology:
                     "structuring",
                     all_of(
                         count(
-                            by="source_account", window=sliding("24h", grace="1m"), where=structuring_filter,
+                            by="source_account",
+                            window=sliding("24h", grace="1m"),
+                            where=structuring_filter,
                             name="structuring-count",
                         )
                         >= 3,
                         sum_(
-                            "amount", by="source_account", window=sliding("24h", grace="1m"),
-                            where=structuring_filter, name="structuring-sum",
+                            "amount",
+                            by="source_account",
+                            window=sliding("24h", grace="1m"),
+                            where=structuring_filter,
+                            name="structuring-sum",
                         )
                         >= 2000,
                     ),
@@ -103,16 +106,38 @@ def test_windows() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: stream("in", dlq="dlq").split().branch("amount > 1", to="in").default_branch(to="x"),
-         "both the source and a sink"),
-        (lambda: stream("in", dlq="x").split().branch("amount > 1", to="a").default_branch(to="x"),
-         "dead-letter topic"),
-        (lambda: stream("in", dlq="d").split().branch("amount > 1", to="a", name="n")
-         .branch("amount > 2", to="b", name="n").default_branch(to="c"), "duplicate branch name"),
-        (lambda: stream("in", dlq="d").split().branch(rule("r", "amount > 1"), to="a")
-         .branch(rule("r", "amount > 2"), to="b").default_branch(to="c"), "duplicate rule id"),
-        (lambda: stream("in", dlq="d").split().branch("amount > 1", to="bad topic").default_branch(to="c"),
-         "illegal topic name"),
+        (
+            lambda: stream("in", dlq="dlq").split().branch("amount > 1", to="in").default_branch(to="x"),
+            "both the source and a sink",
+        ),
+        (
+            lambda: stream("in", dlq="x").split().branch("amount > 1", to="a").default_branch(to="x"),
+            "dead-letter topic",
+        ),
+        (
+            lambda: (
+                stream("in", dlq="d")
+                .split()
+                .branch("amount > 1", to="a", name="n")
+                .branch("amount > 2", to="b", name="n")
+                .default_branch(to="c")
+            ),
+            "duplicate branch name",
+        ),
+        (
+            lambda: (
+                stream("in", dlq="d")
+                .split()
+                .branch(rule("r", "amount > 1"), to="a")
+                .branch(rule("r", "amount > 2"), to="b")
+                .default_branch(to="c")
+            ),
+            "duplicate rule id",
+        ),
+        (
+            lambda: stream("in", dlq="d").split().branch("amount > 1", to="bad topic").default_branch(to="c"),
+            "illegal topic name",
+        ),
         (lambda: count(by="nope", window=sliding("1m")) >= 1, "unknown field 'nope'"),
         (lambda: sum_("currency", by="source_account", window=sliding("1m")) >= 1, "sum needs a number field"),
     ],
@@ -141,6 +166,8 @@ def test_stages_add_a_repartition_topic_per_foreign_grouping() -> None:
         ("in", ["a", "b"]),  # grouping that includes the record key stays with the input partition
         ("app-by-target_account-repartition", ["c"]),
     ]
-    assert [s.changelog_topic for s in t.stores] == ["app-a-changelog", "app-b-changelog", "app-c-changelog"]
+    assert [s.changelog_topic for s in t.stores] == ["app-by-source_account-changelog"] * 2 + [
+        "app-by-target_account-changelog"
+    ]
     renamed = t.with_topics({"in": "in-1", "out": "out-1", "d": "d-1"})
     assert (renamed.source, renamed.dlq, renamed.branches[0].to, renamed.default.to) == ("in-1", "d-1", "out-1", "rest")

@@ -1,23 +1,25 @@
-"""Window stores: tumbling, hopping and sliding windows, grace, late records, changelog and restore."""
+"""Window stores: tumbling, hopping and sliding windows, grace, late records; the write-back
+cache (changelog records only at flush, latest per key, tombstones) and restore."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from topology.dsl import count, distinct_count, hopping, sliding, sum_, tumbling
 from topology.plan import Aggregate, Window
-from topology.state import WindowStore
+from topology.state import StateGroup, WindowStore, encode_group_key, state_id
 
 S = 1000
 M = 60_000
 
 
-def store(agg: Aggregate) -> WindowStore:
-    return WindowStore("s", agg, "app-s-changelog")
+def store(agg: Aggregate, name: str = "s") -> WindowStore:
+    return WindowStore(name, agg, "app-s-changelog")
 
 
 def values(st: WindowStore, events: list[tuple[int, object]], key: bytes = b"k") -> list[tuple[object, ...]]:
-    return [st.add(0, key, t, v)[0] for t, v in events]
+    return [st.add(0, key, t, v) for t, v in events]
 
 
 def test_tumbling_count_restarts_each_window() -> None:
@@ -41,19 +43,22 @@ def test_grace_and_late_records() -> None:
     st = store(count(by="source_account", window=tumbling("1m", grace="10s")) >= 1)
     st.add(0, b"k", 50 * S, True)
     st.add(0, b"k", 65 * S, True)  # stream time 65s: [0,60s) still open until 70s
-    assert st.add(0, b"k", 55 * S, True)[0] == (2,)  # out of order, within grace
+    assert st.add(0, b"k", 55 * S, True) == (2,)  # out of order, within grace
     st.add(0, b"k", 70 * S, True)  # closes [0, 60s)
+    group = StateGroup("c", [st])
+    group.flush()
     before = st.snapshot(0)
-    assert st.add(0, b"k", 59 * S, True) == ((), [])  # late: not counted, no change
+    assert st.add(0, b"k", 59 * S, True) == ()  # late: not counted, no change
     assert st.snapshot(0) == before
+    assert group.flush() == []  # and nothing to write
 
 
 def test_sliding_out_of_order_within_grace_sees_only_earlier_records() -> None:
     st = store(count(by="source_account", window=sliding("5m", grace="2m")) >= 1)
     values(st, [(10 * M, True), (11 * M, True)])
-    assert st.add(0, b"k", 9 * M, True)[0] == (1,)  # (4m, 9m]: the later records are not in its window
-    assert st.add(0, b"k", 12 * M, True)[0] == (4,)
-    assert st.add(0, b"k", 9 * M, True)[0] == ()  # 12m - 2m grace: too late now
+    assert st.add(0, b"k", 9 * M, True) == (1,)  # (4m, 9m]: the later records are not in its window
+    assert st.add(0, b"k", 12 * M, True) == (4,)
+    assert st.add(0, b"k", 9 * M, True) == ()  # 12m - 2m grace: too late now
 
 
 def test_sum_and_distinct_count() -> None:
@@ -66,33 +71,88 @@ def test_sum_and_distinct_count() -> None:
 def test_keys_and_partitions_are_separate() -> None:
     st = store(count(by="source_account", window=sliding("1h")) >= 3)
     st.add(0, b"a", 0, True)
-    assert st.add(0, b"b", 1, True)[0] == (1,)
-    assert st.add(1, b"a", 2, True)[0] == (1,)
+    assert st.add(0, b"b", 1, True) == (1,)
+    assert st.add(1, b"a", 2, True) == (1,)
     assert st.size(0) == 2 and st.size(1) == 1 and st.partitions() == (0, 1)
+
+
+def test_flush_writes_the_latest_state_per_key_of_every_store_once() -> None:
+    w = sliding("1h")
+    velocity = store(count(by="source_account", window=w) >= 3, "velocity")
+    total = store(sum_("amount", by="source_account", window=w) >= 3, "total")
+    group = StateGroup("app-by-source_account-changelog", [velocity, total])
+    for i in range(5):
+        velocity.add(0, b"a", i * S, True)
+        total.add(0, b"a", i * S, Decimal("1.50"))
+    velocity.add(1, b"b", 0, True)
+    out = sorted(group.flush())
+    assert [(p, k) for p, k, _ in out] == [(0, b"a"), (1, b"b")]  # one record per (partition, key)
+    doc = json.loads(out[0][2] or b"")
+    assert doc == {
+        velocity.state_id: [4 * S, [0, S, 2 * S, 3 * S, 4 * S]],
+        total.state_id: [4 * S, [0, S, 2 * S, 3 * S, 4 * S], ["1.50"] * 5],
+    }
+    assert json.loads(out[1][2] or b"") == {velocity.state_id: [0, [0]]}
+    assert group.flush() == []  # nothing changed since
 
 
 def test_changelog_rebuilds_the_same_state_including_deletes() -> None:
     for window in (tumbling("1m", grace="5s"), hopping("2m", advance="1m"), sliding("1m", grace="5s")):
-        agg = distinct_count("target_account", by="source_account", window=window) >= 2
-        live, copy = store(agg), store(agg)
-        log: list[tuple[bytes, bytes | None]] = []
+        aggs = [
+            distinct_count("target_account", by="source_account", window=window) >= 2,
+            sum_("amount", by="source_account", window=window) >= 2,
+            count(by="source_account", window=sliding("3m")) >= 2,
+        ]
+        live = StateGroup("c", [store(a, f"s{i}") for i, a in enumerate(aggs)])
+        copy = StateGroup("c", [store(a, f"s{i}") for i, a in enumerate(aggs)])
+        log: list[tuple[int, bytes, bytes | None]] = []
         for i in range(300):
             t = i * 7 * S - (3 * S if i % 5 == 0 else 0)  # some out of order
-            _, changes = live.add(0, f"acc-{i % 29}".encode(), t, f"t{i % 4}")
-            log.extend(changes)
-        assert any(v is None for _, v in log), "old keys are swept with tombstones"
-        for k, v in log:
-            copy.restore(0, k, v)
-        assert copy.snapshot(0) == live.snapshot(0)
-        assert copy.stream_time(0) == live.stream_time(0)
-        # and it goes on deciding the same
-        assert copy.add(0, b"acc-1", 300 * 7 * S, "zz")[0] == live.add(0, b"acc-1", 300 * 7 * S, "zz")[0]
+            key = f"acc-{i % 29}".encode()
+            live.stores[0].add(0, key, t, f"t{i % 4}")
+            live.stores[1].add(0, key, t, Decimal(i) / 4)
+            if i % 3:
+                live.stores[2].add(0, key, t, True)
+            if i % 10 == 0:
+                log.extend(live.flush())  # a commit every 10 records
+        log.extend(live.flush())
+        assert any(v is None for _, _, v in log), "keys gone from every store get tombstones"
+        for p, k, v in log:
+            copy.restore(p, k, v)
+        for a, b in zip(live.stores, copy.stores, strict=True):
+            assert b.snapshot(0) == a.snapshot(0)
+            assert b.stream_time(0) == a.stream_time(0)
+        # and they go on deciding the same
+        for a, b, x in zip(live.stores, copy.stores, ("zz", Decimal(1), True), strict=True):
+            assert b.add(0, b"acc-1", 300 * 7 * S, x) == a.add(0, b"acc-1", 300 * 7 * S, x)
 
 
-def test_drop_and_clear() -> None:
+def test_restore_skips_state_kept_under_another_definition() -> None:
+    old = store(count(by="source_account", window=sliding("1h")) >= 3, "busy")
+    old.add(0, b"a", 0, True)
+    (record,) = StateGroup("c", [old]).flush()
+    same_state = store(count(by="source_account", window=sliding("1h", grace="1m")) >= 9, "busy")
+    changed = store(count(by="source_account", window=sliding("2h")) >= 3, "busy")
+    assert same_state.state_id == old.state_id != changed.state_id
+    StateGroup("c", [same_state]).restore(*record)
+    StateGroup("c", [changed]).restore(*record)
+    assert same_state.size(0) == 1 and changed.size(0) == 0
+    assert state_id("busy", old.aggregate).startswith("busy#")
+
+
+def test_drop_and_clear_forget_unflushed_changes() -> None:
     st = store(count(by="source_account", window=Window("sliding", M)) >= 1)
+    group = StateGroup("c", [st])
     st.add(3, b"k", 0, True)
-    st.drop(3)
-    assert st.size() == 0
-    st.clear(4)
+    group.drop(3)
+    assert st.size() == 0 and group.flush() == []
+    group.clear(4)
     assert st.partitions() == (4,) and st.size(4) == 0
+
+
+def test_group_keys() -> None:
+    assert encode_group_key(["acc"]) == b"acc"
+    for vals in (["mule", Decimal("1000.00")], ['a"b', "c\\d"], ["é", "\n"]):
+        raw = encode_group_key(vals)
+        assert json.loads(raw) == [str(v) for v in vals]
+    assert encode_group_key(["mule", Decimal("1000.00")]) == b'["mule","1000.00"]'

@@ -1,0 +1,1 @@
+"""Pure benchmarks (no Kafka): ``python -m bench.processor``."""

@@ -1,0 +1,152 @@
+"""Processor throughput without Kafka: input records per second, stateless vs fraud.yaml.
+
+Transactions come from the generator's pure scenario stream (fixed seed), are encoded once
+with the real ``AvroEncoder`` (confluent_kafka's in-memory mock registry) and then fed, as
+``RawRecord``s, to ``TopologyProcessor.process`` with the real ``AvroDecoder``. Repartition
+records are fed back in (the next stage), as the Kafka runtime would read them, and
+``flush()`` is called every ``--commit-every`` input records, as the runtime does at each
+commit. Only processing is timed (not generation or encoding).
+
+    python -m bench.processor [--count 100000] [--partitions 3] [--commit-every 1000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import json
+import os
+import platform
+import pstats
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from schemas import schema_text
+from services.generator.scenarios import StreamConfig, TransactionStream
+from topology.plan import Topology
+from topology.processor import TopologyProcessor
+from topology.records import RawRecord
+from topology.serde import AvroDecoder, AvroEncoder
+from topology.yaml_loader import load_topology
+
+
+def stateless(topology: Topology) -> Topology:
+    """``topology`` with its stateful rules (and branches left without rules) removed."""
+    branches = []
+    for b in topology.branches:
+        rules = tuple(r for r in b.rules if not r.stateful)
+        if rules:
+            branches.append(dataclasses.replace(b, rules=rules))
+    return dataclasses.replace(topology, branches=tuple(branches))
+
+
+def encoded_input(
+    registry: SchemaRegistryClient, topic: str, count: int, seed: int, partitions: int
+) -> list[RawRecord]:
+    """``count`` generated transactions as the records a consumer of ``topic`` would read."""
+    encoder = AvroEncoder(registry, schema_text("transaction"), f"{topic}-value")
+    offsets = [0] * partitions
+    out = []
+    for g in TransactionStream(StreamConfig(seed=seed)).take(count):
+        key = g.record["source_account"].encode()
+        p = zlib.crc32(key) % partitions
+        out.append(RawRecord(topic, p, offsets[p], key, encoder.encode(g.record), g.record["event_time"]))
+        offsets[p] += 1
+    return out
+
+
+def run(
+    processor: TopologyProcessor, records: Sequence[RawRecord], partitions: int, commit_every: int
+) -> tuple[float, Counter[str]]:
+    """Seconds to process ``records`` (and the repartition records they cause), and outputs per topic."""
+    process = processor.process
+    flush = getattr(processor, "flush", None)
+    repartition = set(processor.repartition_topics)
+    processor.assigned([(t, p) for t in processor.source_topics for p in range(partitions)])
+    offsets: dict[tuple[str, int], int] = {}
+    outputs: Counter[str] = Counter()
+    started = time.perf_counter()
+    for i, record in enumerate(records, 1):
+        queue = [record]
+        while queue:
+            rec = queue.pop()
+            for o in process(rec):
+                outputs[o.topic] += 1
+                if o.topic in repartition:
+                    p = zlib.crc32(o.key or b"") % partitions
+                    off = offsets.get((o.topic, p), 0)
+                    offsets[(o.topic, p)] = off + 1
+                    queue.append(RawRecord(o.topic, p, off, o.key, o.value, rec.timestamp_ms, o.headers))
+        if flush is not None and i % commit_every == 0:
+            outputs.update(o.topic for o in flush())
+    if flush is not None:
+        outputs.update(o.topic for o in flush())
+    return time.perf_counter() - started, outputs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.processor", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=100_000, help="transactions (default 100000)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--partitions", type=int, default=3, help="input partitions (default 3)")
+    ap.add_argument("--commit-every", type=int, default=1000, help="input records between flush() calls")
+    ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the fraud.yaml run")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    args = ap.parse_args(argv)
+
+    fraud = load_topology()
+    registry = SchemaRegistryClient.new_client({"url": "mock://bench-processor"})
+    records = encoded_input(registry, fraud.source, args.count, args.seed, args.partitions)
+    results: dict[str, Any] = {}
+    for name, topology in (("stateless", stateless(fraud)), ("fraud.yaml", fraud)):
+        decoder = AvroDecoder(registry, schema_text("transaction"))
+        processor = TopologyProcessor(topology, decoder.decode, version="bench")
+        profiler = cProfile.Profile() if args.profile and name == "fraud.yaml" else None
+        if profiler is not None:
+            profiler.enable()
+        seconds, by_topic = run(processor, records, args.partitions, args.commit_every)
+        if profiler is not None:
+            profiler.disable()
+        if by_topic[topology.dlq]:
+            print(f"{name}: {by_topic[topology.dlq]} records dead-lettered: the bench is broken", file=sys.stderr)
+            return 1
+        outputs = sum(by_topic.values())
+        results[name] = {
+            "rules": len(topology.rules),
+            "records": len(records),
+            "seconds": round(seconds, 3),
+            "input_per_second": round(len(records) / seconds),
+            "outputs_per_input": round(outputs / len(records), 3),
+            "fraud": by_topic[topology.branches[0].to],
+        }
+        if profiler is not None:
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
+    ratio = results["fraud.yaml"]["input_per_second"] / results["stateless"]["input_per_second"]
+    doc = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "count": args.count, "partitions": args.partitions, "commit_every": args.commit_every,
+        "results": results, "stateful_vs_stateless": round(ratio, 3),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"processor bench: {args.count} generated transactions (seed {args.seed}), {args.partitions} partitions, "
+          f"flush every {args.commit_every}, python {platform.python_version()}, {os.cpu_count()} cpus")  # fmt: skip
+    print(f"{'topology':<12} {'rules':>5} {'seconds':>8} {'input rec/s':>12} {'outputs/input':>14} {'fraud':>6}")
+    for name, r in results.items():
+        print(f"{name:<12} {r['rules']:>5} {r['seconds']:>8.2f} {r['input_per_second']:>12,} "
+              f"{r['outputs_per_input']:>14.2f} {r['fraud']:>6}")  # fmt: skip
+    print(f"stateful / stateless: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
