@@ -226,8 +226,13 @@ def read_all(bootstrap: str, topics: tuple[str, ...], isolation: str, timeout_s:
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on ``topic`` (0 for partitions without one)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed",
+    """Sum of the group's committed offsets on ``topic`` (0 for partitions without one).
+
+    ``read_uncommitted`` on purpose: librdkafka asks a ``read_committed`` consumer's offset fetch
+    for *stable* offsets, which blocks while a killed instance's transactional offset commit is
+    pending (until the broker aborts it). The last committed offsets are what is wanted here.
+    """
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_uncommitted",
                   "enable.auto.commit": False})
     try:
         parts = c.list_topics(topic, timeout=30).topics[topic].partitions
