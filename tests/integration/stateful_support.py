@@ -143,7 +143,7 @@ def scenario_transactions(count: int, seed: int, partitions: int, accounts: int 
             "amount": Decimal(cents).scaleb(-2),
             "currency": "EUR",
             "event_time": START_MS + i * STEP_MS,
-            "channel": "card",
+            "channel": "online" if cents >= 90_000 else "card",  # fraud.yaml's large-amount@2: online only
             "country": "NL",
             "merchant_category": None,
         }

@@ -39,24 +39,27 @@ def fired(d: TopologyTestDriver, s: Serde) -> dict[str, str]:
 
 def test_large_amount(s: Serde) -> None:
     d = driver(load_topology(), s, partitions=3)
-    d.pipe(tx(1, "899.99"))
-    d.pipe(tx(2, "900.00", source="acc-2"))
-    assert decisions(d, s) == {"tx-1": "", "tx-2": "large-amount@1"}
+    d.pipe(tx(1, "899.99", channel="online"))
+    d.pipe(tx(2, "900.00", source="acc-2", channel="online"))
+    d.pipe(tx(3, "5000.00", source="acc-3", channel="transfer"))  # large transfers between people are common
+    assert decisions(d, s) == {"tx-1": "", "tx-2": "large-amount@2", "tx-3": ""}
 
 
 def test_velocity(s: Serde) -> None:
     d = driver(load_topology(), s, partitions=3)
-    for i in range(11):
-        d.pipe(tx(i, "20.00", target=f"shop-{i}", minutes=i * 0.4))  # 11 payments in 4 minutes
+    for i in range(7):
+        d.pipe(tx(i, "20.00", target=f"shop-{i}", minutes=i * 0.3))  # 7 payments in 2 minutes
     d.pipe(tx(99, "20.00", minutes=30))  # quiet again
-    assert fired(d, s) == {"tx-9": "velocity@1", "tx-10": "velocity@1"}
+    for i in range(6):
+        d.pipe(tx(100 + i, "20.00", source="acc-2", minutes=40 + i * 0.5))  # 6 in 2.5 minutes: never 6 in 2
+    assert fired(d, s) == {"tx-5": "velocity@2", "tx-6": "velocity@2"}
 
 
 def test_card_testing(s: Serde) -> None:
     d = driver(load_topology(), s, partitions=3)
-    for i in range(5):
-        d.pipe(tx(i, "0.99" if i != 2 else "45.00", minutes=i * 2))
-    assert fired(d, s) == {"tx-4": "card-testing@1"}  # the 4th tiny one
+    for i, (amount, minute) in enumerate([("0.99", 0), ("45.00", 1), ("2.00", 3), ("1.50", 9), ("2.01", 9.5)]):
+        d.pipe(tx(i, amount, minutes=minute))
+    assert fired(d, s) == {"tx-2": "card-testing@2"}  # the 2nd tiny one within 5 minutes
 
 
 def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
@@ -77,16 +80,23 @@ def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
 
 def test_fan_out(s: Serde) -> None:
     d = driver(load_topology(), s, partitions=3)
-    for i in range(13):
-        d.pipe(tx(i, "30.00", target=f"friend-{i % 12}", minutes=i * 4))  # 12 distinct targets, then a repeat
-    assert fired(d, s) == {"tx-11": "fan-out@1", "tx-12": "fan-out@1"}
+    for i in range(6):  # transfers of 100 or more to 5 distinct people in 15 minutes, then a repeat
+        d.pipe(tx(i, "150.00", target=f"friend-{i % 5}", minutes=i * 2))
+    for i in range(8):  # shops (merchant category) or small amounts do not count
+        mcc = "5411" if i % 2 else None
+        d.pipe(
+            tx(10 + i, "150.00" if mcc else "99.99", source="acc-2", target=f"t-{i}", minutes=i, merchant_category=mcc)
+        )
+    assert fired(d, s) == {"tx-4": "fan-out@2", "tx-5": "fan-out@2"}
 
 
-def test_structuring_needs_count_and_sum(s: Serde) -> None:
+def test_structuring_under_either_limit(s: Serde) -> None:
     d = driver(load_topology(), s, partitions=3)
     for i, amount in enumerate(["850.00", "20.00", "880.00", "899.00", "710.00"]):
-        d.pipe(tx(i, amount, minutes=i * 120))
-    assert fired(d, s) == {"tx-3": "structuring@1", "tx-4": "structuring@1"}
+        d.pipe(tx(i, amount, minutes=i * 120))  # 3 under 900 adding up to more than 2,000
+    for i, amount in enumerate(["9500.00", "120.00", "9990.00"]):
+        d.pipe(tx(10 + i, amount, source="acc-2", minutes=i * 300))  # 2 under the 10,000 reporting limit
+    assert fired(d, s) == {"tx-3": "structuring@2", "tx-4": "structuring@2", "tx-12": "structuring@2"}
 
 
 def test_legit_traffic_is_not_flagged(s: Serde) -> None:

@@ -6,62 +6,79 @@ from typing import Any
 
 import pytest
 
-from topology.dsl import all_of, count, distinct_count, hopping, rule, sliding, stream, sum_, tumbling
+from topology.dsl import all_of, any_of, count, distinct_count, hopping, rule, sliding, stream, sum_, tumbling
 from topology.plan import PlanError, Predicate, Topology, Window
 from topology.yaml_loader import load_topology
 
 
 def fraud_topology_in_python() -> Topology:
-    structuring_filter = "amount >= 700 and amount < 900"
+    day = sliding("24h", grace="1m")
+    under_large = "amount >= 700 and amount < 900"
     return (
         stream("queueing.transactions", dlq="streaming.transactions.dlq", name="fraud-detector")
         .split()
         .branch(
             [
-                rule("large-amount", "amount >= 900", description="The tutorial's rule, one large payment."),
+                rule(
+                    "large-amount",
+                    "amount >= 900 and channel == 'online'",
+                    version=2,
+                    description="The tutorial's rule (amount >= 900), narrowed to card-not-present (online) "
+                    "payments: large transfers between people are common legit traffic (v1 flagged about 1 legit "
+                    "payment in 1,000).",
+                ),
                 rule(
                     "velocity",
-                    count(by="source_account", window=sliding("5m", grace="30s")) >= 10,
-                    description="Many payments from one account within minutes.",
+                    count(by="source_account", window=sliding("2m", grace="30s")) >= 6,
+                    version=2,
+                    description="Many payments from one account within two minutes.",
                 ),
                 rule(
                     "card-testing",
-                    count(by="source_account", window=sliding("15m", grace="30s"), where="amount < 2") >= 4,
-                    description="A burst of tiny payments from one account (a stolen card being tested).",
+                    count(by="source_account", window=sliding("5m", grace="30s"), where="amount <= 2") >= 2,
+                    version=2,
+                    description="Tiny payments (2.00 or less) from one account in quick succession (a stolen card "
+                    "being tested).",
                 ),
                 rule(
                     "fan-in",
-                    distinct_count("source_account", by=["target_account", "amount"], window=sliding("24h", grace="1m"))
-                    >= 10,
+                    distinct_count("source_account", by=["target_account", "amount"], window=day) >= 10,
                     description="Many different accounts paying the same amount to one account within a day "
                     "(a money mule).",
                 ),
                 rule(
                     "fan-out",
-                    distinct_count("target_account", by="source_account", window=sliding("1h", grace="30s")) >= 12,
-                    description="One account paying many different accounts within an hour.",
+                    distinct_count(
+                        "target_account",
+                        by="source_account",
+                        window=sliding("15m", grace="30s"),
+                        where="merchant_category == null and amount >= 100",
+                    )
+                    >= 5,
+                    version=2,
+                    description="One account transferring 100 or more to many different people (no merchant) "
+                    "within 15 minutes.",
                 ),
                 rule(
                     "structuring",
-                    all_of(
+                    any_of(
                         count(
                             by="source_account",
-                            window=sliding("24h", grace="1m"),
-                            where=structuring_filter,
-                            name="structuring-count",
+                            window=day,
+                            where="amount >= 7000 and amount < 10000",
+                            name="structuring-reporting",
                         )
-                        >= 3,
-                        sum_(
-                            "amount",
-                            by="source_account",
-                            window=sliding("24h", grace="1m"),
-                            where=structuring_filter,
-                            name="structuring-sum",
-                        )
-                        >= 2000,
+                        >= 2,
+                        all_of(
+                            count(by="source_account", window=day, where=under_large, name="structuring-count") >= 3,
+                            sum_("amount", by="source_account", window=day, where=under_large, name="structuring-sum")
+                            >= 2000,
+                        ),
                     ),
-                    description="Several payments just under the large-amount limit from one account within a "
-                    "day, adding up to more than it.",
+                    version=2,
+                    description="Several payments from one account within a day just under a limit: two or more "
+                    "just under the 10,000 reporting threshold, or three or more just under the large-amount "
+                    "limit adding up to more than 2,000.",
                 ),
             ],
             to="streaming.transactions.fraud",

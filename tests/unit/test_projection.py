@@ -88,8 +88,9 @@ def _assert_agree(full: AvroDecoder, proj: ProjectionDecoder, value: bytes | Non
 def test_projection_of_the_fraud_topology() -> None:
     p = projection_of(load_topology(DEFAULT_PATH))
     assert p is not None
-    assert p.fields == {"amount", "source_account", "target_account", "event_time"}
-    assert p.epoch_ms == {"event_time"}  # read as window time only
+    assert p.fields == {"amount", "source_account", "target_account", "event_time", "channel", "merchant_category"}
+    # read as window time only (channel, merchant_category: expression-only too, but not timestamps)
+    assert p.epoch_ms == {"event_time", "channel", "merchant_category"}
 
 
 def test_projection_of_a_stateless_rule_and_of_a_python_predicate() -> None:

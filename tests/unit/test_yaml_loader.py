@@ -50,7 +50,7 @@ def test_fraud_yaml_loads_against_the_project_topics() -> None:
     assert [b.to for b in t.branches] == [TOPICS.fraud]
     assert t.default.to == TOPICS.legit
     rules = {r.id: r for r in t.rules}
-    assert str(rules["large-amount"].condition) == "amount >= 900"
+    assert str(rules["large-amount"].condition) == "amount >= 900 and channel == 'online'"
     assert t.branches[0].rules[0].id == "large-amount"  # the tutorial's rule is the first fraud rule
     assert {"velocity", "card-testing", "fan-in", "fan-out", "structuring"} <= set(rules)
 
