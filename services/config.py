@@ -173,6 +173,8 @@ class GeneratorSettings(_Section):
     replication_factor: int = Field(1, ge=1)
     compression: Literal["lz4", "zstd", "none"] = "lz4"
     linger_ms: int = Field(20, ge=0)
+    metrics_port: int | None = None  # serve /metrics on this port (unset = off)
+    metrics_host: str = "0.0.0.0"
 
 
 def _hostname() -> str:

@@ -17,6 +17,7 @@ from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import Progress, Sender, stream_config
 from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
+from services.metrics import Metrics
 from topology.serde import EncodeError, RegistryError
 
 
@@ -69,6 +70,9 @@ def generate(
     partitions: Annotated[int | None, typer.Option(help="Partitions of topics the generator creates.")] = None,
     bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
     registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics on this port (env FRAUDSTREAM_GENERATOR_METRICS_PORT).")
+    ] = None,
 ) -> None:
     """Generate labelled transactions (legit traffic with fraud scenarios) as Avro to Kafka."""
     console = Console(stderr=True)
@@ -82,6 +86,7 @@ def generate(
         start=start,
         accounts=accounts,
         partitions=partitions,
+        metrics_port=metrics_port,
         **_fraud_rates(fraud or []),
     )
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
@@ -102,10 +107,19 @@ def generate(
         soft_wrap=True,
     )
     signals = _stop_on_signals()
+    metrics = Metrics("generator")
+    server = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+    metrics.generator_target_rate.set(settings.rate)
+    last = [0, time.monotonic()]  # transactions counted into the metrics, and when
     with Live(Text(""), console=console, refresh_per_second=4, transient=False) as live:
 
         def report(progress: Progress) -> None:
-            live.update(Text(progress.line(time.monotonic())))
+            now = time.monotonic()
+            live.update(Text(progress.line(now)))
+            metrics.generated.inc(progress.sent - last[0])
+            if now > last[1]:
+                metrics.generator_rate.set((progress.sent - last[0]) / (now - last[1]))
+            last[:] = [progress.sent, now]
 
         try:
             result = sender.run(stream, count=settings.count, rate=settings.rate, report=report,
@@ -114,6 +128,8 @@ def generate(
             console.print(f"[red]error:[/red] generated record does not fit the schema: {exc}")
             raise typer.Exit(1) from None
         report(result)
+    if server is not None:
+        server.close()
     if not console.is_terminal:
         console.print()  # end the last status line
     elapsed = time.monotonic() - result.started

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
-from tests.conftest import Endpoints
+from tests.conftest import Endpoints, _free_port
 from tests.integration.test_kafka_proofs import _count_all
 
 pytestmark = pytest.mark.integration
@@ -20,14 +21,20 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_flushes_and_reports_what_was_sent(stack: Endpoints, unique: str, signum: signal.Signals) -> None:
     topic = f"gen-int-{unique}"
+    metrics_port = _free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
            "SCHEMA_REGISTRY_URL": stack.registry_url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "services", "generate", "--rate", "0", "--topic", topic,
-         "--labels-topic", f"{topic}.labels", "--partitions", "3"],
+         "--labels-topic", f"{topic}.labels", "--partitions", "3", "--metrics-port", str(metrics_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     time.sleep(6)  # running at full speed, records in flight
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+        scraped = resp.read().decode()
+    produced = re.search(r"^fraudstream_generator_records_total(?:\{[^}]*\})? ([0-9.e+]+)$", scraped, re.M)
+    assert produced and float(produced.group(1)) > 0, scraped[:2000]
+    assert re.search(r"^fraudstream_generator_target_rate(?:\{[^}]*\})? 0\.0$", scraped, re.M), scraped[:2000]
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
