@@ -41,15 +41,18 @@ def graph(t: Topology) -> list[list[Node]]:
         else:
             names = [f"branch-{b.name}" for b in t.branches] + [f"branch-{t.default.name}"]
             nodes.append(Node("Processor", "split", "first match wins; each rule evaluated once", (*names, "dlq")))
+            alert = ("sink-alerts",) if t.alerts is not None else ()
             for b in t.branches:
                 rules = ", ".join(r.ref for r in b.rules)
-                nodes.append(Node("Processor", f"branch-{b.name}", f"rules: [{rules}]", (f"sink-{b.name}",)))
+                nodes.append(Node("Processor", f"branch-{b.name}", f"rules: [{rules}]", (f"sink-{b.name}", *alert)))
             nodes.append(
                 Node("Processor", f"branch-{t.default.name}", "default branch", (f"sink-{t.default.name}",))
             )
             for b in t.branches:
                 nodes.append(Node("Sink", f"sink-{b.name}", f"topic: {b.to}"))
             nodes.append(Node("Sink", f"sink-{t.default.name}", f"topic: {t.default.to}"))
+            if t.alerts is not None:
+                nodes.append(Node("Sink", "sink-alerts", f"topic: {t.alerts} (FraudAlert per decision)"))
         nodes.append(Node("Sink", "dlq", f"topic: {t.dlq}"))
         out.append(nodes)
     return out

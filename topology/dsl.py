@@ -171,9 +171,12 @@ BranchPredicate = Rule | Sequence[Rule] | str | Condition | Callable[[Mapping[st
 class Stream:
     """``stream(topic)``: the source of a topology."""
 
-    def __init__(self, topic: str, *, dlq: str, name: str, key: Sequence[str], time_field: str) -> None:
+    def __init__(
+        self, topic: str, *, dlq: str, name: str, key: Sequence[str], time_field: str, alerts: str | None = None
+    ) -> None:
         self.topic = topic
         self.dlq = dlq
+        self.alerts = alerts
         self.name = name
         self.key = tuple(key)
         self.time_field = time_field
@@ -221,6 +224,7 @@ class Split:
             dlq=s.dlq,
             source_key=s.key,
             time_field=s.time_field,
+            alerts=s.alerts,
         )
 
 
@@ -231,6 +235,8 @@ def stream(
     name: str = "fraud-detector",
     key: Sequence[str] = ("source_account",),
     time_field: str = "event_time",
+    alerts: str | None = None,
 ) -> Stream:
-    """The source topic; ``key`` names the fields the record key is made of, ``name`` is the application id."""
-    return Stream(topic, dlq=dlq, name=name, key=key, time_field=time_field)
+    """The source topic; ``key`` names the fields the record key is made of, ``name`` is the application id,
+    ``alerts`` the topic of a ``FraudAlert`` per decision of a (non-default) branch."""
+    return Stream(topic, dlq=dlq, name=name, key=key, time_field=time_field, alerts=alerts)

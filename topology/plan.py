@@ -32,6 +32,9 @@ COMPARISONS: tuple[Comparison, ...] = (">=", ">", "<=", "<", "==", "!=")
 AGGREGATE_FUNCTIONS: tuple[AggregateFunction, ...] = ("count", "sum", "distinct_count")
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding")
 
+# The fields of the input record a fraud alert copies (schemas/fraud_alert.avsc).
+ALERT_FIELDS: tuple[str, ...] = ("transaction_id", "source_account", "target_account", "amount", "event_time")
+
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
@@ -263,7 +266,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class Topology:
-    """A whole topology. ``name`` is the application id (prefix of changelog/repartition topics)."""
+    """A whole topology. ``name`` is the application id (prefix of changelog/repartition topics).
+
+    ``alerts``, when set, is the topic of the ``FraudAlert`` written with every decision of a (non-default) branch.
+    """
 
     name: str
     source: str
@@ -272,11 +278,16 @@ class Topology:
     dlq: str
     source_key: tuple[str, ...] = ("source_account",)
     time_field: str = "event_time"
+    alerts: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "topology")
         check_topic(self.source)
         check_topic(self.dlq)
+        if self.alerts is not None:
+            check_topic(self.alerts)
+            if self.alerts in (self.source, self.dlq, *(b.to for b in self.branches), self.default.to):
+                raise PlanError(f"the alerts topic {self.alerts!r} is also the source, dead-letter or a branch topic")
         names = [b.name for b in self.branches] + [self.default.name]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -348,6 +359,7 @@ class Topology:
             self,
             source=m(self.source),
             dlq=m(self.dlq),
+            alerts=None if self.alerts is None else m(self.alerts),
             branches=tuple(replace(b, to=m(b.to)) for b in self.branches),
             default=replace(self.default, to=m(self.default.to)),
         )

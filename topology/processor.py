@@ -14,6 +14,11 @@ Contract:
   value bytes and headers plus ``fraudstream.branch``, ``fraudstream.rules``
   (``id@version`` of every rule of the branch that fired; empty for the default
   branch) and ``fraudstream.detector.version``;
+- when the topology has an ``alerts`` topic and an ``encode_alert`` is given, a record routed to
+  a (non-default) branch also yields ONE record to the alerts topic: key = transaction id, value =
+  ``encode_alert`` of a ``FraudAlert`` (schemas/fraud_alert.avsc: the fired rules, the evidence of
+  the ``fraudstream.evidence`` header, score = number of rules fired), headers ``fraudstream.rules``
+  and ``fraudstream.detector.version``; a record whose alert cannot be built is dead-lettered;
 - state changes are kept in memory (a write-back cache) and leave as changelog records only
   through ``flush()``: the latest state per (stage, group key) since the last flush, with the
   input partition as partition; the runtime calls it right before each commit and writes what
@@ -33,6 +38,7 @@ from typing import Any
 
 from topology.expr import to_epoch_ms
 from topology.plan import (
+    ALERT_FIELDS,
     Aggregate,
     AllOf,
     AnyOf,
@@ -43,10 +49,11 @@ from topology.plan import (
     aggregates_of,
 )
 from topology.records import Headers, OutRecord, RawRecord
-from topology.serde import DecodeError
+from topology.serde import DecodeError, EncodeError
 from topology.state import AggValue, StateGroup, WindowStore, encode_group_key, state_id
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
+EncodeAlert = Callable[[Mapping[str, Any]], bytes]
 # Per record: store index -> values of its open windows; None = not aggregated (filter/null key).
 Aggs = list[tuple[AggValue, ...] | None]
 Cond = Callable[[Mapping[str, Any], Aggs], bool]
@@ -71,6 +78,7 @@ _ZERO = timedelta(0)
 # What bad data raises while evaluating compiled expressions (null in arithmetic,
 # division by zero, a missing field); anything else is a bug and propagates.
 EVALUATION_ERRORS: tuple[type[Exception], ...] = (TypeError, ArithmeticError, KeyError, ValueError)
+_ALERT_ERRORS: tuple[type[Exception], ...] = (EncodeError, *EVALUATION_ERRORS)
 
 _OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -124,8 +132,10 @@ class TopologyProcessor:
         *,
         version: str,
         decode_errors: tuple[type[Exception], ...] = (DecodeError,),
+        encode_alert: EncodeAlert | None = None,
     ) -> None:
         self.version = version
+        self._encode_alert = encode_alert
         self._decode = decode
         self._decode_errors = decode_errors
         self._version_header = (H_VERSION, version.encode())
@@ -173,6 +183,8 @@ class TopologyProcessor:
             needs: frozenset[str] | None = None
             if rule_fields is not None:
                 needs = rule_fields | exact | {topology.time_field}
+                if topology.alerts is not None and self._encode_alert is not None:
+                    needs |= frozenset(ALERT_FIELDS)
                 needs |= frozenset(f for a in later if a.filter is not None for f in a.filter.fields)
             compiled[stage.input_topic] = _Stage(
                 stage.index,
@@ -190,6 +202,7 @@ class TopologyProcessor:
         )
         self._default = topology.default
         self._dlq = topology.dlq
+        self._alerts = topology.alerts if self._encode_alert is not None else None
         self._time = _time_getter(topology.time_field)
         self._decisions: dict[tuple[int, tuple[int, ...]], tuple[Headers, tuple[str, ...]]] = {}
         self._default_headers: Headers = (
@@ -202,7 +215,15 @@ class TopologyProcessor:
         self.repartition_topics: tuple[str, ...] = self.source_topics[1:]
         self.changelog_topics: tuple[str, ...] = tuple(g.changelog_topic for g in self._groups.values())
         self.sink_topics: tuple[str, ...] = tuple(
-            dict.fromkeys((*topology.sinks, topology.dlq, *self.repartition_topics, *self.changelog_topics))
+            dict.fromkeys(
+                (
+                    *topology.sinks,
+                    *(() if self._alerts is None else (self._alerts,)),
+                    topology.dlq,
+                    *self.repartition_topics,
+                    *self.changelog_topics,
+                )
+            )
         )
 
     def _slot(self, i: int, store: WindowStore, stage_key: tuple[str, ...]) -> _StoreSlot:
@@ -297,12 +318,51 @@ class TopologyProcessor:
         self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, key: bytes | None, headers: Headers
     ) -> list[OutRecord]:
         try:
-            topic, extra, tags = self._route(value, aggs)
+            topic, extra, tags, fired = self._route(value, aggs)
         except _RuleFailed as exc:
             return [self._dead(record, exc.cause, "evaluation", exc.rule)]
-        return [OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, tags)]
+        out = OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, tags)
+        if fired is None or self._alerts is None:
+            return [out]
+        try:
+            alert = self._alert(record, value, aggs, *fired)
+        except _ALERT_ERRORS as exc:
+            return [self._dead(record, exc, "alert")]
+        return [out, alert]
 
-    def _route(self, value: Mapping[str, Any], aggs: Aggs | None) -> tuple[str, Headers, tuple[str, ...]]:
+    def _alert(
+        self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, bi: int, fired: tuple[int, ...]
+    ) -> OutRecord:
+        """The alerts record of a decision of branch ``bi`` by its rules ``fired``."""
+        assert self._alerts is not None and self._encode_alert is not None
+        rules = [self._branches[bi].rules[i][0] for i in fired]
+        evidence = self._evidence_doc(bi, fired, aggs) if aggs is not None else {}
+        alert = {
+            "transaction_id": value["transaction_id"],
+            "source_account": value["source_account"],
+            "target_account": value["target_account"],
+            "amount": value["amount"],
+            "event_time": to_epoch_ms(value["event_time"]),
+            "rules": [{"id": r.id, "version": r.version} for r in rules],
+            "evidence": [{"rule_id": r.id, **item} for r in rules for item in evidence.get(r.ref, ())],
+            "score": float(len(rules)),
+            "detector_version": self.version,
+        }
+        tid = value["transaction_id"]
+        headers: Headers = (self._decisions[(bi, fired)][0][1], self._version_header)
+        return OutRecord(
+            self._alerts,
+            None if tid is None else str(tid).encode(),
+            self._encode_alert(alert),
+            headers,
+            None,
+            record.timestamp_ms,
+            ("alert",),
+        )
+
+    def _route(
+        self, value: Mapping[str, Any], aggs: Aggs | None
+    ) -> tuple[str, Headers, tuple[str, ...], tuple[int, tuple[int, ...]] | None]:
         for bi, branch in enumerate(self._branches):
             fired: tuple[int, ...] = ()
             for ri, (rule, cond) in enumerate(branch.rules):
@@ -318,9 +378,9 @@ class TopologyProcessor:
                     decision = self._decision(bi, fired)
                 headers, tags = decision
                 if aggs is not None and any(self._branches[bi].rules[i][0].stateful for i in fired):
-                    headers = (*headers, (H_EVIDENCE, self._evidence(bi, fired, aggs)))
-                return branch.to, headers, tags
-        return self._default.to, self._default_headers, self._default_tags
+                    headers = (*headers, (H_EVIDENCE, _DUMPS(self._evidence_doc(bi, fired, aggs)).encode()))
+                return branch.to, headers, tags, (bi, fired)
+        return self._default.to, self._default_headers, self._default_tags, None
 
     def _decision(self, bi: int, fired: tuple[int, ...]) -> tuple[Headers, tuple[str, ...]]:
         branch = self._branches[bi]
@@ -330,8 +390,8 @@ class TopologyProcessor:
         self._decisions[(bi, fired)] = decision
         return decision
 
-    def _evidence(self, bi: int, fired: tuple[int, ...], aggs: Aggs) -> bytes:
-        """JSON: for each fired rule, its aggregates' values and thresholds."""
+    def _evidence_doc(self, bi: int, fired: tuple[int, ...], aggs: Aggs) -> dict[str, list[dict[str, str | None]]]:
+        """For each fired rule (``id@version``), its aggregates' values and thresholds."""
         doc: dict[str, list[dict[str, str | None]]] = {}
         names = self._store_names
         for ri in fired:
@@ -350,7 +410,7 @@ class TopologyProcessor:
                     }
                 )
             doc[rule.ref] = items
-        return _DUMPS(doc).encode()
+        return doc
 
     def _aggregate(
         self, stage: _Stage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs, stage_key: bytes | None

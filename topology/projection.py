@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from topology.plan import Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
+from topology.plan import ALERT_FIELDS, Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
 from topology.serde import HEADER_SIZE, AvroDecoder, DecodeError, _classify
 
 # Value kinds of the fast path.
@@ -87,6 +87,8 @@ def projection_of(topology: Topology) -> Projection | None:
 
     if not all(walk(r.condition) for r in topology.rules):
         return None
+    if topology.alerts is not None:  # the processor copies these into each FraudAlert
+        through_expr.update(ALERT_FIELDS)
     return Projection(frozenset(through_expr | as_value), frozenset(through_expr - as_value))
 
 

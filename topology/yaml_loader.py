@@ -5,6 +5,7 @@ Format::
     topology: fraud-detector            # application id
     source: {topic: queueing.transactions, key: [source_account], time: event_time}
     dlq: streaming.transactions.dlq
+    alerts: streaming.transactions.alerts   # optional: a FraudAlert per decision of a (non-default) branch
     rules:
       - id: large-amount
         version: 1
@@ -182,7 +183,7 @@ class _Loader:
     def topology(self, doc: Any) -> Topology:
         root = self.mapping(
             doc, "(top level)", 1,
-            ("topology", "source", "dlq", "rules", "branches", "default_branch"),
+            ("topology", "source", "dlq", "alerts", "rules", "branches", "default_branch"),
             ("topology", "source", "dlq", "rules", "branches", "default_branch"),
         )  # fmt: skip
         name = self.name(root, "topology", "", "topology")
@@ -199,6 +200,7 @@ class _Loader:
             if self.fields[time_field].type != "timestamp":
                 self.fail(self.key_line(src, "time"), "source.time", f"{time_field!r} is not a timestamp field")
         dlq = self.topic(root, "dlq", "")
+        alerts = self.topic(root, "alerts", "") if "alerts" in root else None
 
         rules_node = self.get(root, "rules", "", list)
         rules: dict[str, Rule] = {}
@@ -210,6 +212,11 @@ class _Loader:
 
         used: set[str] = set()
         topics: dict[str, str] = {source: "source.topic", dlq: "dlq"}
+        if alerts is not None:
+            if alerts in topics:
+                what = topics[alerts]
+                self.fail(self.key_line(root, "alerts"), "alerts", f"duplicate topic {alerts!r}: it is {what}")
+            topics[alerts] = "alerts"
         branches: list[Branch] = []
         names: set[str] = set()
         bnodes = self.get(root, "branches", "", list)
@@ -246,7 +253,7 @@ class _Loader:
             self.fail(self.key_line(dn, "name"), "default_branch.name", f"duplicate branch name {dname!r}")
         default = DefaultBranch(dname, self.sink(dn, "default_branch", topics, source, dlq))
         try:
-            return Topology(name, source, tuple(branches), default, dlq, key, time_field)
+            return Topology(name, source, tuple(branches), default, dlq, key, time_field, alerts)
         except PlanError as exc:  # anything the checks above did not name
             self.fail(1, "(top level)", str(exc))
 

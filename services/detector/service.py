@@ -24,13 +24,13 @@ from services.metrics import Metrics
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectionDecoder
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
-from topology.serde import RegistryError
+from topology.serde import AvroEncoder, RegistryError
 from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 log = logging.getLogger("fraudstream.detector")
 
 # Tags the processor gives records that are not decisions (see topology/processor.py).
-_NOT_DECISIONS = frozenset({"dlq", "changelog", "repartition"})
+_NOT_DECISIONS = frozenset({"dlq", "changelog", "repartition", "alert"})
 
 
 def detector_version(topology_text: str) -> str:
@@ -58,10 +58,12 @@ def build_runtime(
     topology = dataclasses.replace(load_topology(path), name=settings.application_id)
     version = detector_version(path.read_text(encoding="utf-8"))
     # Builds only the fields the rules read (whole record still validated): see topology/projection.py.
-    decoder = ProjectionDecoder.for_topology(
-        registry or registry_client(kafka.schema_registry_url), topology, schema_text("transaction")
-    )
-    processor = TopologyProcessor(topology, decoder.decode, version=version)
+    registry = registry or registry_client(kafka.schema_registry_url)
+    decoder = ProjectionDecoder.for_topology(registry, topology, schema_text("transaction"))
+    encode_alert = None
+    if topology.alerts is not None:
+        encode_alert = AvroEncoder(registry, schema_text("fraud_alert"), subject=f"{topology.alerts}-value").encode
+    processor = TopologyProcessor(topology, decoder.decode, version=version, encode_alert=encode_alert)
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
         consumer_extra = {"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}

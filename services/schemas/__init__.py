@@ -2,7 +2,7 @@
 
 Subjects follow TopicNameStrategy (``<topic>-value``). The Transaction schema
 is the value of the input topic and of the two branch topics (the detector
-passes the original bytes through). Keys are plain UTF-8 strings
+passes the original bytes through); the alerts topic holds ``FraudAlert`` values. Keys are plain UTF-8 strings
 (StringSerializer), so they have no subject.
 """
 
@@ -29,6 +29,7 @@ def subjects(topics: Topics = TOPICS) -> dict[str, str]:
         f"{topics.legit}-value": "transaction",
         f"{topics.fraud}-value": "transaction",
         f"{topics.labels}-value": "transaction_label",
+        f"{topics.alerts}-value": "fraud_alert",
     }
 
 

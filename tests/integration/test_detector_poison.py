@@ -1,17 +1,22 @@
 """Poison input: malformed records interleaved with good ones all end in the DLQ (original bytes,
-error and source headers) in the same transactions as the routed good ones."""
+error and source headers) in the same transactions as the routed good ones; each fraud decision
+has exactly one committed FraudAlert on the alerts topic."""
 
 from __future__ import annotations
 
+import io
+import json
 import signal
 import time
 from collections import Counter
 from pathlib import Path
 
+import fastavro
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from schemas import schema_text
 from tests.conftest import Endpoints
 from tests.integration.eos_support import (
     POISON_REASONS,
@@ -52,7 +57,8 @@ def test_malformed_records_go_to_the_dlq_and_good_ones_are_routed(
     )
     assert len(poison) == 40
     topology = tmp_path / "topology.yaml"
-    topology.write_text(stateless_topology(t))
+    alerts = f"eos-{unique}.alerts"
+    topology.write_text(stateless_topology(t).replace(f"dlq: {t.dlq}\n", f"dlq: {t.dlq}\nalerts: {alerts}\n", 1))
     d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "poison",
                  tmp_path / "detector.log")
     total = len(sent) + len(poison)
@@ -64,7 +70,11 @@ def test_malformed_records_go_to_the_dlq_and_good_ones_are_routed(
     assert d.wait() == 0, d.output()[-3000:]
     assert "dlq 40" in d.output()  # the stats line counts dead letters
 
-    out = read_all(stack.bootstrap_servers, t.outputs, "read_committed")
+    out = read_all(stack.bootstrap_servers, (*t.outputs, alerts), "read_committed")
+    alert_schema = fastavro.parse_schema(json.loads(schema_text("fraud_alert")))
+    decoded = [fastavro.schemaless_reader(io.BytesIO((o.value or b"")[5:]), alert_schema, None)
+               for o in out if o.topic == alerts]  # fmt: skip
+    out = [o for o in out if o.topic != alerts]
     dead = [o for o in out if o.topic == t.dlq]
     assert len(dead) == len(poison)
     assert Counter(o.value for o in dead) == Counter(poison)
@@ -81,6 +91,13 @@ def test_malformed_records_go_to_the_dlq_and_good_ones_are_routed(
 
     routed = [o for o in out if o.topic != t.dlq]
     by_id = {s.transaction_id: s for s in sent}
+    # exactly one committed alert per committed fraud record, with the deciding rule
+    fraud_ids = Counter(o.transaction_id() for o in routed if o.topic == t.fraud)
+    assert fraud_ids and Counter(a["transaction_id"] for a in decoded) == fraud_ids  # type: ignore[call-overload,index]
+    for a in decoded:
+        assert isinstance(a, dict)
+        assert a["rules"] == [{"id": "large-amount", "version": 1}] and a["score"] == 1.0
+        assert a["amount"] == by_id[a["transaction_id"]].amount
     assert Counter(o.transaction_id() for o in routed) == Counter(by_id.keys())
     for o in routed:
         fraud = by_id[o.transaction_id()].amount >= 900

@@ -114,3 +114,34 @@ def test_client_drain_empties_in_order() -> None:
         assert client.offer({"i": i})
     assert [e["i"] for e in client.drain(10)] == [0, 1, 2, 3]
     assert client.drain(10) == []
+
+
+def test_a_real_fraud_alert_becomes_an_alert_event() -> None:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from schemas import schema_text
+    from topology.serde import AvroDecoder, AvroEncoder
+
+    registry = SchemaRegistryClient.new_client({"url": "mock://dashboard-alert"})
+    alert = {
+        "transaction_id": "t9", "source_account": "AC1", "target_account": "M-1", "amount": Decimal("950.00"),
+        "event_time": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "rules": [{"id": "velocity", "version": 2}],
+        "evidence": [{"rule_id": "velocity", "aggregate": "velocity", "function": "count", "value": "6",
+                      "op": ">=", "threshold": "6"}],
+        "score": 1.0, "detector_version": "0.1+abc",
+    }  # fmt: skip
+    value = AvroEncoder(registry, schema_text("fraud_alert"), "A-value").encode(alert)
+    ev = make_event(
+        ROLES, topic="A", partition=0, offset=3, key=b"t9", headers=[("fraudstream.rules", b"velocity@2")],
+        record=AvroDecoder(registry).decode(value),
+    )  # fmt: skip
+    assert ev["kind"] == "alert" and ev["rules"] == ["velocity@2"]
+    assert ev["tx"]["transaction_id"] == "t9" and ev["tx"]["amount"] == "950.00"
+    assert ev["extra"]["evidence"][0]["value"] == "6" and ev["extra"]["score"] == 1.0
+    json.dumps(ev)  # ready for the browser
+    hub = Hub(recent=3, client_buffer=10, history_s=60, clock=FakeClock(100.0))
+    hub.publish(ev)
+    snap = hub.snapshot()
+    assert snap["totals"]["alerts"] == 1 and snap["totals"]["decisions"] == 0
+    assert snap["rules"] == {}  # alerts do not count as decisions of a rule

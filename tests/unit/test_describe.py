@@ -37,6 +37,8 @@ def test_fraud_topology_shows_the_repartition_stage_and_stores() -> None:
     assert "   Sub-topology: 1" in text
     assert "Sink: repartition-1 (topic: fraud-detector-by-target_account-amount-repartition" in text
     assert "changelog: fraud-detector-by-source_account-changelog" in text
+    assert "Sink: sink-alerts (topic: streaming.transactions.alerts (FraudAlert per decision))" in text
+    assert "Processor: branch-fraud (rules: [" in text and "--> sink-fraud, sink-alerts" in text
 
 
 def test_mermaid() -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 import random
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
+import fastavro
 import pytest
 
+from schemas import schema_text
 from topology.driver import TopologyTestDriver
 from topology.dsl import all_of, any_of, count, rule, sliding, stream, sum_
 from topology.processor import H_AGGS, H_KEY, H_ORIGIN, TopologyProcessor
+from topology.projection import ProjectionDecoder
+from topology.serde import AvroEncoder, EncodeError
 from topology.yaml_loader import load_topology
 
-from .topology_support import TOPIC, Serde, driver, headers, serde, tx
+from .topology_support import T0, TOPIC, Serde, driver, headers, serde, tx
 
 FRAUD, LEGIT, DLQ = "streaming.transactions.fraud", "streaming.transactions.legit", "streaming.transactions.dlq"
 
@@ -214,3 +223,99 @@ def test_bad_record_in_a_stateful_topology_changes_no_state(s: Serde) -> None:
     out = d.pipe(b"\x00\x00\x00\x00\x01garbage")
     assert [o.topic for o in out] == [DLQ]
     assert d.processor.stores["card-testing"].snapshot(0) == snap
+
+
+ALERTS = "streaming.transactions.alerts"
+
+
+def _alerting_driver(s: Serde) -> TopologyTestDriver:
+    """fraud.yaml as the detector runs it: projection decoder, alerts encoded with schemas/fraud_alert.avsc."""
+    topology = load_topology()
+    assert topology.alerts == ALERTS
+    decoder = ProjectionDecoder.for_topology(s.registry, topology, schema_text("transaction"))
+    encode = AvroEncoder(s.registry, schema_text("fraud_alert"), f"{ALERTS}-value").encode
+    processor = TopologyProcessor(topology, decoder.decode, version="v-test", encode_alert=encode)
+    assert ALERTS in processor.sink_topics
+    return TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, decoder=s.decoder.decode)
+
+
+def _alerts(d: TopologyTestDriver, s: Serde) -> dict[str, dict[str, Any]]:
+    """transaction id -> alert, decoded with fastavro from the Confluent wire format."""
+    schema = fastavro.parse_schema(json.loads(schema_text("fraud_alert")))
+    out: dict[str, dict[str, Any]] = {}
+    for w in d.records(ALERTS):
+        assert w.value is not None and w.value[0] == 0
+        alert = fastavro.schemaless_reader(io.BytesIO(w.value[5:]), schema, None)
+        assert isinstance(alert, dict)
+        assert w.key == alert["transaction_id"].encode()
+        assert headers(w)["fraudstream.detector.version"] == b"v-test"
+        assert headers(w)["fraudstream.rules"].decode() == fired(d, s)[alert["transaction_id"]]
+        out[alert["transaction_id"]] = alert
+    return out
+
+
+def test_an_alert_per_fraud_decision_with_rules_evidence_and_score(s: Serde) -> None:
+    d = _alerting_driver(s)
+    for i in range(11):  # fan-in: decided in the repartition stage, from carried fields
+        d.pipe(tx(20 + i, "500.00", source=f"payer-{i}", target="mule", minutes=i * 60))
+    for i in range(6):  # 6 large online payments in 2 minutes: large-amount each, velocity on the 6th too
+        d.pipe(tx(i, "950.00", target=f"shop-{i}", minutes=1000 + i * 0.3, channel="online", merchant_category="5411"))
+    d.pipe(tx(99, "12.00", source="acc-9"))  # legit
+    alerts = _alerts(d, s)
+    assert set(alerts) == set(fired(d, s)) == {*(f"tx-{i}" for i in range(6)), "tx-29", "tx-30"}
+    assert len(d.records(ALERTS)) == len(d.records(FRAUD)) == 8
+
+    a0 = alerts["tx-0"]
+    assert a0["rules"] == [{"id": "large-amount", "version": 2}] and a0["evidence"] == [] and a0["score"] == 1.0
+    assert (a0["source_account"], a0["target_account"], a0["amount"]) == ("acc-1", "shop-0", Decimal("950.00"))
+    assert a0["event_time"] == T0 + timedelta(minutes=1000) and a0["detector_version"] == "v-test"
+
+    a5 = alerts["tx-5"]
+    assert a5["rules"] == [{"id": "large-amount", "version": 2}, {"id": "velocity", "version": 2}]
+    assert a5["score"] == 2.0
+    assert a5["evidence"] == [
+        {"rule_id": "velocity", "aggregate": "velocity", "function": "count", "value": "6", "op": ">=",
+         "threshold": "6"}
+    ]  # fmt: skip
+
+    a29 = alerts["tx-29"]
+    assert (a29["source_account"], a29["target_account"], a29["amount"]) == ("payer-9", "mule", Decimal("500.00"))
+    assert a29["event_time"] == T0 + timedelta(minutes=540)
+    assert a29["rules"] == [{"id": "fan-in", "version": 1}] and a29["score"] == 1.0
+    assert a29["evidence"] == [
+        {"rule_id": "fan-in", "aggregate": "fan-in", "function": "distinct_count", "value": "10", "op": ">=",
+         "threshold": "10"}
+    ]  # fmt: skip
+    # the same evidence as the fraud record's header
+    fraud = {s.decoder.decode(w.value)["transaction_id"]: headers(w) for w in d.records(FRAUD)}
+    assert json.loads(fraud["tx-29"]["fraudstream.evidence"]) == {
+        "fan-in@1": [{k: v for k, v in e.items() if k != "rule_id"} for e in a29["evidence"]]
+    }
+
+
+def test_no_alerts_without_an_encoder_or_an_alerts_topic(s: Serde) -> None:
+    topology = load_topology()
+    d = driver(topology, s)  # no encoder: the fraud topic only
+    d.pipe(tx(1, "950.00", channel="online"))
+    assert len(d.records(FRAUD)) == 1 and d.records(ALERTS) == []
+    encode = AvroEncoder(s.registry, schema_text("fraud_alert"), f"{ALERTS}-value").encode
+    no_alerts = dataclasses.replace(topology, alerts=None)
+    p = TopologyProcessor(no_alerts, s.decoder.decode, version="v", encode_alert=encode)
+    assert ALERTS not in p.sink_topics
+    d2 = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    d2.pipe(tx(1, "950.00", channel="online"))
+    assert len(d2.records(FRAUD)) == 1 and d2.records(ALERTS) == []
+
+
+def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> None:
+    def refuse(alert: Any) -> bytes:
+        raise EncodeError(f"amount {alert['amount']} does not fit", "amount")
+
+    p = TopologyProcessor(load_topology(), s.decoder.decode, version="v", encode_alert=refuse)
+    d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    d.pipe(tx(1, "950.00", channel="online"))
+    d.pipe(tx(2, "12.00"))  # legit: no alert needed
+    assert d.records(FRAUD) == [] and d.records(ALERTS) == [] and len(d.records(LEGIT)) == 1
+    (dead,) = d.records(DLQ)
+    assert headers(dead)["error.reason"] == b"alert"
+    assert headers(dead)["error.message"] == b"amount 950.00 does not fit"

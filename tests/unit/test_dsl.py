@@ -15,7 +15,12 @@ def fraud_topology_in_python() -> Topology:
     day = sliding("24h", grace="1m")
     under_large = "amount >= 700 and amount < 900"
     return (
-        stream("queueing.transactions", dlq="streaming.transactions.dlq", name="fraud-detector")
+        stream(
+            "queueing.transactions",
+            dlq="streaming.transactions.dlq",
+            name="fraud-detector",
+            alerts="streaming.transactions.alerts",
+        )
         .split()
         .branch(
             [

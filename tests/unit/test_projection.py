@@ -7,6 +7,7 @@ fails in both with the same reason.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -86,11 +87,17 @@ def _assert_agree(full: AvroDecoder, proj: ProjectionDecoder, value: bytes | Non
 
 
 def test_projection_of_the_fraud_topology() -> None:
-    p = projection_of(load_topology(DEFAULT_PATH))
+    topology = load_topology(DEFAULT_PATH)
+    p = projection_of(dataclasses.replace(topology, alerts=None))
     assert p is not None
     assert p.fields == {"amount", "source_account", "target_account", "event_time", "channel", "merchant_category"}
     # read as window time only (channel, merchant_category: expression-only too, but not timestamps)
     assert p.epoch_ms == {"event_time", "channel", "merchant_category"}
+    # with an alerts topic, also what a FraudAlert copies
+    assert topology.alerts is not None
+    with_alerts = projection_of(topology)
+    assert with_alerts is not None and with_alerts.fields == p.fields | {"transaction_id"}
+    assert with_alerts.epoch_ms == p.epoch_ms | {"transaction_id"}  # not a timestamp: read as is
 
 
 def test_projection_of_a_stateless_rule_and_of_a_python_predicate() -> None:

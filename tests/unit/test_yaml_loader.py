@@ -49,6 +49,7 @@ def test_fraud_yaml_loads_against_the_project_topics() -> None:
     assert t.dlq == TOPICS.dlq
     assert [b.to for b in t.branches] == [TOPICS.fraud]
     assert t.default.to == TOPICS.legit
+    assert t.alerts == TOPICS.alerts
     rules = {r.id: r for r in t.rules}
     assert str(rules["large-amount"].condition) == "amount >= 900 and channel == 'online'"
     assert t.branches[0].rules[0].id == "large-amount"  # the tutorial's rule is the first fraud rule
@@ -132,3 +133,14 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(TopologyError) as err:
         load_topology(tmp_path / "nope.yaml")
     assert "cannot read" in str(err.value)
+
+
+def test_alerts_topic_is_optional_and_must_be_its_own() -> None:
+    assert loads_topology(GOOD).alerts is None
+    assert loads_topology(GOOD.replace("dlq: dead\n", "dlq: dead\nalerts: out-alerts\n", 1)).alerts == "out-alerts"
+    with pytest.raises(TopologyError) as err:
+        loads_topology(GOOD.replace("dlq: dead\n", "dlq: dead\nalerts: dead\n", 1), filename="t.yaml")
+    assert err.value.key == "alerts" and "duplicate topic 'dead': it is dlq" in err.value.message
+    with pytest.raises(TopologyError) as err:
+        loads_topology(GOOD.replace("dlq: dead\n", "dlq: dead\nalerts: out-fraud\n", 1))
+    assert "alerts topic 'out-fraud' is also" in err.value.message
