@@ -30,6 +30,7 @@ def subjects(topics: Topics = TOPICS) -> dict[str, str]:
         f"{topics.fraud}-value": "transaction",
         f"{topics.labels}-value": "transaction_label",
         f"{topics.alerts}-value": "fraud_alert",
+        f"{topics.rules}-value": "rule",
     }
 
 

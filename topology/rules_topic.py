@@ -1,0 +1,110 @@
+"""Apply one record of the rules topic (``schemas/rule.avsc``) to a topology: add, replace or remove a rule.
+
+Pure: no Kafka. A rule's ``definition`` is the YAML of a ``rules:`` entry of ``topology/fraud.yaml``
+(at least ``when:``); it is validated by the same loader as the topology file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import MarkedYAMLError
+
+from topology.plan import PlanError, Rule, Topology, check_name
+from topology.yaml_loader import TopologyError, _Loader, transaction_fields
+
+FRAUD_BRANCH = "fraud"
+
+
+class RuleError(ValueError):
+    """A rule record that cannot be applied; the message names the rule id and the problem."""
+
+    def __init__(self, rule_id: str, message: str) -> None:
+        super().__init__(f"rule {rule_id}: {message}")
+        self.rule_id = rule_id
+        self.message = message
+
+
+def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
+    """The rule of one rules-topic value (``id``, ``version``, ``definition``, optional ``description``)."""
+    if value.get("id", rule_id) != rule_id:
+        raise RuleError(rule_id, f"the value's id {value.get('id')!r} differs from the record key")
+    version = value.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise RuleError(rule_id, f"version must be an int, got {version!r}")
+    if version < 1:
+        raise RuleError(rule_id, "version must be >= 1")
+    try:
+        check_name(rule_id, "rule")
+    except PlanError as exc:
+        raise RuleError(rule_id, str(exc)) from exc
+    definition = value.get("definition")
+    if not isinstance(definition, str):
+        raise RuleError(rule_id, "definition must be a YAML string")
+    filename = f"rule {rule_id}@{version} definition"
+    try:
+        node = YAML(typ="rt").load(definition)
+    except MarkedYAMLError as exc:
+        raise RuleError(rule_id, f"definition is not valid YAML: {exc.problem or exc}") from exc
+    if not isinstance(node, CommentedMap):
+        raise RuleError(rule_id, "definition must be a YAML mapping with a 'when' key")
+    for key, expected in (("id", rule_id), ("version", version)):
+        if key in node and node[key] != expected:
+            raise RuleError(rule_id, f"definition {key} {node[key]!r} differs from the record's {expected!r}")
+    node["id"] = rule_id
+    node["version"] = version
+    description = value.get("description")
+    if description is not None and "description" not in node:
+        node["description"] = description
+    try:
+        return _Loader(filename, None, transaction_fields()).rule(node, "rule", 1)
+    except TopologyError as exc:
+        raise RuleError(rule_id, f"{exc.key}: {exc.message} (line {exc.line} of the definition)") from exc
+    except PlanError as exc:
+        raise RuleError(rule_id, str(exc)) from exc
+
+
+def apply_rule(topology: Topology, rule_id: str, value: Mapping[str, Any] | None) -> Topology:
+    """``topology`` with rule ``rule_id`` set to ``value`` (None or ``enabled: false`` removes it).
+
+    A new rule joins the ``fraud`` branch (the first branch if none is so named); a known one is
+    replaced where it is. Raises ``RuleError`` (topology unchanged) for an invalid rule, for removing
+    a rule that is not there, or for removing the last rule of a branch.
+    """
+    if value is None or value.get("enabled", True) is False:
+        return _remove(topology, rule_id)
+    rule = parse_rule(rule_id, value)
+    branches = list(topology.branches)
+    for i, branch in enumerate(branches):
+        rules = [rule if r.id == rule_id else r for r in branch.rules]
+        if any(r.id == rule_id for r in branch.rules):
+            branches[i] = dataclasses.replace(branch, rules=tuple(rules))
+            return _rebuild(topology, rule_id, branches)
+    if not branches:
+        raise RuleError(rule_id, "the topology has no branch to add the rule to")
+    target = next((i for i, b in enumerate(branches) if b.name == FRAUD_BRANCH), 0)
+    branches[target] = dataclasses.replace(branches[target], rules=(*branches[target].rules, rule))
+    return _rebuild(topology, rule_id, branches)
+
+
+def _remove(topology: Topology, rule_id: str) -> Topology:
+    branches = list(topology.branches)
+    for i, branch in enumerate(branches):
+        if any(r.id == rule_id for r in branch.rules):
+            rules = tuple(r for r in branch.rules if r.id != rule_id)
+            if not rules:
+                raise RuleError(rule_id, f"cannot remove the last rule of branch {branch.name!r}")
+            branches[i] = dataclasses.replace(branch, rules=rules)
+            return _rebuild(topology, rule_id, branches)
+    raise RuleError(rule_id, "no such rule to remove")
+
+
+def _rebuild(topology: Topology, rule_id: str, branches: list[Any]) -> Topology:
+    try:
+        return dataclasses.replace(topology, branches=tuple(branches))
+    except PlanError as exc:
+        raise RuleError(rule_id, str(exc)) from exc
