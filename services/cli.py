@@ -15,6 +15,7 @@ from services.demo import demo_command
 from services.detector.cli import detect_command
 from services.evaluate.cli import evaluate_command
 from services.generator.cli import generate
+from services.rules.cli import app as rules_app
 from services.schemas.cli import app as schemas_app
 from services.stack.cli import app as stack_app
 from services.topology_cli import app as topology_app
@@ -30,6 +31,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topology_app, name="topology")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(bench_app, name="bench")
+app.add_typer(rules_app, name="rules")
 app.command("generate")(generate)
 app.command("consume")(consume_command)
 app.command("demo")(demo_command)

@@ -193,6 +193,7 @@ class DetectorSettings(_Section):
     # zombie. Every instance running at the same time needs its own (default: the host name).
     instance_id: str = Field(default_factory=_hostname)
     topology_file: Path | None = None  # None = the packaged topology/fraud.yaml
+    rules_topic: str = TOPICS.rules  # compacted rules topic applied at run time ("" = off)
     commit_interval_ms: int = Field(100, ge=1)
     max_batch: int = Field(10_000, ge=1)  # records per transaction at most
     consume_batch: int = Field(2_000, ge=1)  # records per consume() call at most

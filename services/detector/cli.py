@@ -59,7 +59,7 @@ def _on_error(value: str | None) -> Literal["dead-letter", "fail"] | None:
 
 def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
     """Run the detector until stopped; the process exit code (0 = stopped cleanly)."""
-    from services.detector.service import StatsLine, build_runtime, install_stop_signals
+    from services.detector.service import StatsLine, build_runtime, install_stop_signals, start_rules
 
     try:
         check_broker(kafka.bootstrap_servers)
@@ -77,12 +77,19 @@ def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
             return 2
         install_stop_signals(runtime)
         line = StatsLine()
+        sync_rules = start_rules(runtime, settings, kafka, registry=registry)
+        next_line = time.monotonic() + settings.stats_interval_s
 
         def tick(stats: RuntimeStats) -> None:
-            log.info("%s", line(stats, time.monotonic()))
+            nonlocal next_line
+            if sync_rules is not None:
+                sync_rules()  # between two runtime steps: the processor keeps unflushed state
+            if time.monotonic() >= next_line:
+                next_line = time.monotonic() + settings.stats_interval_s
+                log.info("%s", line(stats, time.monotonic()))
 
         try:
-            runtime.run(on_tick=tick, tick_interval_s=settings.stats_interval_s)
+            runtime.run(on_tick=tick, tick_interval_s=min(1.0, settings.stats_interval_s))
         except FatalRuntimeError as exc:
             log.error("%s", exc)
             return exc.exit_code

@@ -92,6 +92,20 @@ def build_runtime(
     )
 
 
+def start_rules(
+    runtime: ExactlyOnceRuntime, settings: DetectorSettings, kafka: KafkaSettings, *, registry: Any = None
+) -> Callable[[], None] | None:
+    """Apply the rules topic to its end now; the returned call applies newer records (None if off)."""
+    from services.rules.feed import RuleApplier, RulesFeed
+
+    if not settings.rules_topic or not isinstance(runtime.processor, TopologyProcessor):
+        return None
+    feed = RulesFeed(kafka.bootstrap_servers, kafka.schema_registry_url, settings.rules_topic, registry=registry)
+    applier = RuleApplier(runtime.processor)
+    applier.apply(feed.read_to_end())
+    return lambda: applier.apply(feed.poll())
+
+
 def _metrics_hook(metrics: Metrics) -> Callable[[CommitReport], None]:
     def on_commit(report: CommitReport) -> None:
         for topic, n in report.records_in.items():

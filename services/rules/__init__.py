@@ -1,0 +1,1 @@
+"""The rules topic: read (detector) and write (`fraudstream rules`)."""

@@ -1,0 +1,140 @@
+"""Read and write the compacted rules topic (``schemas/rule.avsc``, keyed by rule id)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas import schema_text
+from services.kafka import registry_client
+from topology.processor import TopologyProcessor
+from topology.rules_topic import RuleError, apply_rule
+from topology.serde import AvroDecoder, AvroEncoder, DecodeError
+
+log = logging.getLogger("fraudstream.rules")
+
+RuleRecord = tuple[str, dict[str, Any] | None]
+
+
+class RulesFeed:
+    """Its own consumer on every partition of ``topic`` from the beginning (read_committed, no group commits)."""
+
+    def __init__(self, bootstrap: str, registry_url: str, topic: str, *, registry: Any = None) -> None:
+        self.topic = topic
+        self._decoder = AvroDecoder(registry or registry_client(registry_url), schema_text("rule"))
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{topic}-reader",  # required by the client; never joined nor committed
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": False,
+            }
+        )
+        self._assigned = False
+        self._next_lookup = 0.0
+
+    def _assign(self) -> bool:
+        if self._assigned or time.monotonic() < self._next_lookup:
+            return self._assigned
+        self._next_lookup = time.monotonic() + 5.0
+        meta = self._consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return False
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        self._assigned = True
+        return True
+
+    def poll(self) -> list[RuleRecord]:
+        """Records that arrived since the last call, in order (non-blocking); undecodable ones are logged."""
+        if not self._assign():
+            return []
+        out: list[RuleRecord] = []
+        while True:
+            messages = self._consumer.consume(500, timeout=0)
+            if not messages:
+                return out
+            for m in messages:
+                if m.error() is not None:
+                    log.warning("rules topic %s: %s", self.topic, m.error())
+                    continue
+                key = (m.key() or b"").decode("utf-8", "replace")
+                if m.value() is None:
+                    out.append((key, None))
+                    continue
+                try:
+                    out.append((key, self._decoder.decode(m.value())))
+                except DecodeError as exc:
+                    log.warning("rule %s rejected: %s", key, exc)
+
+    def read_to_end(self, timeout_s: float = 15.0) -> list[RuleRecord]:
+        """Every record up to the current end of the topic (empty if the topic does not exist)."""
+        if not self._assign():
+            return []
+        parts = self._consumer.assignment()
+        ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=5.0)[1] for tp in parts}
+        out: list[RuleRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out.extend(self.poll())
+            positions = {tp.partition: tp.offset for tp in self._consumer.position(parts)}
+            if all(ends[p] <= 0 or positions.get(p, -1) >= ends[p] for p in ends):
+                return out
+            time.sleep(0.05)
+        raise TimeoutError(f"rules topic {self.topic}: not read to its end within {timeout_s:.0f} s")
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class RuleApplier:
+    """Applies rules-topic records to a running processor; a rejected rule is logged and ignored."""
+
+    def __init__(self, processor: TopologyProcessor) -> None:
+        self.processor = processor
+
+    def apply(self, records: list[RuleRecord]) -> None:
+        for rule_id, value in records:
+            ref = rule_id if value is None else f"{rule_id}@v{value.get('version')}"
+            removing = value is None or value.get("enabled", True) is False
+            try:
+                self.processor.update(apply_rule(self.processor.topology, rule_id, value))
+            except (RuleError, ValueError) as exc:
+                log.warning("rule %s rejected: %s", ref, exc)
+                continue
+            log.info("rule %s %s", ref, "removed" if removing else "applied")
+
+
+def ensure_topic(bootstrap: str, topic: str) -> None:
+    """Create ``topic`` compacted (one partition) if it is missing."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=10).topics:
+        return
+    futures = admin.create_topics([NewTopic(topic, 1, -1, config={"cleanup.policy": "compact"})])
+    for future in futures.values():
+        try:
+            future.result()
+        except Exception as exc:  # a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+def publish(bootstrap: str, registry_url: str, topic: str, rule_id: str, value: Mapping[str, Any] | None) -> None:
+    """Write one rule (or a tombstone for ``None``) keyed by ``rule_id`` and wait for the broker's ack."""
+    ensure_topic(bootstrap, topic)
+    payload = None
+    if value is not None:
+        payload = AvroEncoder(registry_client(registry_url), schema_text("rule"), f"{topic}-value").encode(value)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    errors: list[str] = []
+    producer.produce(
+        topic, key=rule_id.encode(), value=payload, on_delivery=lambda e, _m: errors.append(str(e)) if e else None
+    )
+    producer.flush(30)
+    if errors:
+        raise RuntimeError(f"rule {rule_id}: not written: {errors[0]}")
