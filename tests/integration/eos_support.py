@@ -247,8 +247,11 @@ class Detector:
 
     def __init__(self, bootstrap: str, registry_url: str, topology: Path, app_id: str, instance_id: str,
                  log: Path, *args: str) -> None:
+        # No run-time rules unless a test asks (FRAUDSTREAM_DETECTOR_RULES_TOPIC in its own env):
+        # the canonical rules topic of a shared broker must not change another test's decisions.
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, SCHEMA_REGISTRY_URL=registry_url,
                    PYTHONUNBUFFERED="1", COLUMNS="200")
+        env.setdefault("FRAUDSTREAM_DETECTOR_RULES_TOPIC", "")
         self.log = log
         self._file = log.open("ab")
         self.proc = subprocess.Popen(
