@@ -249,6 +249,8 @@ def test_dashboard_in_chromium(stack: Endpoints, topics: Topics, unique: str, tm
                 page.wait_for_function("document.getElementById('status').textContent === 'live'",
                                        timeout=30_000)
                 page.wait_for_function("document.querySelectorAll('#rows tr').length >= 6", timeout=30_000)
+                # Counters come with the periodic stats event, which may trail the rows after a reconnect.
+                page.wait_for_function("document.getElementById('c-fraud').textContent === '3'", timeout=30_000)
                 assert page.locator("#c-fraud").text_content() == "3"
 
                 shot = tmp_path / "dashboard.png"
