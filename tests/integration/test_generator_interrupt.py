@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import Endpoints, _free_port
-from tests.integration.test_kafka_proofs import _count_all
+from tests.integration.eos_support import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -43,5 +43,5 @@ def test_signal_flushes_and_reports_what_was_sent(stack: Endpoints, unique: str,
     assert match, out
     sent = int(match.group(1).replace(",", ""))
     assert sent > 0 and int(match.group(2).replace(",", "")) == 2 * sent and match.group(3) == "0"
-    assert _count_all(stack.bootstrap_servers, topic, "read_committed") == sent
-    assert _count_all(stack.bootstrap_servers, f"{topic}.labels", "read_committed") == sent
+    assert len(read_all(stack.bootstrap_servers, (topic,), "read_committed")) == sent
+    assert len(read_all(stack.bootstrap_servers, (f"{topic}.labels",), "read_committed")) == sent

@@ -11,6 +11,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from tests.conftest import Endpoints
+from tests.integration.eos_support import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -19,38 +20,6 @@ def _create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         future.result(timeout=30)
-
-
-def _count_all(bootstrap: str, topic: str, isolation: str) -> int:
-    """Read a topic from the beginning to its end with the given isolation level; return the record count."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"count-{topic}-{isolation}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "isolation.level": isolation,
-        "enable.partition.eof": True,
-    })
-    partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-    consumer.subscribe([topic])
-    count, at_eof = 0, set[int]()
-    deadline = time.monotonic() + 60
-    try:
-        while len(at_eof) < partitions and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            partition = msg.partition()
-            assert partition is not None
-            if msg.error():
-                at_eof.add(partition)
-                continue
-            at_eof.discard(partition)
-            count += 1
-    finally:
-        consumer.close()
-    assert len(at_eof) == partitions, f"{topic}: did not reach the end of every partition"
-    return count
 
 
 def test_transactions_hide_aborted_records_from_read_committed(stack: Endpoints, unique: str) -> None:
@@ -68,8 +37,8 @@ def test_transactions_hide_aborted_records_from_read_committed(stack: Endpoints,
     producer.flush(60)
     producer.abort_transaction(60)
 
-    assert _count_all(stack.bootstrap_servers, topic, "read_committed") == 1000
-    assert _count_all(stack.bootstrap_servers, topic, "read_uncommitted") == 2000
+    assert len(read_all(stack.bootstrap_servers, (topic,), "read_committed")) == 1000
+    assert len(read_all(stack.bootstrap_servers, (topic,), "read_uncommitted")) == 2000
 
 
 def test_group_consumer_gets_data_within_ten_seconds(stack: Endpoints, unique: str) -> None:
