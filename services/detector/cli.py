@@ -93,7 +93,7 @@ def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
         except FatalRuntimeError as exc:
             log.error("%s", exc)
             return exc.exit_code
-        tick(runtime.stats)
+        log.info("%s", line(runtime.stats, time.monotonic()))  # always a closing line with the final totals
         return 0
     finally:
         if server is not None:
