@@ -18,9 +18,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
 
-_QUIET = logging.getLogger("fraudstream.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+# librdkafka logs routed nowhere: for clients whose connection failures are reported another way.
+QUIET_LOGGER = logging.getLogger("fraudstream.librdkafka")
+QUIET_LOGGER.addHandler(logging.NullHandler())
+QUIET_LOGGER.propagate = False
 
 
 class Unreachable(Exception):
@@ -65,7 +66,7 @@ def consumer_config(
 
 def admin_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
     """Admin client config (quiet: connection failures are reported by ``check_broker``)."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": _QUIET}
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": QUIET_LOGGER}
     config.update(overrides)
     return config
 

@@ -7,11 +7,13 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from services.config import StackSettings
+from services.kafka import QUIET_LOGGER
 from services.stack.process import Daemon
 from services.stack.toolchain import StackError, java, kafka_classpath
 
@@ -114,7 +116,9 @@ class KafkaNode:
 
 
 def _round_trip(bootstrap: str, timeout_s: float) -> bool:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
+    # Quiet clients: while the broker starts, every refused connection would otherwise print a line.
+    quiet: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": QUIET_LOGGER}
+    admin = AdminClient({**quiet, "socket.timeout.ms": int(timeout_s * 1000)})
     if not admin.list_topics(timeout=timeout_s).brokers:
         return False
     token = uuid.uuid4().bytes
@@ -125,12 +129,12 @@ def _round_trip(bootstrap: str, timeout_s: float) -> bool:
         if err is None and offset is not None:
             written.append(offset)
 
-    producer = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": int(timeout_s * 1000)})
+    producer = Producer({**quiet, "message.timeout.ms": int(timeout_s * 1000)})
     producer.produce(HEALTH_TOPIC, value=token, partition=0, on_delivery=delivered)
     if producer.flush(timeout_s) != 0 or not written:
         return False
     consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"_fraudstream_health_{uuid.uuid4().hex[:8]}",
+        **quiet, "group.id": f"_fraudstream_health_{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
     })
     try:
