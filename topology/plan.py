@@ -104,7 +104,9 @@ class Aggregate:
 
     It holds for a record when the record passes ``filter`` and the aggregate of its
     window (after adding the record) satisfies ``op threshold``. ``name`` names its
-    state store; builders default it to the rule id.
+    state store; builders default it to the rule id. ``related`` (sliding windows only): the
+    store also keeps each record's ``transaction_id``, and when the aggregate holds, the alert
+    names the earlier transactions of the window (they make up the value that fired).
     """
 
     function: AggregateFunction
@@ -115,8 +117,11 @@ class Aggregate:
     field: str | None = None
     filter: Expression | None = None
     name: str = ""
+    related: bool = False
 
     def __post_init__(self) -> None:
+        if self.related and self.window.kind != "sliding":
+            raise PlanError(f"only a sliding window can name related transactions, not {self.window.kind}")
         if self.function not in AGGREGATE_FUNCTIONS:
             raise PlanError(f"unknown aggregate function {self.function!r}")
         if self.op not in COMPARISONS:
@@ -131,7 +136,8 @@ class Aggregate:
         s = f"{fn} by {','.join(self.group_by)} over {self.window}"
         if self.filter is not None:
             s += f" where {self.filter}"
-        return s + f" {self.op} {self.threshold}"
+        s += f" {self.op} {self.threshold}"
+        return s + " (naming related transactions)" if self.related else s
 
 
 @dataclass(frozen=True)

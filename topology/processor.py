@@ -19,6 +19,8 @@ Contract:
   ``encode_alert`` of a ``FraudAlert`` (schemas/fraud_alert.avsc: the fired rules, the evidence of
   the ``fraudstream.evidence`` header, score = number of rules fired), headers ``fraudstream.rules``
   and ``fraudstream.detector.version``; a record whose alert cannot be built is dead-lettered;
+  the evidence of a ``related`` aggregate that holds also names the earlier transactions of its
+  window (``transactions``), so an alert can flag payments that were routed before the pattern showed;
 - state changes are kept in memory (a write-back cache) and leave as changelog records only
   through ``flush()``: the latest state per (stage, group key) since the last flush, with the
   input partition as partition; the runtime calls it right before each commit and writes what
@@ -64,7 +66,8 @@ H_VERSION = "fraudstream.detector.version"
 H_EVIDENCE = "fraudstream.evidence"
 # Internal headers of repartition records (stripped before the branch output): the original key,
 # the original coordinates, and H_AGGS, JSON {"a": {store: [deciding value] | [] (late); absent: not
-# aggregated}, "f": {fields later stages read, see _pack_fields}, "n": true if the group key is null}.
+# aggregated}, "f": {fields later stages read, see _pack_fields}, "n": true if the group key is null,
+# "r": {store: [earlier transaction ids]} of the related aggregates that hold}.
 H_KEY = "fraudstream.key"
 H_AGGS = "fraudstream.aggs"
 H_ORIGIN = "fraudstream.origin"
@@ -142,6 +145,7 @@ class TopologyProcessor:
         self._stores: dict[str, WindowStore] = {}
         self._pending: list[OutRecord] = []  # changelog records of stores replaced by update()
         self.late_records = 0  # records too late for some window (not aggregated there)
+        self._related: dict[str, list[str]] = {}  # this record's related aggregates that hold: store -> earlier ids
         self._install(topology)
 
     # ------------------------------------------------------------ compile
@@ -186,6 +190,8 @@ class TopologyProcessor:
                 if topology.alerts is not None and self._encode_alert is not None:
                     needs |= frozenset(ALERT_FIELDS)
                 needs |= frozenset(f for a in later if a.filter is not None for f in a.filter.fields)
+                if any(a.related for a in later):
+                    needs |= {"transaction_id"}
             compiled[stage.input_topic] = _Stage(
                 stage.index,
                 slots,
@@ -263,6 +269,7 @@ class TopologyProcessor:
         State changes stay in the stores until ``flush()``.
         """
         stage = self._stages[record.topic]
+        self._related = {}
         if stage.index:
             return self._process_repartitioned(stage, record)
         try:
@@ -295,6 +302,7 @@ class TopologyProcessor:
             elif name not in _INTERNAL:
                 headers.append(h)
         aggs: Aggs = [None] * self._n_stores
+        self._related = dict(carried.get("r") or {})
         prior = carried.get("a") or {}
         for i, name in stage.prior:
             raw = prior.get(name)
@@ -344,7 +352,9 @@ class TopologyProcessor:
             "amount": value["amount"],
             "event_time": to_epoch_ms(value["event_time"]),
             "rules": [{"id": r.id, "version": r.version} for r in rules],
-            "evidence": [{"rule_id": r.id, **item} for r in rules for item in evidence.get(r.ref, ())],
+            "evidence": [
+                {"rule_id": r.id, "transactions": [], **item} for r in rules for item in evidence.get(r.ref, ())
+            ],
             "score": float(len(rules)),
             "detector_version": self.version,
         }
@@ -390,13 +400,13 @@ class TopologyProcessor:
         self._decisions[(bi, fired)] = decision
         return decision
 
-    def _evidence_doc(self, bi: int, fired: tuple[int, ...], aggs: Aggs) -> dict[str, list[dict[str, str | None]]]:
+    def _evidence_doc(self, bi: int, fired: tuple[int, ...], aggs: Aggs) -> dict[str, list[dict[str, Any]]]:
         """For each fired rule (``id@version``), its aggregates' values and thresholds."""
-        doc: dict[str, list[dict[str, str | None]]] = {}
+        doc: dict[str, list[dict[str, Any]]] = {}
         names = self._store_names
         for ri in fired:
             rule = self._branches[bi].rules[ri][0]
-            items = []
+            items: list[dict[str, Any]] = []
             for a in aggregates_of(rule.condition):
                 vals = aggs[names.index(a.name)]
                 best = _best(vals, a)
@@ -409,6 +419,8 @@ class TopologyProcessor:
                         "threshold": str(a.threshold),
                     }
                 )
+                if a.related:
+                    items[-1]["transactions"] = self._related.get(a.name, [])
             doc[rule.ref] = items
         return doc
 
@@ -433,10 +445,29 @@ class TopologyProcessor:
             raise TypeError(f"event time {t!r} is not a timestamp")
         partition = record.partition
         for slot, k, v in todo:
-            vals = slot.store.add(partition, k, t, v)
+            store = slot.store
+            if store.related:
+                vals = self._add_related(store, partition, k, t, v, value)
+            else:
+                vals = store.add(partition, k, t, v)
             if not vals:
                 self.late_records += 1
             aggs[slot.index] = vals
+
+    def _add_related(
+        self, store: WindowStore, partition: int, k: bytes, t: int, v: Any, value: Mapping[str, Any]
+    ) -> tuple[AggValue, ...]:
+        """``store.add`` keeping the transaction id; when the aggregate holds, note the window's earlier ids."""
+        tid = value["transaction_id"]
+        ident = "" if tid is None else str(tid)
+        vals = store.add(partition, k, t, v, ident)
+        a = store.aggregate
+        if vals and _OPS[a.op](vals[0], a.threshold):
+            ids = store.related_ids(partition, k, t)
+            if ident in ids:
+                ids.remove(ident)  # the record itself (the alert's own transaction)
+            self._related[store.name] = ids
+        return vals
 
     def _forward(
         self, stage: _Stage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs, prior: Mapping[str, Any] | None
@@ -453,6 +484,8 @@ class TopologyProcessor:
                 best = _best(vals, slot.store.aggregate)
                 done[names[slot.index]] = [] if best is None else [str(best)]
         doc: dict[str, Any] = {"a": done}
+        if self._related:
+            doc["r"] = self._related
         nxt = self._stages[stage.next_topic]
         if nxt.needs is not None:
             fields = _pack_fields(value, nxt.needs, nxt.exact)

@@ -55,6 +55,7 @@ class _KeyState:
     windows: dict[int, _Win] = field(default_factory=dict)  # tumbling/hopping: start -> window
     times: list[int] = field(default_factory=list)  # sliding: event times, sorted
     values: list[Any] = field(default_factory=list)  # sliding sum/distinct_count: parallel to times
+    ids: list[str] = field(default_factory=list)  # sliding, related: transaction ids parallel to times
 
 
 @dataclass(slots=True)
@@ -70,6 +71,8 @@ def state_id(name: str, aggregate: Aggregate) -> str:
     """``name#digest`` of what a store keeps (not its threshold or grace, which read the same state)."""
     a, w = aggregate, aggregate.window
     what = f"{a.function}|{a.field}|{','.join(a.group_by)}|{w.kind}|{w.size_ms}|{w.advance_ms}|{a.filter}"
+    if aggregate.related:
+        what += "|ids"
     return f"{name}#{zlib.crc32(what.encode()):08x}"
 
 
@@ -87,6 +90,7 @@ class WindowStore:
         self._grace = w.grace_ms
         self._advance = w.advance_ms or w.size_ms
         self._function = aggregate.function
+        self.related = aggregate.related  # keeps transaction ids (sliding windows only)
         self._retention = w.size_ms + w.grace_ms
         # Idle keys are swept when stream time passes next_sweep; the interval only bounds memory.
         self._sweep_every = max(self._retention // 4, 1000)
@@ -124,11 +128,12 @@ class WindowStore:
 
     # ------------------------------------------------------------ update
 
-    def add(self, partition: int, key: bytes, time_ms: int, value: Any) -> tuple[AggValue, ...]:
+    def add(self, partition: int, key: bytes, time_ms: int, value: Any, ident: str = "") -> tuple[AggValue, ...]:
         """Aggregate one record; returns the values of its open windows (``()``: late, nothing changed).
 
         ``value`` is the field to sum (a Decimal) or count distinct (any; compared as text);
-        ignored for ``count``. The key (and any key swept as expired) is marked dirty.
+        ignored for ``count``. ``ident`` is the record's transaction id, kept when the store is
+        ``related``. The key (and any key swept as expired) is marked dirty.
         """
         p = self._partitions.get(partition)
         if p is None:
@@ -142,7 +147,7 @@ class WindowStore:
                 return ()
             if ks is None:
                 ks = p.keys[key] = _KeyState()
-            result = (self._add_sliding(ks, time_ms, value, close),)
+            result = (self._add_sliding(ks, time_ms, value, close, ident),)
         else:
             starts = self._window_starts(time_ms, close)
             if not starts:
@@ -185,21 +190,26 @@ class WindowStore:
             del windows[s]
         return tuple(out)
 
-    def _add_sliding(self, ks: _KeyState, t: int, value: Any, close: int) -> AggValue:
+    def _add_sliding(self, ks: _KeyState, t: int, value: Any, close: int, ident: str) -> AggValue:
         fn = self._function
-        times, values = ks.times, ks.values
+        times, values, ids = ks.times, ks.values, ks.ids
         keep = fn != "count"
+        related = self.related
         v = value if fn == "sum" else str(value)
         if not times or t >= times[-1]:
             times.append(t)
             if keep:
                 values.append(v)
+            if related:
+                ids.append(ident)
             hi = len(times)
         else:
             hi = bisect_right(times, t)
             times.insert(hi, t)
             if keep:
                 values.insert(hi, v)
+            if related:
+                ids.insert(hi, ident)
             hi += 1
         # drop events no open window can reach: time <= close - size
         if times[0] <= close - self._size:
@@ -207,6 +217,8 @@ class WindowStore:
             del times[:cut]
             if keep:
                 del values[:cut]
+            if related:
+                del ids[:cut]
             hi -= cut
         lo = bisect_right(times, t - self._size)
         if fn == "count":
@@ -214,6 +226,17 @@ class WindowStore:
         if fn == "sum":
             return sum(values[lo:hi], Decimal(0))
         return len(set(values[lo:hi]))
+
+    def related_ids(self, partition: int, key: bytes, time_ms: int) -> list[str]:
+        """The transaction ids kept for ``key`` in the sliding window ending at ``time_ms``
+        ((time - size, time], oldest first); empty unless the store is ``related``."""
+        p = self._partitions.get(partition)
+        ks = None if p is None else p.keys.get(key)
+        if ks is None or not self.related:
+            return []
+        lo = bisect_right(ks.times, time_ms - self._size)
+        hi = bisect_right(ks.times, time_ms)
+        return ks.ids[lo:hi]
 
     def _sweep(self, p: _Partition, st: int) -> None:
         """Delete keys whose every window is closed (``expired``: their changelog record may go)."""
@@ -251,10 +274,14 @@ class WindowStore:
         fn = self._function
         if self._kind == "sliding":
             if fn == "count":
-                return [ks.max_time, ks.times]
-            if fn == "sum":
-                return [ks.max_time, ks.times, [str(v) for v in ks.values]]
-            return [ks.max_time, ks.times, ks.values]
+                doc = [ks.max_time, ks.times]
+            elif fn == "sum":
+                doc = [ks.max_time, ks.times, [str(v) for v in ks.values]]
+            else:
+                doc = [ks.max_time, ks.times, ks.values]
+            if self.related:
+                doc.append(ks.ids)  # last: the transaction ids
+            return doc
         if fn == "count":
             return [ks.max_time, [[s, w.count] for s, w in ks.windows.items()]]
         if fn == "sum":
@@ -277,6 +304,8 @@ class WindowStore:
                 ks.values = [Decimal(v) for v in entry[2]]
             elif fn == "distinct_count":
                 ks.values = [str(v) for v in entry[2]]
+            if self.related:
+                ks.ids = [str(v) for v in entry[-1]]
         else:
             for w in entry[1]:
                 win = _Win(int(w[1]))

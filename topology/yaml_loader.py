@@ -25,6 +25,7 @@ An aggregate::
       filter: amount == 1000            # optional
       op: ">="
       threshold: 20
+      related: true                     # optional, sliding only: the alert names the window's earlier transactions
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ class _Loader:
             self.fail(line, path, f"{exc.message} (in {text.strip()!r} at column {exc.column})")
 
     def aggregate(self, node: Any, path: str, line: int) -> Aggregate:
-        allowed = ("function", "field", "group_by", "window", "filter", "op", "threshold", "name")
+        allowed = ("function", "field", "group_by", "window", "filter", "op", "threshold", "name", "related")
         self.mapping(node, path, line, allowed, ("function", "group_by", "window", "op", "threshold"))
         fn = self.get(node, "function", path, str)
         if fn not in AGGREGATE_FUNCTIONS:
@@ -349,7 +350,11 @@ class _Loader:
         except InvalidOperation:
             self.fail(tline, f"{path}.threshold", f"expected a number, got {raw!r}")
         name = self.name(node, "name", path, "store") if "name" in node else ""
-        return Aggregate(fn, group, window, op, threshold, field, flt, name)
+        related = bool(self.get(node, "related", path, bool, False))
+        if related and window.kind != "sliding":
+            self.fail(self.key_line(node, "related"), f"{path}.related",
+                      f"only a sliding window can name related transactions, not {window.kind}")  # fmt: skip
+        return Aggregate(fn, group, window, op, threshold, field, flt, name, related)
 
     def window(self, node: Any, path: str, line: int) -> Window:
         self.mapping(node, path, line, ("kind", "size", "advance", "grace"), ("kind", "size"))

@@ -11,6 +11,10 @@ Transaction level: each labelled transaction is a positive (fraud) or negative
 Incident level: a fraud incident (e.g. the 50 payments of one fan-in) is caught when
 any of its transactions is flagged; windowed rules can only fire once the pattern
 is complete, so this is the recall that matters for them.
+Routing vs detection: the routing decision is taken when a transaction arrives, so a
+windowed rule cannot flag the first payments of a pattern; an alert of a ``related``
+aggregate names them afterwards. ``with_related`` turns routing decisions into
+detection decisions (routed to fraud, or named by a later alert).
 """
 
 from __future__ import annotations
@@ -97,6 +101,19 @@ class Report:
             "undecided": self.undecided,
             "unlabelled": self.unlabelled,
         }
+
+
+def with_related(decisions: Mapping[str, Decision], related: Mapping[str, Iterable[str]]) -> dict[str, Decision]:
+    """Detection decisions: ``decisions`` (routing time) plus the transactions a later alert named as
+    related (``related``: transaction id -> ids of the rules whose alert named it) counted as fraud."""
+    out = dict(decisions)
+    for tx, rules in related.items():
+        d = out.get(tx)
+        if d is None:
+            continue  # named but never decided: stays undecided
+        names = tuple(dict.fromkeys((*d.rules, *rules)))
+        out[tx] = Decision(tx, True, names)
+    return out
 
 
 def evaluate(labels: Iterable[Label], decisions: Mapping[str, Decision]) -> Report:
