@@ -72,11 +72,13 @@ class AggregateBuilder:
     window: Window
     filter: Expression | None
     name: str
+    related: bool = False
 
     def compare(self, op: Comparison, threshold: Number) -> Aggregate:
         return Aggregate(
-            self.function, self.group_by, self.window, op, Decimal(str(threshold)), self.field, self.filter, self.name
-        )
+            self.function, self.group_by, self.window, op, Decimal(str(threshold)), self.field, self.filter,
+            self.name, self.related,
+        )  # fmt: skip
 
     def __ge__(self, threshold: Number) -> Aggregate:
         return self.compare(">=", threshold)
@@ -99,6 +101,7 @@ def _agg(
     where: str | Expression | None,
     name: str,
     fields: Mapping[str, FieldType],
+    related: bool = False,
 ) -> AggregateBuilder:
     group = (by,) if isinstance(by, str) else tuple(by)
     for f in (*group, *([field] if field else [])):
@@ -107,7 +110,7 @@ def _agg(
     if function == "sum" and field is not None and fields[field].type != "number":
         raise PlanError(f"sum needs a number field, {field!r} is a {fields[field].type}")
     flt = parse(where, fields) if isinstance(where, str) else where
-    return AggregateBuilder(function, field, group, window, flt, name)
+    return AggregateBuilder(function, field, group, window, flt, name, related)
 
 
 def count(
@@ -117,9 +120,10 @@ def count(
     where: str | Expression | None = None,
     name: str = "",
     fields: Mapping[str, FieldType] = TRANSACTION_FIELDS,
+    related: bool = False,
 ) -> AggregateBuilder:
-    """Number of records per group and window."""
-    return _agg("count", None, by, window, where, name, fields)
+    """Number of records per group and window (``related``: alerts name the window's earlier transactions)."""
+    return _agg("count", None, by, window, where, name, fields, related)
 
 
 def sum_(
@@ -130,9 +134,10 @@ def sum_(
     where: str | Expression | None = None,
     name: str = "",
     fields: Mapping[str, FieldType] = TRANSACTION_FIELDS,
+    related: bool = False,
 ) -> AggregateBuilder:
     """Sum of a number field per group and window."""
-    return _agg("sum", field, by, window, where, name, fields)
+    return _agg("sum", field, by, window, where, name, fields, related)
 
 
 def distinct_count(
@@ -143,9 +148,10 @@ def distinct_count(
     where: str | Expression | None = None,
     name: str = "",
     fields: Mapping[str, FieldType] = TRANSACTION_FIELDS,
+    related: bool = False,
 ) -> AggregateBuilder:
     """Number of distinct values of a field per group and window."""
-    return _agg("distinct_count", field, by, window, where, name, fields)
+    return _agg("distinct_count", field, by, window, where, name, fields, related)
 
 
 def _condition(c: ConditionLike) -> Condition:

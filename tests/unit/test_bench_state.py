@@ -14,7 +14,8 @@ def test_store_topology_keeps_only_the_restored_rule_on_the_bench_topics() -> No
     topology = store_topology("bench-x")
     assert [r.id for r in topology.rules] == [STORE_RULE]
     assert topology.source == "bench-x.transactions"
-    assert len(topology.stores) == 1
+    assert topology.stores and {s.rule.id for s in topology.stores} == {STORE_RULE}
+    assert len({s.changelog_topic for s in topology.stores}) == 1  # one changelog: one value per key
 
 
 def test_template_values_are_changelog_values_a_fresh_processor_restores() -> None:
@@ -26,7 +27,7 @@ def test_template_values_are_changelog_values_a_fresh_processor_restores() -> No
     processor.assigned([(topology.source, 0)])
     for i, value in enumerate(values):
         processor.restore(RawRecord(changelog, 0, i, f"k{i}".encode(), value, 0, ()))
-    assert sum(s.size() for s in processor.stores.values()) == len(values)
+    assert [s.size() for s in processor.stores.values()] == [len(values)] * len(processor.stores)
 
 
 def test_report_json_has_rates_and_the_stateful_to_stateless_ratio() -> None:

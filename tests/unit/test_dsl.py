@@ -13,6 +13,7 @@ from topology.yaml_loader import load_topology
 
 def fraud_topology_in_python() -> Topology:
     day = sliding("24h", grace="1m")
+    three_min = sliding("3m", grace="30s")
     under_large = "amount >= 700 and amount < 900"
     return (
         stream(
@@ -34,22 +35,40 @@ def fraud_topology_in_python() -> Topology:
                 ),
                 rule(
                     "velocity",
-                    count(by="source_account", window=sliding("2m", grace="30s")) >= 6,
-                    version=2,
-                    description="Many payments from one account within two minutes.",
+                    any_of(
+                        all_of(
+                            count(by="source_account", window=three_min, name="velocity-count", related=True) >= 5,
+                            sum_("amount", by="source_account", window=three_min, name="velocity-sum") >= 1200,
+                        ),
+                        count(by="source_account", window=three_min, name="velocity-many", related=True) >= 10,
+                    ),
+                    version=3,
+                    description="A burst of spending from one account within three minutes: five or more payments "
+                    "adding up to 1,200 or more, or ten or more payments of any amount.",
                 ),
                 rule(
                     "card-testing",
-                    count(by="source_account", window=sliding("5m", grace="30s"), where="amount <= 2") >= 2,
-                    version=2,
+                    count(
+                        by="source_account", window=sliding("5m", grace="30s"), where="amount <= 2", related=True
+                    )
+                    >= 2,
+                    version=3,
                     description="Tiny payments (2.00 or less) from one account in quick succession (a stolen card "
                     "being tested).",
                 ),
                 rule(
                     "fan-in",
-                    distinct_count("source_account", by=["target_account", "amount"], window=day) >= 10,
-                    description="Many different accounts paying the same amount to one account within a day "
-                    "(a money mule).",
+                    distinct_count(
+                        "source_account",
+                        by=["target_account", "amount"],
+                        window=day,
+                        where="merchant_category == null and amount >= 100",
+                        related=True,
+                    )
+                    >= 3,
+                    version=2,
+                    description="Three or more different accounts transferring the same amount (100 or more) to one "
+                    "private account (no merchant) within a day: a money mule collecting.",
                 ),
                 rule(
                     "fan-out",
@@ -58,9 +77,10 @@ def fraud_topology_in_python() -> Topology:
                         by="source_account",
                         window=sliding("15m", grace="30s"),
                         where="merchant_category == null and amount >= 100",
+                        related=True,
                     )
                     >= 5,
-                    version=2,
+                    version=3,
                     description="One account transferring 100 or more to many different people (no merchant) "
                     "within 15 minutes.",
                 ),
@@ -72,15 +92,20 @@ def fraud_topology_in_python() -> Topology:
                             window=day,
                             where="amount >= 7000 and amount < 10000",
                             name="structuring-reporting",
+                            related=True,
                         )
                         >= 2,
                         all_of(
-                            count(by="source_account", window=day, where=under_large, name="structuring-count") >= 3,
+                            count(
+                                by="source_account", window=day, where=under_large, name="structuring-count",
+                                related=True,
+                            )
+                            >= 3,
                             sum_("amount", by="source_account", window=day, where=under_large, name="structuring-sum")
                             >= 2000,
                         ),
                     ),
-                    version=2,
+                    version=3,
                     description="Several payments from one account within a day just under a limit: two or more "
                     "just under the 10,000 reporting threshold, or three or more just under the large-amount "
                     "limit adding up to more than 2,000.",

@@ -3,11 +3,14 @@ cache (changelog records only at flush, latest per key, tombstones) and restore.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 
+import pytest
+
 from topology.dsl import count, distinct_count, hopping, sliding, sum_, tumbling
-from topology.plan import Aggregate, Window
+from topology.plan import Aggregate, PlanError, Window
 from topology.state import StateGroup, WindowStore, encode_group_key, state_id
 
 S = 1000
@@ -156,3 +159,35 @@ def test_group_keys() -> None:
         raw = encode_group_key(vals)
         assert json.loads(raw) == [str(v) for v in vals]
     assert encode_group_key(["mule", Decimal("1000.00")]) == b'["mule","1000.00"]'
+
+
+def test_a_related_sliding_store_keeps_the_ids_of_its_window() -> None:
+    agg = dataclasses.replace(count(by="source_account", window=sliding("5m", grace="2m")) >= 3, related=True)
+    st = store(agg)
+    assert state_id("s", agg) != state_id("s", dataclasses.replace(agg, related=False))  # other state kept
+    for t, ident in [(0, "a"), (2 * M, "b"), (4 * M, "c")]:
+        st.add(0, b"k", t, True, ident)
+    assert st.related_ids(0, b"k", 4 * M) == ["a", "b", "c"]
+    assert st.add(0, b"k", 3 * M, True, "late-ish") == (3,)  # out of order within grace: in time order
+    assert st.related_ids(0, b"k", 4 * M) == ["a", "b", "late-ish", "c"]
+    assert st.related_ids(0, b"k", 3 * M) == ["a", "b", "late-ish"]  # the window (t - 5m, t] of that record
+    st.add(0, b"k", 8 * M, True, "d")  # (3m, 8m]: a, b and late-ish are out
+    assert st.related_ids(0, b"k", 8 * M) == ["c", "d"]
+    assert st.related_ids(0, b"other", 8 * M) == []
+    # the changelog carries the ids: a restored store names the same transactions
+    (entry,) = StateGroup("c", [st]).flush()
+    fresh = store(agg)
+    StateGroup("c", [fresh]).restore(0, entry[1], entry[2])
+    assert fresh.related_ids(0, b"k", 8 * M) == ["c", "d"] and fresh.snapshot(0) == st.snapshot(0)
+
+
+def test_a_store_that_is_not_related_keeps_no_ids() -> None:
+    st = store(sum_("amount", by="source_account", window=sliding("5m")) >= 3)
+    st.add(0, b"k", 0, Decimal("1.00"), "a")
+    assert st.related_ids(0, b"k", 0) == []
+    assert "a" not in st.snapshot(0)[b"k"]
+
+
+def test_related_needs_a_sliding_window() -> None:
+    with pytest.raises(PlanError, match="only a sliding window"):
+        dataclasses.replace(count(by="source_account", window=tumbling("5m")) >= 3, related=True)

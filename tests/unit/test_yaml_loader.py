@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.config import TOPICS
-from topology.plan import Aggregate, AllOf
+from topology.plan import Aggregate, AllOf, aggregates_of
 from topology.yaml_loader import DEFAULT_PATH, TopologyError, load_topology, loads_topology
 
 GOOD = """\
@@ -97,6 +97,10 @@ def test_good_document() -> None:
         ("threshold: 3", "threshold: [3]", 21, "rules[1].when.all[1].aggregate.threshold", "expected a number"),
         ("dlq: dead\n", "", 1, "(top level)", "missing key 'dlq'"),
         ("      all:", "      every:", 13, "rules[1].when.every", "unknown condition"),
+        ("threshold: 3", "threshold: 3\n            related: true", 22, "rules[1].when.all[1].aggregate.related",
+         "only a sliding window can name related transactions"),
+        ("threshold: 3", "threshold: 3\n            related: yes please", 22,
+         "rules[1].when.all[1].aggregate.related", "expected bool"),
     ],
 )
 def test_errors_name_file_line_and_key(old: str, new: str, line: int, key: str, message: str) -> None:
@@ -144,3 +148,12 @@ def test_alerts_topic_is_optional_and_must_be_its_own() -> None:
     with pytest.raises(TopologyError) as err:
         loads_topology(GOOD.replace("dlq: dead\n", "dlq: dead\nalerts: out-fraud\n", 1))
     assert "alerts topic 'out-fraud' is also" in err.value.message
+
+
+def test_related_on_a_sliding_window() -> None:
+    text = GOOD.replace("{kind: hopping, size: 10m, advance: 5m, grace: 1s}", "{kind: sliding, size: 10m}")
+    (agg,) = aggregates_of(loads_topology(text).rules[1].condition)
+    assert agg.related is False
+    related = text.replace("threshold: 3", "threshold: 3\n            related: true")
+    (agg,) = aggregates_of(loads_topology(related).rules[1].condition)
+    assert agg.related is True
