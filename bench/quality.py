@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from rich.console import Console
@@ -31,7 +32,7 @@ from rich.table import Table
 
 from schemas import schema_text
 from services.evaluate.cli import print_report
-from services.evaluate.score import Decision, Label, Report, evaluate, with_related
+from services.evaluate.score import Decision, Label, Report, evaluate, related_from_alerts, with_related
 from services.generator.scenarios import StreamConfig, TransactionStream
 from topology.plan import Topology
 from topology.processor import H_RULES, TopologyProcessor
@@ -75,8 +76,8 @@ def run(topology: Topology, count: int, seed: int, *, partitions: int = 3, commi
     labels: list[Label] = []
     decisions: dict[str, Decision] = {}
     offsets: dict[tuple[str, int], int] = {}
-    related: dict[str, tuple[str, ...]] = {}
-    dead = alerts = 0
+    alert_values: list[dict[str, Any]] = []
+    dead = 0
     started = time.perf_counter()
     for i, g in enumerate(TransactionStream(StreamConfig(seed=seed)).take(count)):
         tx_id = g.record["transaction_id"]
@@ -98,10 +99,7 @@ def run(topology: Topology, count: int, seed: int, *, partitions: int = 3, commi
                 elif o.topic == topology.dlq:
                     dead += 1
                 elif o.topic == topology.alerts:
-                    alerts += 1
-                    for e in alert_decoder.decode(o.value)["evidence"]:
-                        for earlier in e["transactions"]:
-                            related[earlier] = (*related.get(earlier, ()), e["rule_id"])
+                    alert_values.append(alert_decoder.decode(o.value))
                 else:
                     rules = dict(o.headers).get(H_RULES, b"").decode()
                     ids = tuple(r.split("@", 1)[0] for r in rules.split(",") if r)
@@ -109,8 +107,10 @@ def run(topology: Topology, count: int, seed: int, *, partitions: int = 3, commi
         if (i + 1) % commit_every == 0:
             processor.flush()
     seconds = time.perf_counter() - started
+    related = related_from_alerts(alert_values)
     report = evaluate(labels, decisions)
     detection = evaluate(labels, with_related(decisions, related))
+    alerts = len(alert_values)
     flagged = sum(1 for d in decisions.values() if d.fraud)
     return Run(report, detection, labels, decisions, related, count, flagged, alerts, dead, seconds)
 

@@ -14,14 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from services.config import TOPICS, KafkaSettings
-from services.evaluate.score import Decision, Label, Report, Scores, evaluate
+from services.evaluate.score import Decision, Label, Report, Scores, evaluate, related_from_alerts, with_related
 from topology.serde import AvroDecoder, DecodeError
 
 RULES_HEADER = "fraudstream.rules"
 
 
-def drain(bootstrap: str, topic: str, *, idle_timeout_s: float = 10.0) -> Iterator[Message]:
-    """Every committed record of ``topic`` from the beginning to the end offsets seen at the start."""
+def drain(bootstrap: str, topic: str, *, idle_timeout_s: float = 10.0, missing_ok: bool = False) -> Iterator[Message]:
+    """Every committed record of ``topic`` from the beginning to the end offsets seen at the start
+    (none when the topic does not exist and ``missing_ok``)."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "fraudstream-evaluate", "enable.auto.commit": False,
         "isolation.level": "read_committed",
@@ -29,6 +30,8 @@ def drain(bootstrap: str, topic: str, *, idle_timeout_s: float = 10.0) -> Iterat
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
+            if missing_ok:
+                return
             raise KafkaException(f"topic {topic} does not exist")
         ends: dict[int, int] = {}
         for p in metadata.partitions:
@@ -59,9 +62,9 @@ def _rules(msg: Message) -> tuple[str, ...]:
     return ()
 
 
-def collect(settings: KafkaSettings, labels_topic: str, legit_topic: str, fraud_topic: str
-            ) -> tuple[list[Label], dict[str, Decision]]:
-    """Labels and decisions as read from Kafka."""
+def collect(settings: KafkaSettings, labels_topic: str, legit_topic: str, fraud_topic: str, alerts_topic: str = ""
+            ) -> tuple[list[Label], dict[str, Decision], dict[str, tuple[str, ...]]]:
+    """Labels, decisions and (when ``alerts_topic`` is set) the transactions alerts named as related."""
     decoder = AvroDecoder(SchemaRegistryClient({"url": settings.schema_registry_url}))
     labels = []
     for msg in drain(settings.bootstrap_servers, labels_topic):
@@ -75,11 +78,13 @@ def collect(settings: KafkaSettings, labels_topic: str, legit_topic: str, fraud_
             except DecodeError:
                 continue  # not ours to judge: the detector dead-letters what it cannot decode
             decisions[tx_id] = Decision(tx_id, fraud, _rules(msg) if fraud else ())
-    return labels, decisions
+    alert_messages = drain(settings.bootstrap_servers, alerts_topic, missing_ok=True) if alerts_topic else iter(())
+    alerts = (decoder.decode(msg.value()) for msg in alert_messages)
+    return labels, decisions, related_from_alerts(alerts)
 
 
-def print_report(report: Report, console: Console) -> None:
-    table = Table(title="Detection quality (transaction level)")
+def print_report(report: Report, console: Console, title: str = "Detection quality (transaction level)") -> None:
+    table = Table(title=title)
     for col in ("", "precision", "recall", "F1", "TP", "FP", "FN", "TN"):
         table.add_column(col, justify="right" if col else "left")
 
@@ -111,18 +116,30 @@ def evaluate_command(
     labels_topic: Annotated[str, typer.Option(help="Ground-truth labels topic.")] = TOPICS.labels,
     legit_topic: Annotated[str, typer.Option()] = TOPICS.legit,
     fraud_topic: Annotated[str, typer.Option()] = TOPICS.fraud,
+    alerts_topic: Annotated[str, typer.Option(
+        help="FraudAlert topic: transactions its alerts name as related count as detected ('' = routing only)."
+    )] = TOPICS.alerts,
 ) -> None:
-    """Join the detector's decisions with the generator's labels: precision, recall, F1 per rule and scenario."""
+    """Join the detector's decisions with the generator's labels: precision, recall, F1 per rule and scenario.
+
+    Two views: ROUTING (the branch each transaction was sent to on arrival; the top-level JSON keys) and
+    DETECTION (routed to fraud, or named as related by a later alert: the first payments of a pattern
+    that a windowed rule could only see afterwards; JSON key ``detection``).
+    """
     settings = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers,
                                             schema_registry_url=schema_registry_url)
     try:
-        labels, decisions = collect(settings, labels_topic, legit_topic, fraud_topic)
+        labels, decisions, related = collect(settings, labels_topic, legit_topic, fraud_topic, alerts_topic)
     except KafkaException as err:
         typer.secho(f"error: {err.args[0]} (is Kafka up at {settings.bootstrap_servers}? "
                     "try `fraudstream stack up`)", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     report = evaluate(labels, decisions)
+    detection = evaluate(labels, with_related(decisions, related))
     if as_json:
-        typer.echo(json.dumps(report.as_dict()))
+        typer.echo(json.dumps({**report.as_dict(), "detection": detection.as_dict(), "related": len(related)}))
     else:
-        print_report(report, Console())
+        console = Console()
+        print_report(report, console, "ROUTING: the branch each transaction was sent to on arrival")
+        print_report(detection, console, f"DETECTION: routed to fraud, or one of {len(related)} transactions "
+                                         "later alerts named as related")

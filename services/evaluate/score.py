@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,16 @@ class Report:
             "undecided": self.undecided,
             "unlabelled": self.unlabelled,
         }
+
+
+def related_from_alerts(alerts: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Transaction id -> ids of the rules whose alerts named it as related (decoded ``FraudAlert`` values)."""
+    related: dict[str, tuple[str, ...]] = {}
+    for alert in alerts:
+        for e in alert["evidence"]:
+            for earlier in e.get("transactions", ()):
+                related[earlier] = (*related.get(earlier, ()), e["rule_id"])
+    return related
 
 
 def with_related(decisions: Mapping[str, Decision], related: Mapping[str, Iterable[str]]) -> dict[str, Decision]:

@@ -53,6 +53,10 @@ class Topics:
         )
 
     @property
+    def alerts(self) -> str:
+        return f"eos-{self.unique}.alerts"
+
+    @property
     def outputs(self) -> tuple[str, str, str]:
         return (self.legit, self.fraud, self.dlq)
 

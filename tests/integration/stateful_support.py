@@ -43,7 +43,8 @@ STEP_MS = 200  # event time between consecutive input transactions (5 tx per sim
 def stateful_topology(t: Topics) -> str:
     """``topology/fraud.yaml`` (its rules, windows and thresholds) on the test's topics.
 
-    One change: the fan-in aggregate's grace becomes 7 days, longer than the input's event-time
+    Topic names are the test's own (alerts included). One change: the fan-in aggregate's grace
+    becomes 7 days, longer than the input's event-time
     span, so no interleaving of input partitions on the repartition topic makes a record late.
     """
     yaml = YAML(typ="rt")
@@ -51,6 +52,8 @@ def stateful_topology(t: Topics) -> str:
     doc["topology"] = f"eos-{t.unique}"
     doc["source"]["topic"] = t.transactions
     doc["dlq"] = t.dlq
+    if "alerts" in doc:
+        doc["alerts"] = t.alerts  # never the canonical alerts topic
     fraud = [b for b in doc["branches"] if b["name"] == "fraud"]
     assert len(fraud) == 1, "fraud.yaml has no single 'fraud' branch"
     for b in doc["branches"]:
