@@ -1,6 +1,7 @@
 """An in-memory test driver, like Kafka Streams' ``TopologyTestDriver``: no broker.
 
-It feeds records to the same ``TopologyProcessor`` the Kafka runtime runs, keeps
+It feeds records to the same ``TopologyProcessor`` the Kafka runtime runs (through
+``process_batch``, so stateless topologies take the same batch path), keeps
 every record it returns in per-topic logs (with partitions and offsets), feeds
 repartition records back in (the next stage), and can ``restart`` with a fresh
 processor that restores its state from the changelog logs, as after a crash.
@@ -103,6 +104,38 @@ class TopologyTestDriver:
         returns (changelog records), as the Kafka runtime does before each commit.
         Returns every record written as a consequence, in order.
         """
+        first = self._input(value, key, topic, partition, timestamp_ms, headers)
+        produced = self._run([first])
+        self._uncommitted += 1
+        if self._uncommitted >= self.commit_every:
+            produced.extend(self.commit())
+        return produced
+
+    def pipe_batch(
+        self, values: Iterable[Mapping[str, Any] | bytes | None], *, topic: str | None = None
+    ) -> list[OutRecord]:
+        """Append every value to the source topic, then process them as one consumed batch, as the
+        Kafka runtime does (``process_batch``: the batch path where the topology allows it).
+
+        Keys, partitions and timestamps as in ``pipe``; commits every ``commit_every`` values.
+        Returns every record written as a consequence, in order.
+        """
+        inputs = [self._input(v, None, topic, None, None, ()) for v in values]
+        produced = self._run(inputs)
+        self._uncommitted += len(inputs)
+        if self._uncommitted >= self.commit_every:
+            produced.extend(self.commit())
+        return produced
+
+    def _input(
+        self,
+        value: Mapping[str, Any] | bytes | None,
+        key: bytes | str | None,
+        topic: str | None,
+        partition: int | None,
+        timestamp_ms: int | None,
+        headers: Headers,
+    ) -> Written:
         if isinstance(value, Mapping):
             if self.encoder is None:
                 raise ValueError("piping a mapping needs an encoder")
@@ -115,22 +148,24 @@ class TopologyTestDriver:
             partition = default_partition(k, self.partitions)
         self._clock += 1
         ts = self._clock if timestamp_ms is None else timestamp_ms
-        first = self._append(topic, partition, k, value, headers, ts)
+        return self._append(topic, partition, k, value, headers, ts)
+
+    def _run(self, inputs: list[Written]) -> list[OutRecord]:
+        """Process ``inputs`` as one batch, then every repartition record they cause, in order."""
         produced: list[OutRecord] = []
-        queue = deque([first])
         repartition = set(self.processor.repartition_topics)
-        while queue:
-            rec = queue.popleft()
-            for out in self.processor.process(rec.as_raw()):
-                produced.append(out)
-                p = out.partition if out.partition is not None else default_partition(out.key, self.partitions)
-                ts_out = out.timestamp_ms if out.timestamp_ms is not None else rec.timestamp_ms
-                w = self._append(out.topic, p, out.key, out.value, out.headers, ts_out)
-                if out.topic in repartition:
-                    queue.append(w)
-        self._uncommitted += 1
-        if self._uncommitted >= self.commit_every:
-            produced.extend(self.commit())
+        queue: deque[Written] = deque()
+        batch = inputs
+        while batch:
+            for rec, outs in zip(batch, self.processor.process_batch([w.as_raw() for w in batch]), strict=True):
+                for out in outs:
+                    produced.append(out)
+                    p = out.partition if out.partition is not None else default_partition(out.key, self.partitions)
+                    ts_out = out.timestamp_ms if out.timestamp_ms is not None else rec.timestamp_ms
+                    w = self._append(out.topic, p, out.key, out.value, out.headers, ts_out)
+                    if out.topic in repartition:
+                        queue.append(w)
+            batch = [queue.popleft()] if queue else []
         return produced
 
     def commit(self) -> list[OutRecord]:
@@ -144,6 +179,7 @@ class TopologyTestDriver:
         return out
 
     def pipe_all(self, values: Iterable[Mapping[str, Any] | bytes | None]) -> None:
+        """``pipe`` each value (one at a time: stateful topologies see each one's repartition records first)."""
         for v in values:
             self.pipe(v)
 

@@ -26,6 +26,13 @@ Contract:
   input partition as partition; the runtime calls it right before each commit and writes what
   it returns in the same transaction.
 Exceptions other than bad input (bugs) propagate.
+
+Batches: with a ``columnar`` decoder, a stateless topology also routes whole batches of source
+values at once (``route_batch``: polars decode + vectorised rules, see topology/columnar.py and
+topology/vectorized.py); rows that path cannot judge exactly take ``process``. ``process_batch``
+gives for each record exactly what ``process`` gives. A ``decode`` with a ``project(topology)``
+method (``ProjectionDecoder``) is told every new topology, so rules changed at run time keep the
+fast projection.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from topology.columnar import ColumnarDecoder
 from topology.expr import to_epoch_ms
 from topology.plan import (
     ALERT_FIELDS,
@@ -53,6 +61,7 @@ from topology.plan import (
 from topology.records import Headers, OutRecord, RawRecord
 from topology.serde import DecodeError, EncodeError
 from topology.state import AggValue, StateGroup, WindowStore, encode_group_key, state_id
+from topology.vectorized import BatchRouter, BatchRouting
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
 EncodeAlert = Callable[[Mapping[str, Any]], bytes]
@@ -136,9 +145,11 @@ class TopologyProcessor:
         version: str,
         decode_errors: tuple[type[Exception], ...] = (DecodeError,),
         encode_alert: EncodeAlert | None = None,
+        columnar: ColumnarDecoder | None = None,
     ) -> None:
         self.version = version
         self._encode_alert = encode_alert
+        self._columnar = columnar
         self._decode = decode
         self._decode_errors = decode_errors
         self._version_header = (H_VERSION, version.encode())
@@ -231,6 +242,17 @@ class TopologyProcessor:
                 )
             )
         )
+        self._router: BatchRouter | None = None
+        if self._columnar is not None and len(stages) == 1 and not self._n_stores:
+            self._router = BatchRouter.build(
+                topology,
+                self._decision,
+                (self._default.to, self._default_headers, self._default_tags),
+                alerts=self._alerts is not None,
+            )
+        project = getattr(self._decode, "project", None)
+        if project is not None:
+            project(topology)
 
     def _slot(self, i: int, store: WindowStore, stage_key: tuple[str, ...]) -> _StoreSlot:
         a = store.aggregate
@@ -262,6 +284,36 @@ class TopologyProcessor:
         self._install(topology)
 
     # ------------------------------------------------------------ process
+
+    def route_batch(self, values: Sequence[bytes | None]) -> BatchRouting | None:
+        """Decisions for a batch of source-topic values (``None``: call ``process`` for each record).
+
+        A decided value ``i`` becomes ONE record to ``decisions[codes[i]]``'s topic with the original
+        key, value, timestamp and headers plus the decision's headers; ``codes[i] == -1``: ``process`` it.
+        """
+        router, columnar = self._router, self._columnar
+        if router is None or columnar is None or not values:
+            return None
+        codes = columnar.evaluate(values, router.expression)
+        return None if codes is None else BatchRouting(codes, router.decisions)
+
+    def process_batch(self, records: Sequence[RawRecord]) -> list[list[OutRecord]]:
+        """``[self.process(r) for r in records]``, through ``route_batch`` where it applies."""
+        source = self.source_topics[0]
+        routing = None
+        if all(r.topic == source for r in records):
+            routing = self.route_batch([r.value for r in records])
+        if routing is None:
+            return [self.process(r) for r in records]
+        out: list[list[OutRecord]] = []
+        decisions = routing.decisions
+        for r, code in zip(records, routing.codes, strict=True):
+            if code < 0:
+                out.append(self.process(r))
+            else:
+                topic, extra, tags = decisions[code]
+                out.append([OutRecord(topic, r.key, r.value, r.headers + extra, None, r.timestamp_ms, tags)])
+        return out
 
     def process(self, record: RawRecord) -> list[OutRecord]:
         """The record ``record`` causes (branch, DLQ or repartition); never raises for bad input.

@@ -246,6 +246,17 @@ class ProjectionDecoder:
             return record
         return self._fast(plan, value)
 
+    __call__ = decode  # the decoder itself can be a processor's ``decode`` (then it follows ``project``)
+
+    def project(self, topology: Topology) -> None:
+        """From now on build what ``topology`` reads (a processor calls it when its rules change)."""
+        p = projection_of(topology)
+        fields = None if p is None else p.fields
+        epoch_ms = frozenset() if p is None else p.epoch_ms
+        if fields != self._fields or epoch_ms != self._epoch_ms:
+            self._fields, self._epoch_ms = fields, epoch_ms
+            self._plans = {}  # rebuilt from the registry's (cached) schemas on the next value of each id
+
     def _full_decode(self, value: bytes | None) -> dict[str, Any]:
         self.full_reads += 1
         return self._full.decode(value)

@@ -40,7 +40,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -54,6 +54,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from topology.records import Headers, OutRecord, RawRecord
+
+if TYPE_CHECKING:
+    from topology.vectorized import BatchRouting
 
 log = logging.getLogger("fraudstream.runtime")
 
@@ -74,7 +77,8 @@ _FENCED_CODES = frozenset(
 class Processor(Protocol):
     """What the runtime needs of a processor (``topology.processor.TopologyProcessor`` is one).
 
-    Optional, looked up with ``getattr``: ``dlq_topic: str`` (default dead-letter topic),
+    Optional, looked up with ``getattr``: ``route_batch(values)`` (decisions for a whole consumed
+    batch, see ``TopologyProcessor.route_batch``), ``dlq_topic: str`` (default dead-letter topic),
     ``changelog_topics: tuple[str, ...]``, ``restore(record)``, ``assigned(partitions)`` and
     ``revoked(partitions)`` with ``partitions: list[tuple[str, int]]``.
     """
@@ -247,6 +251,11 @@ class ExactlyOnceRuntime:
         if settings.on_error == "dead-letter" and self._dlq_topic is None:
             raise ValueError("on_error='dead-letter' needs a dlq_topic (setting or processor attribute)")
         self._changelogs: tuple[str, ...] = tuple(getattr(processor, "changelog_topics", ()) or ())
+        self._route_batch: Callable[[list[bytes | None]], BatchRouting | None] | None = getattr(
+            processor, "route_batch", None
+        )
+        self._table_of: Mapping[int, Any] | None = None
+        self._table: Mapping[int, tuple[str, list[tuple[str, bytes]], tuple[str, tuple[str, ...]]]] = {}
         self._stop = False
         self._fatal: KafkaError | None = None
         self._callback_error: BaseException | None = None
@@ -420,8 +429,26 @@ class ExactlyOnceRuntime:
         produce = producer.produce
         dlq_topic = self._dlq_topic
         failures = self._failures
+        max_retries = self.settings.max_retries
         if self.stats.first_record_at is None:
             self.stats.first_record_at = time.monotonic()
+        # The processor's batch path (stateless topologies): a decision per value, -1 = process() it.
+        # Not while a record of this consumer is being retried (that path counts its failures).
+        codes: list[int] | None = None
+        table: Mapping[int, tuple[str, list[tuple[str, bytes]], tuple[str, tuple[str, ...]]]] = {}
+        values: list[bytes | None] | None = None
+        if self._route_batch is not None and not failures:
+            values = [m.value() for m in messages]
+            routing = self._route_batch(values)
+            if routing is not None:
+                codes = routing.codes
+                table = self._decision_table(routing.decisions)
+        decided: dict[int, int] = {}  # code -> records routed by the batch path
+        # Partition bookkeeping once per run of messages of one partition (consume returns runs).
+        run: TP | None = None
+        ours = False  # the run's partition is assigned
+        floor = -1  # offsets below it are stale copies (fetched before a seek) or done
+        first_open = False  # the run's partition has no first offset in this transaction yet
         for index, m in enumerate(messages):
             error = m.error()
             if error is not None:
@@ -430,51 +457,88 @@ class ExactlyOnceRuntime:
             topic: str = m.topic()  # type: ignore[assignment]
             partition: int = m.partition()  # type: ignore[assignment]
             offset: int = m.offset()  # type: ignore[assignment]
-            tp = (topic, partition)
-            if tp not in assigned or offset < expected.get(tp, -1):
+            if run is None or partition != run[1] or topic != run[0]:
+                if run is not None and floor > expected.get(run, -1):
+                    expected[run] = txn_next[run] = floor
+                run = (topic, partition)
+                ours = run in assigned
+                floor = expected.get(run, -1)
+                first_open = run not in txn_first
+            if not ours or offset < floor:
                 continue  # fetched before a revoke or a seek: not ours to process
             if not self._txn_open:
                 self._begin(producer)
-            if tp not in txn_first:
-                txn_first[tp] = offset
+            if first_open:
+                txn_first[run] = offset
+                first_open = False
             hdrs = m.headers()
             ts = m.timestamp()[1]
-            record = _raw_record(
-                topic, partition, offset, m.key(), m.value(), ts if ts > 0 else 0,
-                _headers(hdrs) if hdrs else (),
-            )
-            failure = failures.get((topic, partition, offset)) if failures else None
+            if ts <= 0:
+                ts = 0
+            code = -1 if codes is None else codes[index]
+            record: RawRecord | None = None
             try:
-                if failure is not None and failure.count > self.settings.max_retries:
-                    outs = self._give_up(record, failure)
-                else:
-                    outs = process(record)
-                for o in outs:
-                    o_topic, o_headers, o_ts, o_part = o.topic, o.headers, o.timestamp_ms, o.partition
+                if code >= 0:
+                    d_topic, d_headers, _ = table[code]
                     args: tuple[Any, ...] = (
-                        o_topic, o.value, o.key, -1 if o_part is None else o_part, None, None,
-                        record.timestamp_ms if o_ts is None else o_ts, list(o_headers) if o_headers else None,
+                        d_topic, values[index], m.key(), -1, None, None, ts,  # type: ignore[index]
+                        [*_headers(hdrs), *d_headers] if hdrs else d_headers,
                     )
                     try:
                         produce(*args)
                     except BufferError:
                         self._produce_when_room(producer, args)
-                    txn_out[(o_topic, o.tags)] += 1
-                    if o_topic == dlq_topic:
-                        self._txn_dlq[header_value(o_headers, "error.class") or "unknown"] += 1
+                    decided[code] = decided.get(code, 0) + 1
+                else:
+                    record = _raw_record(
+                        topic, partition, offset, m.key(), m.value(), ts, _headers(hdrs) if hdrs else ()
+                    )
+                    failure = failures.get((topic, partition, offset)) if failures else None
+                    if failure is not None and failure.count > max_retries:
+                        outs = self._give_up(record, failure)
+                    else:
+                        outs = process(record)
+                    for o in outs:
+                        o_topic, o_headers, o_ts, o_part = o.topic, o.headers, o.timestamp_ms, o.partition
+                        args = (
+                            o_topic, o.value, o.key, -1 if o_part is None else o_part, None, None,
+                            ts if o_ts is None else o_ts, list(o_headers) if o_headers else None,
+                        )
+                        try:
+                            produce(*args)
+                        except BufferError:
+                            self._produce_when_room(producer, args)
+                        txn_out[(o_topic, o.tags)] += 1
+                        if o_topic == dlq_topic:
+                            self._txn_dlq[header_value(o_headers, "error.class") or "unknown"] += 1
             except FatalRuntimeError:
                 raise
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if err.fatal() or self._fatal is not None:
-                    raise self._fatal_error(self._fatal or err, "produce") from exc
-                self._record_failed(record, exc, messages, index, producer)
             except Exception as exc:
+                if record is None:
+                    record = _raw_record(
+                        topic, partition, offset, m.key(), m.value(), ts, _headers(hdrs) if hdrs else ()
+                    )
+                if isinstance(exc, KafkaException):
+                    err = kafka_error(exc)
+                    if err.fatal() or self._fatal is not None:
+                        raise self._fatal_error(self._fatal or err, "produce") from exc
                 self._record_failed(record, exc, messages, index, producer)
-            expected[tp] = offset + 1
-            txn_next[tp] = offset + 1
+            floor = offset + 1
             txn_in[topic] += 1
             self._txn_records += 1
+        if run is not None and floor > expected.get(run, -1):
+            expected[run] = txn_next[run] = floor
+        for code, n in decided.items():
+            txn_out[table[code][2]] += n
+
+    def _decision_table(
+        self, decisions: Mapping[int, tuple[str, Headers, tuple[str, ...]]]
+    ) -> Mapping[int, tuple[str, list[tuple[str, bytes]], tuple[str, tuple[str, ...]]]]:
+        """Per decision code: (topic, headers as produce takes them, stats key); cached per decisions."""
+        if decisions is not self._table_of:
+            self._table_of = decisions
+            self._table = {code: (t, list(h), (t, tags)) for code, (t, h, tags) in decisions.items()}
+        return self._table
 
     @staticmethod
     def _produce_when_room(producer: Producer, args: tuple[Any, ...]) -> None:

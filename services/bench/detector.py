@@ -41,6 +41,7 @@ from services.config import GeneratorSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
+from topology.columnar import ColumnarDecoder
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectionDecoder
 from topology.runtime import (
@@ -295,7 +296,8 @@ class DetectorBench:
         text = text.replace(f"{prefix}.transactions", self.input)
         topology = loads_topology(text, filename=f"<{tag} bench topology>")
         decoder = ProjectionDecoder.for_topology(self.registry, topology, schemas.schema_text("transaction"))
-        processor = TopologyProcessor(topology, decoder.decode, version="bench")
+        columnar = ColumnarDecoder(self.registry, schemas.schema_text("transaction"))
+        processor = TopologyProcessor(topology, decoder, version="bench", columnar=columnar)
         runtime = ExactlyOnceRuntime(
             processor,
             self._settings(

@@ -52,8 +52,10 @@ def run_detector_bench(
         report.profile = prof
         if stateless:
             console.print("(b') detector, stateless rule only ...")
-            plain, _ = bench.detector("(b') detector runtime, stateless amount >= 900", True)
+            plain, plain_prof = bench.detector("(b') detector runtime, stateless amount >= 900", True, profile)
             report.results.append(plain)
+            if plain_prof:
+                report.profile = f"fraud.yaml pass:\n{prof}\nstateless pass:\n{plain_prof}"
         for r in report.results[1:]:
             r.ratio_to_raw = round(r.per_second / raw.per_second, 3) if raw.per_second else None
         if latency_seconds > 0:

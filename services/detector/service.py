@@ -21,6 +21,7 @@ from typing import Any
 from schemas import schema_text
 from services.config import DetectorSettings, KafkaSettings
 from services.metrics import Metrics
+from topology.columnar import ColumnarDecoder
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectionDecoder
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
@@ -63,7 +64,9 @@ def build_runtime(
     encode_alert = None
     if topology.alerts is not None:
         encode_alert = AvroEncoder(registry, schema_text("fraud_alert"), subject=f"{topology.alerts}-value").encode
-    processor = TopologyProcessor(topology, decoder.decode, version=version, encode_alert=encode_alert)
+    # Stateless topologies also route whole consumed batches (polars decode + vectorised rules).
+    columnar = ColumnarDecoder(registry, schema_text("transaction"))
+    processor = TopologyProcessor(topology, decoder, version=version, encode_alert=encode_alert, columnar=columnar)
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
         consumer_extra = {"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}

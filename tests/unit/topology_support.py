@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
+from topology.columnar import ColumnarDecoder
 from topology.driver import TopologyTestDriver
 from topology.plan import Topology
 from topology.processor import TopologyProcessor
@@ -56,7 +57,9 @@ def tx(
 
 
 def driver(topology: Topology, s: Serde, *, partitions: int = 1, version: str = "v-test") -> TopologyTestDriver:
-    processor = TopologyProcessor(topology, s.decoder.decode, version=version)
+    """A driver whose processor also has the batch path (stateless topologies take it for every record)."""
+    columnar = ColumnarDecoder(s.registry, schema_text("transaction"))
+    processor = TopologyProcessor(topology, s.decoder.decode, version=version, columnar=columnar)
     return TopologyTestDriver(processor, partitions=partitions, encoder=s.encoder.encode, decoder=s.decoder.decode)
 
 
