@@ -194,6 +194,10 @@ class DetectorSettings(_Section):
     instance_id: str = Field(default_factory=_hostname)
     topology_file: Path | None = None  # None = the packaged topology/fraud.yaml
     rules_topic: str = TOPICS.rules  # compacted rules topic applied at run time ("" = off)
+    # Stateless topologies route whole consumed batches (polars decode + vectorised rules): ~2x faster.
+    # One difference from the per-record path: a corrupt [null, T] union index that leaves the rest of
+    # the value well-formed is read as T instead of dead-lettered (topology/columnar.py). false = strict.
+    batch_decode: bool = True
     commit_interval_ms: int = Field(100, ge=1)
     max_batch: int = Field(10_000, ge=1)  # records per transaction at most
     consume_batch: int = Field(2_000, ge=1)  # records per consume() call at most

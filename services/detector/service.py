@@ -65,7 +65,7 @@ def build_runtime(
     if topology.alerts is not None:
         encode_alert = AvroEncoder(registry, schema_text("fraud_alert"), subject=f"{topology.alerts}-value").encode
     # Stateless topologies also route whole consumed batches (polars decode + vectorised rules).
-    columnar = ColumnarDecoder(registry, schema_text("transaction"))
+    columnar = ColumnarDecoder(registry, schema_text("transaction")) if settings.batch_decode else None
     processor = TopologyProcessor(topology, decoder, version=version, encode_alert=encode_alert, columnar=columnar)
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
