@@ -291,8 +291,14 @@ class ExactlyOnceRuntime:
         stop: Callable[[], bool] | None = None,
         on_tick: Callable[[RuntimeStats], None] | None = None,
         tick_interval_s: float = 10.0,
+        between_transactions: Callable[[], None] | None = None,
     ) -> None:
-        """Run until ``request_stop()`` or ``stop()`` is true; raise ``FatalRuntimeError`` on fatal errors."""
+        """Run until ``request_stop()`` or ``stop()`` is true; raise ``FatalRuntimeError`` on fatal errors.
+
+        ``between_transactions`` runs after every loop step that leaves no transaction open (after a
+        commit or an abort, or while idle), never while one is open: the place for changes that must
+        not split a transaction, such as run-time rule changes. ``on_tick`` may run in either state.
+        """
         s = self.settings
         if s.create_topics:
             self.ensure_topics()
@@ -320,6 +326,8 @@ class ExactlyOnceRuntime:
             try:
                 while not self._stop and not (stop is not None and stop()):
                     self._step(consumer, self._current_producer())
+                    if between_transactions is not None and not self._txn_open:
+                        between_transactions()
                     if on_tick is not None and time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + tick_interval_s
                         on_tick(self.stats)

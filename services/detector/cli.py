@@ -82,14 +82,15 @@ def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
 
         def tick(stats: RuntimeStats) -> None:
             nonlocal next_line
-            if sync_rules is not None:
-                sync_rules()  # between two runtime steps: the processor keeps unflushed state
             if time.monotonic() >= next_line:
                 next_line = time.monotonic() + settings.stats_interval_s
                 log.info("%s", line(stats, time.monotonic()))
 
         try:
-            runtime.run(on_tick=tick, tick_interval_s=min(1.0, settings.stats_interval_s))
+            # Rule changes apply between transactions only: each transaction is decided by one rule set.
+            runtime.run(
+                on_tick=tick, tick_interval_s=min(1.0, settings.stats_interval_s), between_transactions=sync_rules
+            )
         except FatalRuntimeError as exc:
             log.error("%s", exc)
             return exc.exit_code

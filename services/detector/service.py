@@ -98,7 +98,15 @@ def build_runtime(
 def start_rules(
     runtime: ExactlyOnceRuntime, settings: DetectorSettings, kafka: KafkaSettings, *, registry: Any = None
 ) -> Callable[[], None] | None:
-    """Apply the rules topic to its end now; the returned call applies newer records (None if off)."""
+    """Apply the rules topic to its end now; the returned call applies newer records (None if off).
+
+    Call it only between transactions (``ExactlyOnceRuntime.run(between_transactions=...)``): a
+    transaction is then decided by one rule set. A rule read while a transaction is open waits for
+    its commit or abort. A transaction retried after an abort is decided by the rules in force at
+    the retry: the aborted attempt left no output, offsets or state behind (exactly once), so this
+    is the same as the rule having arrived before the records, which is also what a restart after
+    a crash does (it applies the rules topic to its end before processing).
+    """
     from services.rules.feed import RuleApplier, RulesFeed
 
     if not settings.rules_topic or not isinstance(runtime.processor, TopologyProcessor):
