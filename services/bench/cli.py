@@ -85,3 +85,27 @@ def state_command(
             json_output=json_output,
         )
     )
+
+
+@app.command("stores")
+def stores_command(
+    records: Annotated[int, typer.Option(help="Generated transactions of the update + flush workloads.")] = 100_000,
+    repeat: Annotated[int, typer.Option(help="Rounds of the update workloads (the best of each store counts).")] = 3,
+    flush_every: Annotated[int, typer.Option(help="Records between two flushes (one transaction).")] = 2_000,
+    keys: Annotated[int, typer.Option(help="Distinct keys in the changelog to replay.")] = 1_000_000,
+    partitions: Annotated[int, typer.Option(help="Partitions of the stores and of the changelog.")] = 6,
+    stores: Annotated[
+        str, typer.Option(help="Implementations, memory first (also: rocksdb-cached, lmdb-cached).")
+    ] = "memory,rocksdb,rocksdb-cached,lmdb",
+    restore: Annotated[bool, typer.Option("--restore/--no-restore", help="Replay a changelog (needs Kafka).")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """State stores: in-memory vs embedded (RocksDB, LMDB): update, flush, restore, RSS, restart (same run)."""
+    from services.bench.stores import run_stores_bench
+
+    raise typer.Exit(
+        run_stores_bench(
+            records=records, repeat=repeat, flush_every=flush_every, keys=keys, partitions=partitions,
+            kinds=[s.strip() for s in stores.split(",") if s.strip()], restore=restore, json_output=json_output,
+        )
+    )

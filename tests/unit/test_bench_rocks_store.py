@@ -1,0 +1,161 @@
+"""The embedded-store alternative keeps the in-memory store's contract (same values, same changelog)."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.bench.rocks_store import BACKENDS, KVStateGroup, KVWindowStore
+from topology.plan import Aggregate, Window
+from topology.state import StateGroup, WindowStore
+
+TOPIC = "app-changelog"
+M = 60_000
+
+
+def _aggregates() -> list[Aggregate]:
+    def agg(name: str, function: str, kind: str, size: int, field: str | None, advance: int | None = None) -> Aggregate:
+        window = Window(kind, size, 30_000, advance)  # type: ignore[arg-type]
+        return Aggregate(function, ("k",), window, ">=", Decimal(1), field, name=name)  # type: ignore[arg-type]
+
+    return [
+        agg("sliding-count", "count", "sliding", 2 * M, None),
+        agg("sliding-sum", "sum", "sliding", 10 * M, "amount"),
+        agg("sliding-distinct", "distinct_count", "sliding", 5 * M, "target"),
+        agg("tumbling-count", "count", "tumbling", 5 * M, None),
+        agg("tumbling-sum", "sum", "tumbling", 5 * M, "amount"),
+        agg("hopping-distinct", "distinct_count", "hopping", 10 * M, "target", 2 * M),
+    ]
+
+
+def _group(kind: str, directory: Path) -> StateGroup:
+    if kind == "memory":
+        return StateGroup(TOPIC, [WindowStore(a.name, a, TOPIC) for a in _aggregates()])
+    backend, _, cache = kind.partition("+cache")  # "rocksdb+cache7": a cache of 7 keys per partition
+    stores = [KVWindowStore(a.name, a, TOPIC) for a in _aggregates()]
+    return KVStateGroup(TOPIC, stores, directory, backend, cache_keys=int(cache or 0))
+
+
+Call = tuple[int, int, bytes, int, Any]
+Entry = tuple[int, bytes, bytes | None]
+
+
+def _calls(n: int, seed: int, start: int = 0) -> list[Call]:
+    """Random store calls: 3 partitions, 40 keys, event time moving forward with some late records."""
+    rnd = random.Random(seed)
+    t = start
+    out: list[Call] = []
+    for _ in range(n):
+        t += rnd.randint(0, 4_000)
+        when = t - rnd.randint(0, 60_000) if rnd.random() < 0.1 else t
+        key = f"k{rnd.randrange(40)}".encode()
+        store = rnd.randrange(6)
+        value: Any = True
+        if store in (1, 4):
+            value = Decimal(rnd.randint(1, 500_00)).scaleb(-2)
+        elif store in (2, 5):
+            value = f"t{rnd.randrange(8)}"
+        out.append((store, rnd.randrange(3), key, when, value))
+    return out
+
+
+def _run(group: StateGroup, calls: list[Call], flush_every: int) -> tuple[list[Any], list[Entry]]:
+    values: list[Any] = []
+    changelog: list[Entry] = []
+    for i, (s, p, k, t, v) in enumerate(calls):
+        values.append(group.stores[s].add(p, k, t, v))
+        if (i + 1) % flush_every == 0:
+            changelog.extend(group.flush())
+    changelog.extend(group.flush())
+    return values, changelog
+
+
+def _replayed(changelog: list[Entry], tmp_path: Path) -> dict[tuple[int, int], Any]:
+    """The in-memory state a changelog rebuilds (per store and partition)."""
+    group = _group("memory", tmp_path)
+    for p, k, v in changelog:
+        group.restore(p, k, v)
+    return {(i, p): s.snapshot(p) for i, s in enumerate(group.stores) for p in range(3)}
+
+
+KV = [*sorted(BACKENDS), *(f"{b}+cache7" for b in sorted(BACKENDS))]
+
+
+@pytest.mark.parametrize("kind", KV)
+def test_same_values_state_and_changelog_state_as_memory(kind: str, tmp_path: Path) -> None:
+    calls = _calls(3_000, seed=1)
+    memory = _group("memory", tmp_path)
+    kv = _group(kind, tmp_path)
+    m_values, m_log = _run(memory, calls, 25)
+    k_values, k_log = _run(kv, calls, 25)
+    assert k_values == m_values
+    assert any(v == () for v in m_values)  # late records were part of it
+    for i in range(6):
+        for p in range(3):
+            assert kv.stores[i].snapshot(p) == memory.stores[i].snapshot(p), (i, p)
+    assert _replayed(k_log, tmp_path / "a") == _replayed(m_log, tmp_path / "b")
+    assert any(v is None for _, _, v in k_log)  # expired keys were deleted
+
+
+@pytest.mark.parametrize("kind", KV)
+def test_restored_from_a_changelog_it_decides_as_memory_does(kind: str, tmp_path: Path) -> None:
+    first, then = _calls(1_500, seed=2), _calls(1_500, seed=3, start=1_500 * 2_000)
+    memory = _group("memory", tmp_path)
+    _, changelog = _run(memory, first, 40)
+    kv = _group(kind, tmp_path)
+    for p in range(3):
+        kv.clear(p)
+    for p, k, v in changelog:
+        kv.restore(p, k, v)
+    for i, s in enumerate(kv.stores):
+        for p in range(3):
+            assert s.stream_time(p) == memory.stores[i].stream_time(p)
+    m_values, _ = _run(memory, then, 40)
+    k_values, _ = _run(kv, then, 40)
+    assert k_values == m_values
+
+
+@pytest.mark.parametrize("kind", KV)
+def test_clear_wipes_what_an_aborted_transaction_wrote(kind: str, tmp_path: Path) -> None:
+    kv = _group(kind, tmp_path)
+    store = kv.stores[0]
+    assert store.add(0, b"a", 1_000, True) == (1,)
+    kv.flush()  # written locally, then the commit fails: the partition is rebuilt
+    kv.clear(0)
+    assert store.size(0) == 0
+    assert store.add(0, b"a", 2_000, True) == (1,)
+
+
+@pytest.mark.parametrize("kind", KV)
+def test_a_checkpoint_skips_the_replay_once(kind: str, tmp_path: Path) -> None:
+    kv = _group(kind, tmp_path)
+    assert isinstance(kv, KVStateGroup)
+    for t in (1_000, 2_000):
+        kv.stores[0].add(1, b"a", t, True)
+    kv.flush()
+    before = kv.stores[0].snapshot(1)
+    kv.close(1, 42)  # clean shutdown after a commit: the changelog ends at 42
+
+    again = _group(kind, tmp_path)
+    assert isinstance(again, KVStateGroup)
+    assert again.resume(1) == 42
+    assert again.stores[0].snapshot(1) == before
+    assert again.stores[0].stream_time(1) == 2_000
+    assert again.stores[0].add(1, b"a", 3_000, True) == (3,)
+    again.flush()
+    again.release(1)  # stops without a clean close (a crash)
+
+    crashed = _group(kind, tmp_path)  # no clean close since the resume: no checkpoint, wiped
+    assert isinstance(crashed, KVStateGroup)
+    assert crashed.resume(1) is None
+    assert crashed.stores[0].size(1) == 0
+
+
+def test_only_window_stores_of_the_embedded_kind_fit_its_group(tmp_path: Path) -> None:
+    a = _aggregates()[0]
+    with pytest.raises(TypeError):
+        KVStateGroup(TOPIC, [WindowStore(a.name, a, TOPIC)], tmp_path)  # type: ignore[list-item]
