@@ -263,8 +263,9 @@ class TopologyProcessor:
         flt = None if a.filter is None else a.filter.evaluate
         return _StoreSlot(i, store, key, value, flt, a.group_by == stage_key)
 
-    def update(self, topology: Topology) -> None:
-        """Switch to ``topology`` (rules added, changed or removed at run time).
+    def update(self, topology: Topology, *, version: str | None = None) -> None:
+        """Switch to ``topology`` (rules added, changed or removed at run time); ``version``, when
+        given, is the detector version its decisions name from now on.
 
         Stores that keep the same state (same name, function, field, grouping, window kind and
         size, filter) keep it; new ones start empty. Changes not yet flushed are kept for the next
@@ -281,6 +282,9 @@ class TopologyProcessor:
                 "the first stateful rule of a stage needs a restart"
             )
         self._pending.extend(self.flush())
+        if version is not None:
+            self.version = version
+            self._version_header = (H_VERSION, version.encode())
         self._install(topology)
 
     # ------------------------------------------------------------ process

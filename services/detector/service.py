@@ -105,7 +105,9 @@ def start_rules(
     its commit or abort. A transaction retried after an abort is decided by the rules in force at
     the retry: the aborted attempt left no output, offsets or state behind (exactly once), so this
     is the same as the rule having arrived before the records, which is also what a restart after
-    a crash does (it applies the rules topic to its end before processing).
+    a crash does (it applies the rules topic to its end before processing). Every output record
+    names the rule set that decided it: after a run-time change, ``fraudstream.detector.version``
+    (and the alerts' ``detector_version``) is ``<version>.rules-<digest of the rules in force>``.
     """
     from services.rules.feed import RuleApplier, RulesFeed
 

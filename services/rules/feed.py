@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import schema_text
 from services.kafka import registry_client
+from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.rules_topic import RuleError, apply_rule
 from topology.serde import AvroDecoder, AvroEncoder, DecodeError
@@ -92,18 +94,28 @@ class RulesFeed:
         self._consumer.close()
 
 
+def rules_version(base: str, topology: Topology) -> str:
+    """``base`` plus a digest of the rule set in force (each branch's ``id@version`` refs): the
+    detector version of decisions made after a run-time rule change, so every output record names
+    the rule set that decided it (and all records of one transaction name the same one)."""
+    refs = sorted(f"{b.name}:{r.ref}" for b in topology.branches for r in b.rules)
+    return f"{base}.rules-{hashlib.sha256(';'.join(refs).encode()).hexdigest()[:8]}"
+
+
 class RuleApplier:
     """Applies rules-topic records to a running processor; a rejected rule is logged and ignored."""
 
     def __init__(self, processor: TopologyProcessor) -> None:
         self.processor = processor
+        self._base_version = processor.version
 
     def apply(self, records: list[RuleRecord]) -> None:
         for rule_id, value in records:
             ref = rule_id if value is None else f"{rule_id}@v{value.get('version')}"
             removing = value is None or value.get("enabled", True) is False
             try:
-                self.processor.update(apply_rule(self.processor.topology, rule_id, value))
+                topology = apply_rule(self.processor.topology, rule_id, value)
+                self.processor.update(topology, version=rules_version(self._base_version, topology))
             except (RuleError, ValueError) as exc:
                 log.warning("rule %s rejected: %s", ref, exc)
                 continue

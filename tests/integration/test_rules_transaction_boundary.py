@@ -98,3 +98,11 @@ def test_rule_change_waits_for_the_open_transaction_to_end(
     for s in third:
         assert ("big@2" in rules(s)) == (s.amount >= 100), (s, rules(s))
         assert "big@1" not in rules(s), (s, rules(s))
+
+    def version(s: Sent) -> bytes:
+        return by_id[s.transaction_id].headers["fraudstream.detector.version"]
+
+    # Every record names the rule set that decided it: one per transaction, another after the change.
+    assert len({version(s) for s in [*first, *second]}) == 1
+    assert len({version(s) for s in third}) == 1
+    assert version(first[0]) != version(third[0])

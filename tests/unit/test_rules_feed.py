@@ -1,0 +1,69 @@
+"""services/rules/feed.py without a broker: rule records applied to a processor name the rule set in force."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from services.rules.feed import RuleApplier, rules_version
+from topology.processor import TopologyProcessor
+from topology.records import RawRecord
+from topology.yaml_loader import loads_topology
+
+BASE = """\
+topology: t
+source: {topic: tx}
+dlq: dlq
+rules:
+  - {id: large, version: 1, when: amount >= 900}
+branches:
+  - {name: fraud, to: fraud, rules: [large]}
+default_branch: {name: legit, to: legit}
+"""
+
+
+def _processor() -> TopologyProcessor:
+    values = {b"small": {"amount": Decimal("10.00")}, b"big": {"amount": Decimal("6000.00")}}
+
+    def decode(value: bytes | None) -> dict[str, Any]:
+        return values[value or b""]
+
+    return TopologyProcessor(loads_topology(BASE), decode, version="1.0+abc")
+
+
+def _decided(p: TopologyProcessor, value: bytes) -> dict[str, bytes]:
+    (out,) = p.process(RawRecord("tx", 0, 0, b"k", value, 0, ()))
+    return dict(out.headers)
+
+
+def rule(version: int, when: str) -> tuple[str, dict[str, Any]]:
+    return "new", {"id": "new", "version": version, "definition": f"when: {when}"}
+
+
+def test_every_decision_names_the_rule_set_in_force() -> None:
+    p = _processor()
+    assert _decided(p, b"small")["fraudstream.detector.version"] == b"1.0+abc"
+    applier = RuleApplier(p)
+    applier.apply([rule(1, "amount >= 5000")])
+    v1 = p.version
+    assert v1.startswith("1.0+abc.rules-") and v1 == rules_version("1.0+abc", p.topology)
+    headers = _decided(p, b"big")
+    assert headers["fraudstream.detector.version"] == v1.encode()
+    assert headers["fraudstream.rules"] == b"large@1,new@1"
+    assert _decided(p, b"small")["fraudstream.detector.version"] == v1.encode()  # the default branch too
+
+    applier.apply([rule(2, "amount >= 5")])
+    assert p.version != v1
+    assert _decided(p, b"small")["fraudstream.detector.version"] == p.version.encode()
+
+
+def test_the_version_depends_on_the_rule_set_only() -> None:
+    a, b = _processor(), _processor()
+    RuleApplier(a).apply([rule(1, "amount >= 5000"), rule(2, "amount >= 5")])
+    RuleApplier(b).apply([rule(2, "amount >= 5")])
+    assert a.version == b.version  # same rules in force, same version, on any instance
+    before = a.version
+    RuleApplier(a).apply([("bad", {"id": "bad", "version": 1, "definition": "when: nope > 1"})])  # rejected
+    assert a.version == before
+    RuleApplier(a).apply([("new", None)])  # removed
+    assert a.version not in (before, "1.0+abc")
