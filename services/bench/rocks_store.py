@@ -130,12 +130,12 @@ class KVWindowStore(WindowStore):
         self._group: KVStateGroup | None = None
         self._seen: dict[int, dict[bytes, None]] = {}
 
-    def add(self, partition: int, key: bytes, time_ms: int, value: Any) -> tuple[AggValue, ...]:
+    def add(self, partition: int, key: bytes, time_ms: int, value: Any, ident: str = "") -> tuple[AggValue, ...]:
         seen = self._seen.get(partition)
         if seen is None or key not in seen:
             assert self._group is not None, "a KVWindowStore works inside its KVStateGroup"
             self._group.fault_in(partition, key)
-        return super().add(partition, key, time_ms, value)
+        return super().add(partition, key, time_ms, value, ident)
 
     def size(self, partition: int | None = None) -> int:
         assert self._group is not None

@@ -103,6 +103,7 @@ class StoresReport:
     keys: int
     partitions: int
     value_bytes_avg: float = 0.0
+    first_stage_stores: int = 0  # stores in one changelog document of the replay
     updates: list[Update] = field(default_factory=list)
     restores: list[Restore] = field(default_factory=list)
 
@@ -129,7 +130,7 @@ class Slot:
     aggregate: Aggregate
     stage: int
 
-    def call(self, record: Mapping[str, Any], time_field: str) -> tuple[bytes, int, Any] | None:
+    def call(self, record: Mapping[str, Any], time_field: str) -> tuple[bytes, int, Any, str] | None:
         a = self.aggregate
         if a.filter is not None and not a.filter.evaluate(record):
             return None
@@ -139,7 +140,8 @@ class Slot:
         value = True if a.field is None else record[a.field]
         if value is None:
             return None
-        return encode_group_key(vals), int(to_epoch_ms(record[time_field])), value
+        ident = str(record["transaction_id"]) if a.related else ""  # kept by stores that name related records
+        return encode_group_key(vals), int(to_epoch_ms(record[time_field])), value, ident
 
 
 def workloads() -> list[tuple[str, list[Slot]]]:
@@ -163,7 +165,7 @@ def workloads() -> list[tuple[str, list[Slot]]]:
         return f"{s.name}: {a.function} {w.kind} {_span(w.size_ms)}"
 
     singles = [
-        of("velocity"),  # sliding count, 2 minutes
+        of("velocity-count"),  # sliding count, 3 minutes, keeps transaction ids
         of("fan-out"),  # sliding distinct count, 15 minutes, filtered
         of("fan-in"),  # sliding distinct count, 1 day, by target account and amount (second stage)
         of("structuring-sum"),  # sliding sum, 1 day, filtered
@@ -189,7 +191,7 @@ def generated(records: int, accounts: int = 10_000) -> list[dict[str, Any]]:
     return [g.record for g in TransactionStream(stream_config(settings)).take(records)]
 
 
-Op = tuple[int, int, bytes, int, Any]  # store index, partition, key, time, value
+Op = tuple[int, int, bytes, int, Any, str]  # store index, partition, key, time, value, transaction id
 
 
 def operations(slots: Sequence[Slot], records: Sequence[Mapping[str, Any]], partitions: int) -> list[list[Op]]:
@@ -200,8 +202,8 @@ def operations(slots: Sequence[Slot], records: Sequence[Mapping[str, Any]], part
         for i, s in enumerate(slots):
             c = s.call(r, "event_time")
             if c is not None:
-                key, t, v = c
-                ops.append((i, zlib.crc32(key) % partitions, key, t, v))
+                key, t, v, ident = c
+                ops.append((i, zlib.crc32(key) % partitions, key, t, v, ident))
         out.append(ops)
     return out
 
@@ -244,8 +246,8 @@ def measure_update(
         keep = values.append
         t0 = perf()
         for record_ops in chunk:
-            for i, p, k, t, v in record_ops:
-                keep(stores[i].add(p, k, t, v))
+            for i, p, k, t, v, ident in record_ops:
+                keep(stores[i].add(p, k, t, v, ident))
         t1 = perf()
         for g in groups:
             flushed += len(g.flush())
@@ -300,8 +302,8 @@ def template_documents(records: int = 20_000) -> list[bytes]:
     first = [s for s in slots if s.stage == 0]
     stores, groups = build("memory", first, Path("."))
     for record_ops in operations(first, generated(records, accounts=5_000), 1):
-        for i, p, k, t, v in record_ops:
-            stores[i].add(p, k, t, v)
+        for i, p, k, t, v, ident in record_ops:
+            stores[i].add(p, k, t, v, ident)
     docs = sorted({v for _, _, v in groups[0].flush() if v is not None})
     if not docs:
         raise RuntimeError("no changelog documents")
@@ -492,6 +494,7 @@ def run_stores_bench(
     report.updates = run_updates(records, flush_every, partitions, kinds, log, repeat)
     if restore:
         report.restores, report.value_bytes_avg = run_restores(bootstrap, keys, partitions, kinds, log)
+        report.first_stage_stores = sum(1 for s in workloads()[-1][1] if s.stage == 0)
     if json_output:
         json.dump(report.as_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -523,7 +526,7 @@ def run_stores_bench(
         table = Table(
             title=f"changelog replay: {keys:,} keys, {partitions} partitions, "
             f"value avg {report.value_bytes_avg:.0f} B "
-            "(fraud.yaml's first stage: 6 stores), each in a new process"
+            f"(fraud.yaml's first stage: {report.first_stage_stores} stores), each in a new process"
         )
         for col, right in (("replay", False), ("records", True), ("keys in store", True), ("seconds", True),
                            ("records/s", True), ("RSS growth MB", True)):  # fmt: skip

@@ -18,12 +18,20 @@ M = 60_000
 
 
 def _aggregates() -> list[Aggregate]:
-    def agg(name: str, function: str, kind: str, size: int, field: str | None, advance: int | None = None) -> Aggregate:
+    def agg(
+        name: str,
+        function: str,
+        kind: str,
+        size: int,
+        field: str | None,
+        advance: int | None = None,
+        related: bool = False,
+    ) -> Aggregate:
         window = Window(kind, size, 30_000, advance)  # type: ignore[arg-type]
-        return Aggregate(function, ("k",), window, ">=", Decimal(1), field, name=name)  # type: ignore[arg-type]
+        return Aggregate(function, ("k",), window, ">=", Decimal(1), field, name=name, related=related)  # type: ignore[arg-type]
 
     return [
-        agg("sliding-count", "count", "sliding", 2 * M, None),
+        agg("sliding-count", "count", "sliding", 2 * M, None, related=True),  # keeps transaction ids
         agg("sliding-sum", "sum", "sliding", 10 * M, "amount"),
         agg("sliding-distinct", "distinct_count", "sliding", 5 * M, "target"),
         agg("tumbling-count", "count", "tumbling", 5 * M, None),
@@ -40,7 +48,7 @@ def _group(kind: str, directory: Path) -> StateGroup:
     return KVStateGroup(TOPIC, stores, directory, backend, cache_keys=int(cache or 0))
 
 
-Call = tuple[int, int, bytes, int, Any]
+Call = tuple[int, int, bytes, int, Any, str]
 Entry = tuple[int, bytes, bytes | None]
 
 
@@ -59,15 +67,16 @@ def _calls(n: int, seed: int, start: int = 0) -> list[Call]:
             value = Decimal(rnd.randint(1, 500_00)).scaleb(-2)
         elif store in (2, 5):
             value = f"t{rnd.randrange(8)}"
-        out.append((store, rnd.randrange(3), key, when, value))
+        out.append((store, rnd.randrange(3), key, when, value, f"tx{len(out)}"))
     return out
 
 
 def _run(group: StateGroup, calls: list[Call], flush_every: int) -> tuple[list[Any], list[Entry]]:
     values: list[Any] = []
     changelog: list[Entry] = []
-    for i, (s, p, k, t, v) in enumerate(calls):
-        values.append(group.stores[s].add(p, k, t, v))
+    for i, (s, p, k, t, v, ident) in enumerate(calls):
+        store = group.stores[s]
+        values.append((store.add(p, k, t, v, ident), store.related_ids(p, k, t)))
         if (i + 1) % flush_every == 0:
             changelog.extend(group.flush())
     changelog.extend(group.flush())
@@ -93,7 +102,8 @@ def test_same_values_state_and_changelog_state_as_memory(kind: str, tmp_path: Pa
     m_values, m_log = _run(memory, calls, 25)
     k_values, k_log = _run(kv, calls, 25)
     assert k_values == m_values
-    assert any(v == () for v in m_values)  # late records were part of it
+    assert any(v == () for v, _ in m_values)  # late records were part of it
+    assert any(ids for _, ids in m_values)  # and transaction ids kept by the related store
     for i in range(6):
         for p in range(3):
             assert kv.stores[i].snapshot(p) == memory.stores[i].snapshot(p), (i, p)
