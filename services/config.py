@@ -210,3 +210,8 @@ class DetectorSettings(_Section):
     stats_interval_s: float = Field(10.0, gt=0)
     metrics_port: int | None = None  # serve /metrics on this port (unset = off)
     metrics_host: str = "0.0.0.0"
+    # Window stores: "memory" (default), or "rocksdb" (embedded, under state_dir/<application>/<instance>,
+    # wiped and restored from the changelog on every assignment; a cache of store_cache_keys keys per partition).
+    store: Literal["memory", "rocksdb"] = "memory"
+    state_dir: Path = Path("/tmp/fraudstream-state")
+    store_cache_keys: int = Field(100_000, ge=0)

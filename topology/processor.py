@@ -60,7 +60,7 @@ from topology.plan import (
 )
 from topology.records import Headers, OutRecord, RawRecord
 from topology.serde import DecodeError, EncodeError
-from topology.state import AggValue, StateGroup, WindowStore, encode_group_key, state_id
+from topology.state import AggValue, InMemoryState, StateBackend, WindowStore, encode_group_key, state_id
 from topology.vectorized import BatchRouter, BatchRouting
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
@@ -146,8 +146,10 @@ class TopologyProcessor:
         decode_errors: tuple[type[Exception], ...] = (DecodeError,),
         encode_alert: EncodeAlert | None = None,
         columnar: ColumnarDecoder | None = None,
+        state: StateBackend | None = None,
     ) -> None:
         self.version = version
+        self._state: StateBackend = state or InMemoryState()  # where the window stores live
         self._encode_alert = encode_alert
         self._columnar = columnar
         self._decode = decode
@@ -174,14 +176,14 @@ class TopologyProcessor:
                 # the same state (the threshold or grace may differ): keep it
                 stores[s.name] = old if old.aggregate == s.aggregate else old.with_aggregate(s.aggregate)
             else:
-                stores[s.name] = WindowStore(s.name, s.aggregate, s.changelog_topic)
+                stores[s.name] = self._state.store(s.name, s.aggregate, s.changelog_topic)
         order = [s.name for s in topology.stores]
         index = {name: i for i, name in enumerate(order)}
         self.topology = topology
         self._stores = stores
         self._store_names = tuple(order)
         self._groups = {
-            stage.input_topic: StateGroup(stage.changelog_topic, (stores[s.name] for s in stage.stores))
+            stage.input_topic: self._state.group(stage.changelog_topic, [stores[s.name] for s in stage.stores])
             for stage in stages
             if stage.stores
         }

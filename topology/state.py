@@ -30,7 +30,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from topology.plan import Aggregate
 
@@ -98,7 +98,7 @@ class WindowStore:
 
     def with_aggregate(self, aggregate: Aggregate) -> WindowStore:
         """A store for ``aggregate`` (same ``state_id``: e.g. another threshold or grace) taking over this state."""
-        new = WindowStore(self.name, aggregate, self.changelog_topic)
+        new = type(self)(self.name, aggregate, self.changelog_topic)
         if new.state_id != self.state_id:
             raise ValueError(f"store {self.name}: {aggregate} keeps other state than {self.aggregate}")
         new._partitions = self._partitions
@@ -388,6 +388,26 @@ class StateGroup:
         doc: dict[str, Any] = {} if value is None else json.loads(value)
         for s in self.stores:
             s.load(partition, key, doc.get(s.state_id))
+
+
+class StateBackend(Protocol):
+    """Makes the stores of a processor: ``InMemoryState`` (the default), or
+    ``topology.kvstate.KVState`` (an embedded store such as RocksDB). ``group`` is called again for
+    the same changelog topic when rules change at run time (the stores are regrouped)."""
+
+    def store(self, name: str, aggregate: Aggregate, changelog_topic: str) -> WindowStore: ...
+
+    def group(self, changelog_topic: str, stores: Iterable[WindowStore]) -> StateGroup: ...
+
+
+class InMemoryState:
+    """Stores in memory (plain ``WindowStore``/``StateGroup``)."""
+
+    def store(self, name: str, aggregate: Aggregate, changelog_topic: str) -> WindowStore:
+        return WindowStore(name, aggregate, changelog_topic)
+
+    def group(self, changelog_topic: str, stores: Iterable[WindowStore]) -> StateGroup:
+        return StateGroup(changelog_topic, stores)
 
 
 def encode_group_key(values: Iterable[Any]) -> bytes:

@@ -31,11 +31,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from services.bench.rocks_store import BACKENDS, KVStateGroup, KVWindowStore
 from services.config import GeneratorSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from topology.expr import to_epoch_ms
+from topology.kvstate import BACKENDS, KVStateGroup, KVWindowStore
 from topology.plan import Aggregate, Window
 from topology.state import StateGroup, WindowStore, encode_group_key
 from topology.yaml_loader import DEFAULT_PATH, load_topology

@@ -34,6 +34,7 @@ def detect_command(
     ] = None,
     stats_interval_s: Annotated[float | None, typer.Option(help="Seconds between stats lines.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
+    store: Annotated[str | None, typer.Option(help="Window state stores: 'memory' or 'rocksdb'.")] = None,
 ) -> None:
     """Run the fraud detector: read transactions, route them to fraud/legit/DLQ exactly once."""
     logging.basicConfig(
@@ -44,9 +45,17 @@ def detect_command(
         topology_file=topology, application_id=application_id, instance_id=instance_id,
         commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms, on_error=_on_error(on_error), stats_interval_s=stats_interval_s,
-        metrics_port=metrics_port,
+        metrics_port=metrics_port, store=_store(store),
     )
     raise typer.Exit(run(settings, KafkaSettings()))
+
+
+def _store(value: str | None) -> Literal["memory", "rocksdb"] | None:
+    if value is None:
+        return None
+    if value not in ("memory", "rocksdb"):
+        raise typer.BadParameter("must be 'memory' or 'rocksdb'", param_hint="--store")
+    return "rocksdb" if value == "rocksdb" else "memory"
 
 
 def _on_error(value: str | None) -> Literal["dead-letter", "fail"] | None:

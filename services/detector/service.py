@@ -66,7 +66,15 @@ def build_runtime(
         encode_alert = AvroEncoder(registry, schema_text("fraud_alert"), subject=f"{topology.alerts}-value").encode
     # Stateless topologies also route whole consumed batches (polars decode + vectorised rules).
     columnar = ColumnarDecoder(registry, schema_text("transaction")) if settings.batch_decode else None
-    processor = TopologyProcessor(topology, decoder, version=version, encode_alert=encode_alert, columnar=columnar)
+    state = None
+    if settings.store == "rocksdb":
+        from topology.kvstate import KVState
+
+        directory = settings.state_dir / settings.application_id / settings.instance_id
+        state = KVState(directory, "rocksdb", cache_keys=settings.store_cache_keys)
+    processor = TopologyProcessor(
+        topology, decoder, version=version, encode_alert=encode_alert, columnar=columnar, state=state
+    )
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
         consumer_extra = {"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}
@@ -88,7 +96,8 @@ def build_runtime(
         consumer_config=consumer_extra,
     )
     log.info(
-        "detector %s: topology %s (%s), version %s", runtime_settings.transactional_id, topology.name, path, version
+        "detector %s: topology %s (%s), version %s, %s state stores", runtime_settings.transactional_id,
+        topology.name, path, version, settings.store,
     )
     return ExactlyOnceRuntime(
         processor, runtime_settings, on_commit=None if metrics is None else _metrics_hook(metrics)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
+from services.config import DetectorSettings
 from services.detector.service import StatsLine, _metrics_hook, detector_version
 from services.metrics import Metrics
 from topology.runtime import CommitReport, RuntimeStats
@@ -42,3 +46,13 @@ def test_metrics_hook_counts_committed_records() -> None:
     assert 'fraudstream_rule_hits_total{rule="large-amount@1"} 1.0' in text
     assert 'fraudstream_dlq_records_total{error_class="DecodeError"} 1.0' in text
     assert 'fraudstream_transactions_total{outcome="committed"} 1.0' in text
+
+
+def test_the_store_is_typed_config_memory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert DetectorSettings().store == "memory"
+    monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STORE", "rocksdb")
+    assert DetectorSettings().store == "rocksdb"
+    assert DetectorSettings.with_overrides(store="memory").store == "memory"  # a flag wins
+    monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STORE", "leveldb")
+    with pytest.raises(ValidationError):
+        DetectorSettings()

@@ -1,28 +1,30 @@
-"""The measured alternative to ``topology.state``: window stores kept in an embedded key-value store.
+"""Window stores kept in an embedded key-value store (RocksDB through ``rocksdict``; LMDB measured too).
 
-Same contract as ``StateGroup``/``WindowStore`` (``add``, ``flush``, ``restore``, ``clear``,
-``drop``, ``snapshot``), so the benchmark runs both on one workload. The changelog stays the
-source of truth; the embedded store (RocksDB through ``rocksdict``, or LMDB through ``lmdb``)
-holds every key's committed state, and memory holds only the keys touched since the last flush
-(a write-back cache, as Kafka Streams' record cache in front of RocksDB):
+Selected with ``FRAUDSTREAM_DETECTOR_STORE=rocksdb`` (``TopologyProcessor(state=KVState(...))``);
+the default stays in memory (``topology.state``): see README, "State stores", for the figures of
+``fraudstream bench stores``. Same contract as ``StateGroup``/``WindowStore`` (``add``, ``flush``,
+``restore``, ``clear``, ``drop``, ``snapshot``). The changelog stays the source of truth; the
+embedded store holds every key's committed state, and memory only a write-back cache of the keys
+touched lately (as Kafka Streams' record cache in front of RocksDB):
 
 - ``add`` faults the key in (one ``get``, one JSON decode of its document) the first time it is
-  touched after a flush, then updates it in memory like the in-memory store;
+  touched while not cached, then updates it in memory like the in-memory store;
 - ``flush`` returns the same changelog entries as ``StateGroup.flush`` and writes them, in one
-  batch, to the embedded store as they are (the value in the store *is* the changelog value),
-  then empties the cache;
-- ``restore`` writes a changelog record as it is (no decode): the fastest possible restore;
+  batch, to the embedded store as they are (the value in the store *is* the changelog value); then
+  the cache keeps at most ``cache_keys`` keys per partition (0: none), dropping the first loaded;
+- ``restore`` writes a changelog record as it is (no decode): a fast restore;
 - keys expired in every store of the group are deleted by a scan of the partition, once per
   sweep interval of the group's longest window (an expired entry read back is harmless: ``add``
   prunes it, as it does restored in-memory state).
 
-Exactly once: local state may run ahead of the committed changelog (it is written at flush,
+Exactly once: local state may run ahead of the committed changelog (it is written at flush, right
 before the commit, and the commit may fail), so ``clear`` (assigned, or rebuilt after an abort)
-wipes the partition and the changelog is replayed from its start, as Kafka Streams does under
-EOS without KIP-892. ``close(partition, offset)`` after a clean commit writes a checkpoint (the
-changelog end offset the local state matches); ``resume`` then keeps the local state and returns
-that offset, so only the changelog tail is replayed, and deletes the checkpoint at once, since
-from then on local state may again run ahead of what is committed.
+wipes the partition and the changelog is replayed from its start, as Kafka Streams does under EOS
+without KIP-892. The detector always does so. ``close(partition, offset)`` after a clean commit
+writes a checkpoint (the changelog end offset the local state matches); ``resume`` then keeps the
+local state and returns that offset, so only the changelog tail is replayed, and deletes the
+checkpoint at once, since from then on local state may again run ahead of what is committed. Only
+the benchmark uses these two: the runtime has no hook yet that tells a clean close after a commit.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ class KVStateGroup(StateGroup):
     def __init__(
         self,
         changelog_topic: str,
-        stores: Iterable[KVWindowStore],
+        stores: Iterable[WindowStore],
         directory: Path,
         backend: str = "rocksdb",
         *,
@@ -256,6 +258,16 @@ class KVStateGroup(StateGroup):
         crash leaves): the next ``resume`` wipes it."""
         self._close_db(partition)
         super().drop(partition)
+
+    def adopt(self, old: KVStateGroup) -> None:
+        """Take over ``old``'s embedded stores (the processor regroups its stores when rules change
+        at run time; ``old`` was flushed). The cache starts empty: keys are read back as needed."""
+        self._db, self._restoring, self._next_sweep = old._db, old._restoring, old._next_sweep
+        for n in self._db:
+            self._seen[n] = {}
+        for s in self._kvs:
+            for p in s._partitions.values():
+                p.keys.clear()
 
     def _close_db(self, partition: int) -> None:
         if self._restoring.get(partition):
@@ -377,6 +389,29 @@ class KVStateGroup(StateGroup):
                     p.stream_time = t
                 if p.next_sweep == NO_TIME:
                     p.next_sweep = p.stream_time + s._sweep_every
+
+
+class KVState:
+    """Makes ``KVWindowStore``s and their ``KVStateGroup``s under ``directory`` (a ``StateBackend``)."""
+
+    def __init__(self, directory: Path, backend: str = "rocksdb", *, cache_keys: int = 100_000) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown embedded store {backend!r} (one of {', '.join(BACKENDS)})")
+        self.directory = directory
+        self.backend = backend
+        self.cache_keys = cache_keys
+        self._groups: dict[str, KVStateGroup] = {}
+
+    def store(self, name: str, aggregate: Aggregate, changelog_topic: str) -> WindowStore:
+        return KVWindowStore(name, aggregate, changelog_topic)
+
+    def group(self, changelog_topic: str, stores: Iterable[WindowStore]) -> StateGroup:
+        group = KVStateGroup(changelog_topic, stores, self.directory, self.backend, cache_keys=self.cache_keys)
+        old = self._groups.get(changelog_topic)
+        if old is not None:
+            group.adopt(old)
+        self._groups[changelog_topic] = group
+        return group
 
 
 def _max_time(value: bytes, state_id: str) -> int | None:

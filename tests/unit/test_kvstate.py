@@ -1,4 +1,4 @@
-"""The embedded-store alternative keeps the in-memory store's contract (same values, same changelog)."""
+"""topology/kvstate.py: the embedded stores keep the in-memory store's contract (same values, same changelog)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from typing import Any
 
 import pytest
 
-from services.bench.rocks_store import BACKENDS, KVStateGroup, KVWindowStore
+from services.config import GeneratorSettings
+from services.generator.produce import stream_config
+from services.generator.scenarios import TransactionStream
+from tests.unit.topology_support import serde
+from topology.driver import TopologyTestDriver
+from topology.kvstate import BACKENDS, KVState, KVStateGroup, KVWindowStore
 from topology.plan import Aggregate, Window
+from topology.processor import H_EVIDENCE, H_RULES, TopologyProcessor
+from topology.rules_topic import apply_rule
 from topology.state import StateGroup, WindowStore
+from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 TOPIC = "app-changelog"
 M = 60_000
@@ -168,4 +176,48 @@ def test_a_checkpoint_skips_the_replay_once(kind: str, tmp_path: Path) -> None:
 def test_only_window_stores_of_the_embedded_kind_fit_its_group(tmp_path: Path) -> None:
     a = _aggregates()[0]
     with pytest.raises(TypeError):
-        KVStateGroup(TOPIC, [WindowStore(a.name, a, TOPIC)], tmp_path)  # type: ignore[list-item]
+        KVStateGroup(TOPIC, [WindowStore(a.name, a, TOPIC)], tmp_path)
+
+
+CARD_TESTING_V4 = {
+    "id": "card-testing",
+    "version": 4,
+    "definition": (
+        "when:\n  aggregate:\n    function: count\n    group_by: [source_account]\n"
+        "    window: {kind: sliding, size: 5m, grace: 30s}\n    filter: amount <= 2\n"
+        "    op: '>='\n    threshold: 3\n    related: true\n"
+    ),
+}
+
+
+def test_the_processor_decides_the_same_on_rocksdb_across_a_restart_and_a_rule_change(tmp_path: Path) -> None:
+    """fraud.yaml on generated scenario traffic: every output equal to the in-memory run's."""
+    s = serde("kvstate")
+    topology = load_topology(DEFAULT_PATH)
+    settings = GeneratorSettings.with_overrides(seed=11, rate=0, event_rate=20.0, accounts=300)
+    txs = [g.record for g in TransactionStream(stream_config(settings)).take(3_000)]
+
+    def run(state: KVState | None) -> TopologyTestDriver:
+        def processor() -> TopologyProcessor:
+            return TopologyProcessor(topology, s.decoder.decode, version="v", state=state)
+
+        d = TopologyTestDriver(processor(), partitions=3, encoder=s.encoder.encode, commit_every=40)
+        d.pipe_all(txs[:1_500])
+        d.commit()
+        d.processor.revoked([(t, p) for t in d.processor.source_topics for p in range(3)])  # the old one stops
+        if state is not None:  # a new process: a new backend on the same directory
+            state = KVState(tmp_path / "state", cache_keys=25)
+        assert d.restart(processor()) > 0
+        d.pipe_all(txs[1_500:2_200])
+        d.processor.update(apply_rule(d.processor.topology, "card-testing", CARD_TESTING_V4))
+        d.pipe_all(txs[2_200:])
+        d.commit()
+        return d
+
+    memory = run(None)
+    kv = run(KVState(tmp_path / "state", cache_keys=25))
+    for topic in (*topology.sinks, topology.dlq, topology.alerts or ""):
+        mine = [(w.key, w.value, w.headers) for w in kv.records(topic)]
+        assert mine == [(w.key, w.value, w.headers) for w in memory.records(topic)], topic
+    fired = [w for w in memory.records(topology.branches[0].to) if b"card-testing@4" in dict(w.headers)[H_RULES]]
+    assert fired and any(H_EVIDENCE in dict(w.headers) for w in memory.records(topology.branches[0].to))
