@@ -419,7 +419,7 @@ def run_restores(
     """Write the changelog once; replay it in a new process per implementation; then restart the embedded ones."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no info lines amid the tables
     topic = f"bench-{uuid.uuid4().hex[:8]}-stores-changelog"
     for future in admin.create_topics(
         [NewTopic(topic, partitions, -1, config={"cleanup.policy": "compact"})]
