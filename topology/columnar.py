@@ -53,7 +53,7 @@ import polars as pl
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from polars.exceptions import PanicException
 
-from topology.serde import HEADER_SIZE, MAGIC_BYTE
+from topology.serde import HEADER_SIZE, MAGIC_BYTE, schema_fullname
 
 WIRE = "__wire"  # the leading fixed(5) column: each value's wire header
 END = "__end"  # the trailing fixed(16) column: the marker after each value
@@ -182,7 +182,7 @@ def _make_plan(writer: Any, reader: dict[str, Any] | None, sync: bytes, mark: by
         return None
     reader_fields: dict[str, dict[str, Any]] | None = None
     if reader is not None:
-        if _fullname(writer) != _fullname(reader):
+        if schema_fullname(writer) != schema_fullname(reader):
             return None
         reader_fields = {f["name"]: f for f in reader.get("fields", [])}
     suspect: list[pl.Expr] = []
@@ -286,12 +286,6 @@ def _plain_default(schema: Any, default: Any) -> tuple[Any, pl.DataType] | None:
     if isinstance(first, str) and first in types and default is not _ABSENT and not isinstance(default, dict | list):
         return default, types[first]
     return None
-
-
-def _fullname(schema: dict[str, Any]) -> str:
-    name = str(schema.get("name", ""))
-    ns = schema.get("namespace")
-    return name if "." in name or not ns else f"{ns}.{name}"
 
 
 def _normal(schema: Any) -> Any:

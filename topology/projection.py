@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from topology.plan import ALERT_FIELDS, Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
-from topology.serde import HEADER_SIZE, AvroDecoder, DecodeError, _classify
+from topology.serde import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
 
 # Value kinds of the fast path.
 _NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _STRING, _DECIMAL, _TS_MS, _UNION = range(10)
@@ -374,7 +374,7 @@ class ProjectionDecoder:
         wanted = self._fields
         reader_fields: dict[str, dict[str, Any]] | None = None
         if self._reader is not None:
-            if _fullname(writer) != _fullname(self._reader):
+            if schema_fullname(writer) != schema_fullname(self._reader):
                 return None
             reader_fields = {f["name"]: f for f in self._reader.get("fields", [])}
             if any(f.get("aliases") for f in reader_fields.values()):
@@ -422,12 +422,6 @@ def _plain_default(schema: Any, default: Any) -> Any:
     if first in ("string", "boolean", "int", "long", "double", "float") and not isinstance(default, dict | list):
         return default
     return _NO_DEFAULT
-
-
-def _fullname(schema: Mapping[str, Any]) -> str:
-    name = str(schema.get("name", ""))
-    ns = schema.get("namespace")
-    return name if "." in name or not ns else f"{ns}.{name}"
 
 
 def _normal(schema: Any) -> Any:

@@ -242,6 +242,13 @@ def describe_type(schema: Any) -> str:
     return str(schema)
 
 
+def schema_fullname(schema: Mapping[str, Any]) -> str:
+    """A named schema's full name: ``namespace.name`` unless the name is already dotted."""
+    name = str(schema.get("name", ""))
+    ns = schema.get("namespace")
+    return name if "." in name or not ns else f"{ns}.{name}"
+
+
 def _parse(schema: Any, named_schemas: dict[str, Any] | None = None) -> dict[str, Any]:
     parsed = parse_schema(schema, named_schemas=named_schemas)
     if not isinstance(parsed, dict):
