@@ -69,26 +69,27 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     while kills < KILLS:
         d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
         done = _wait_progress(stack, t, done, total, d, timeout=120)
-        if done >= total:
-            d.signal(signal.SIGTERM)
-            d.wait()
+        if done >= total:  # this run finished the input before its kill: it is the last run
             break
-        time.sleep(rnd.uniform(0.05, 1.0))  # somewhere inside a transaction
+        # Somewhere inside a transaction; short enough that KILLS runs do not finish the input.
+        time.sleep(rnd.uniform(0.02, 0.4))
         d.signal(signal.SIGKILL)
         d.wait()
         kills += 1
         # The next run must commit something of its own before it is killed in turn.
         done = committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions)
     assert kills >= 5, f"the detector finished before {KILLS} kills (only {kills}): input too small"
+    if kills == KILLS:
+        d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
 
-    last = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
+    # The last run finishes the input and stops cleanly on SIGTERM (once it is running: its handler is set).
     deadline = time.monotonic() + 180
     while committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions) < total:
-        assert time.monotonic() < deadline, f"detector did not finish:\n{last.output()[-3000:]}"
-        assert last.proc.poll() is None, f"detector exited early:\n{last.output()[-3000:]}"
+        assert time.monotonic() < deadline, f"detector did not finish:\n{d.output()[-3000:]}"
+        assert d.proc.poll() is None, f"detector exited early:\n{d.output()[-3000:]}"
         time.sleep(0.5)
-    last.signal(signal.SIGTERM)
-    assert last.wait() == 0, last.output()[-3000:]
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0, d.output()[-3000:]
 
     committed = read_all(stack.bootstrap_servers, t.outputs, "read_committed")  # asserts the end is reached
     uncommitted = read_all(stack.bootstrap_servers, t.outputs, "read_uncommitted")
