@@ -237,11 +237,13 @@ class DetectorBench:
             raise RuntimeError("preload: records left unsent")
         return count / (time.perf_counter() - started)
 
-    def raw_copy(self) -> Throughput:
-        """(a) consume -> produce -> send offsets -> commit, directly on confluent_kafka."""
-        out = f"bench-{self.run_id}.raw-copy"
+    def raw_copy(self, headers: list[tuple[str, str | bytes | None]] | None = None) -> Throughput:
+        """(a) consume -> produce -> send offsets -> commit, directly on confluent_kafka; with ``headers``,
+        (a') the same loop writing those headers on every record instead of copying the input's."""
+        tag = "raw-headers" if headers is not None else "raw-copy"
+        out = f"bench-{self.run_id}.{tag}"
         self._topics([out])
-        s = self._settings(f"bench-{self.run_id}-raw")
+        s = self._settings(f"bench-{self.run_id}-{tag}")
         producer = Producer(producer_config(s))
         producer.init_transactions(30)
         consumer = Consumer(consumer_config(s))
@@ -265,7 +267,7 @@ class DetectorBench:
                         first = started
                 while True:
                     try:
-                        produce(out, m.value(), m.key(), headers=m.headers())
+                        produce(out, m.value(), m.key(), headers=m.headers() if headers is None else headers)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -286,7 +288,10 @@ class DetectorBench:
                 offsets = {}
         seconds = time.monotonic() - (first or time.monotonic())
         consumer.close()
-        return Throughput("(a) raw exactly-once copy loop (confluent_kafka)", copied, seconds, txns)
+        name = "(a) raw exactly-once copy loop (confluent_kafka)"
+        if headers is not None:
+            name = f"(a') the same loop, writing the detector's {len(headers)} decision headers"
+        return Throughput(name, copied, seconds, txns)
 
     def detector(self, name: str, stateless: bool, profile: bool = False) -> tuple[Throughput, str | None]:
         """(b) the runtime with a topology over the preloaded input, until every output is committed."""

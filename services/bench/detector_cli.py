@@ -11,6 +11,12 @@ from rich.table import Table
 from services.bench.detector import DetectorBench, Report, machine
 from services.config import KafkaSettings
 from services.kafka import Unreachable
+from topology.processor import H_BRANCH, H_RULES, H_VERSION
+
+# What the detector writes on a legit record (the headers of a decision), for the (a') baseline.
+DECISION_HEADERS: list[tuple[str, str | bytes | None]] = [
+    (H_BRANCH, b"legit"), (H_RULES, b""), (H_VERSION, b"0.1.0+00000000"),
+]
 
 
 def run_detector_bench(
@@ -46,6 +52,8 @@ def run_detector_bench(
         console.print("(a) raw exactly-once copy loop ...")
         raw = bench.raw_copy()
         report.results.append(raw)
+        console.print("(a') raw loop with the detector's decision headers ...")
+        report.results.append(bench.raw_copy(DECISION_HEADERS))
         console.print("(b) detector, fraud topology ...")
         fraud, prof = bench.detector("(b) detector runtime, fraud.yaml (stateful + repartition)", False, profile)
         report.results.append(fraud)
