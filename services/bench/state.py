@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
 from services.bench.detector import DetectorBench, Log, Throughput, renamed_topology
+from services.bench.stores import write_changelog
 from services.config import GeneratorSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
@@ -165,7 +165,7 @@ class StateBench:
             future.result(timeout=30)
             b.created.add(name)
         started = time.perf_counter()
-        self._write(changelog, templates)
+        write_changelog(self.bench.bootstrap, changelog, self.keys, self.bench.partitions, templates, self.log)
         write_seconds = time.perf_counter() - started
 
         timed = _Timed(processor)
@@ -196,31 +196,6 @@ class StateBench:
             records_restored=runtime.stats.restored,
             keys_in_store=int(restored["keys"]),
         )
-
-    def _write(self, topic: str, templates: list[bytes]) -> None:
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bench.bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "batch.size": 1_000_000,
-                "queue.buffering.max.messages": 1_000_000,
-                "compression.type": "lz4",
-            }
-        )
-        partitions, n = self.bench.partitions, len(templates)
-        for i in range(self.keys):
-            args = (topic, templates[i % n], f"bench-key-{i:08d}".encode(), i % partitions)
-            while True:
-                try:
-                    producer.produce(*args)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            if i and i % 250_000 == 0:
-                self.log(f"  wrote {i:,} keys")
-        if producer.flush(120) != 0:
-            raise RuntimeError("changelog: records left unsent")
 
     def throughput(self) -> list[Throughput]:
         """Stateful fraud.yaml, then the stateless rule, over the same preloaded input."""
