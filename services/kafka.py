@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -148,6 +148,20 @@ def ensure_topics(
 def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> bool:
     """Whether ``topic`` exists on the broker."""
     return topic in admin.list_topics(timeout=timeout_s).topics
+
+
+def end_offsets(
+    consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout_s: float = 10.0
+) -> dict[int, int]:
+    """Each partition's high watermark (the end a read-to-end stops at)."""
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in partitions}
+
+
+def not_at_end(consumer: Consumer, topic: str, ends: dict[int, int]) -> dict[int, int]:
+    """The partitions of ``ends`` whose position has not reached their end offset yet. Under
+    ``read_committed`` the position passes control records too, so it does reach the end."""
+    positions = {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in ends])}
+    return {p: end for p, end in ends.items() if end > 0 and positions.get(p, -1) < end}
 
 
 def _tcp_probe(bootstrap_servers: str, timeout_s: float) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from services.config import TOPICS, KafkaSettings
 from services.evaluate.score import Decision, Label, Report, Scores, evaluate, related_from_alerts, with_related
+from services.kafka import end_offsets, not_at_end
 from topology.serde import AvroDecoder, DecodeError
 
 RULES_HEADER = "fraudstream.rules"
@@ -33,11 +34,7 @@ def drain(bootstrap: str, topic: str, *, idle_timeout_s: float = 10.0, missing_o
             if missing_ok:
                 return
             raise KafkaException(f"topic {topic} does not exist")
-        ends: dict[int, int] = {}
-        for p in metadata.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > 0:
-                ends[p] = high
+        ends = {p: end for p, end in end_offsets(consumer, topic, metadata.partitions).items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         last_progress = time.monotonic()
         while ends and time.monotonic() - last_progress < idle_timeout_s:
@@ -47,9 +44,7 @@ def drain(bootstrap: str, topic: str, *, idle_timeout_s: float = 10.0, missing_o
             for msg in batch:
                 if msg.error() is None:
                     yield msg
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(ends)]):
-                if tp.offset >= ends[tp.partition]:  # read_committed: control records count too
-                    del ends[tp.partition]
+            ends = not_at_end(consumer, topic, ends)
     finally:
         consumer.close()
 

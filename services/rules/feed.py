@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import schema_text
-from services.kafka import registry_client
+from services.kafka import end_offsets, not_at_end, registry_client
 from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.rules_topic import RuleError, apply_rule
@@ -78,14 +78,13 @@ class RulesFeed:
         """Every record up to the current end of the topic (empty if the topic does not exist)."""
         if not self._assign():
             return []
-        parts = self._consumer.assignment()
-        ends = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=5.0)[1] for tp in parts}
+        parts = [tp.partition for tp in self._consumer.assignment()]
+        ends = end_offsets(self._consumer, self.topic, parts, timeout_s=5.0)
         out: list[RuleRecord] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             out.extend(self.poll())
-            positions = {tp.partition: tp.offset for tp in self._consumer.position(parts)}
-            if all(ends[p] <= 0 or positions.get(p, -1) >= ends[p] for p in ends):
+            if not not_at_end(self._consumer, self.topic, ends):
                 return out
             time.sleep(0.05)
         raise TimeoutError(f"rules topic {self.topic}: not read to its end within {timeout_s:.0f} s")
