@@ -17,6 +17,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from services.alerts.service import AlertService, DeadLetters, consumer_config
 from services.alerts.webhook import RetryPolicy, WebhookPoster
 from services.config import AlertsSettings, KafkaSettings
+from services.logs import setup_logging
 from services.metrics import Metrics
 from topology.serde import AvroDecoder
 
@@ -95,9 +96,7 @@ def alerts(
     A consumer group of its own, with retries and exponential backoff.
     An offset is committed only after its alert was delivered or dead-lettered.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     settings = AlertsSettings.with_overrides(
         webhook_url=webhook, topic=topic, group_id=group_id, dead_letter_topic=dead_letter_topic,
         max_attempts=max_attempts, from_beginning=from_beginning, metrics_port=metrics_port,

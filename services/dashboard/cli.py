@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from services.config import DashboardSettings, KafkaSettings
 from services.dashboard.feed import KafkaFeed, consumer_config, default_group_id
 from services.dashboard.hub import Hub, TopicRoles
 from services.dashboard.server import create_app
+from services.logs import setup_logging
 from services.metrics import Metrics
 from topology.serde import AvroDecoder
 
@@ -52,9 +52,7 @@ def dashboard(
 
     Also serves /healthz and /metrics (Prometheus) on the same port.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2"):  # one line per registry lookup
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     settings = DashboardSettings.with_overrides(
         host=host, port=port, from_beginning=from_beginning,
         legit_topic=legit_topic, fraud_topic=fraud_topic, alerts_topic=alerts_topic,

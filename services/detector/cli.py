@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.logging import RichHandler
 
 from services.config import DetectorSettings, KafkaSettings
 from services.kafka import Unreachable, check_broker, check_registry
+from services.logs import setup_logging
 from services.metrics import Metrics
 from topology.runtime import FatalRuntimeError, RuntimeStats
 from topology.yaml_loader import TopologyError
@@ -37,10 +37,7 @@ def detect_command(
     store: Annotated[str | None, typer.Option(help="Window state stores: 'memory' or 'rocksdb'.")] = None,
 ) -> None:
     """Run the fraud detector: read transactions, route them to fraud/legit/DLQ exactly once."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, rich_tracebacks=False)]
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request otherwise
+    setup_logging()
     settings = DetectorSettings.with_overrides(
         topology_file=topology, application_id=application_id, instance_id=instance_id,
         commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,
