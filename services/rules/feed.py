@@ -110,7 +110,7 @@ class RuleApplier:
 
     def apply(self, records: list[RuleRecord]) -> None:
         for rule_id, value in records:
-            ref = rule_id if value is None else f"{rule_id}@v{value.get('version')}"
+            ref = rule_id if value is None else f"{rule_id}@{value.get('version')}"
             removing = value is None or value.get("enabled", True) is False
             try:
                 topology = apply_rule(self.processor.topology, rule_id, value)

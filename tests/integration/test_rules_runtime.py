@@ -45,13 +45,13 @@ def test_rule_version_change_applies_without_restart(
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_RULES_TOPIC", rules_topic)
     det = Detector(bootstrap, url, topology, t.application_id, "a", tmp_path / "detector.log")
     try:
-        _wait_log(det, "rule big@v1 applied")
-        _wait_log(det, "rule broken@v1 rejected")
+        _wait_log(det, "rule big@1 applied")
+        _wait_log(det, "rule broken@1 rejected")
         registry = registry_client(url)
         first, _ = produce_transactions(bootstrap, registry, t.transactions, 200, seed=1)
         out = _wait_outputs(bootstrap, t, len(first))
         publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 2, "definition": "when: amount >= 100"})
-        _wait_log(det, "rule big@v2 applied")
+        _wait_log(det, "rule big@2 applied")
         second, _ = produce_transactions(bootstrap, registry, t.transactions, 200, seed=2)
         out = _wait_outputs(bootstrap, t, len(first) + len(second))
     finally:

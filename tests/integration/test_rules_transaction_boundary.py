@@ -71,17 +71,17 @@ def test_rule_change_waits_for_the_open_transaction_to_end(
     )  # fmt: skip
     registry = registry_client(url)
     try:
-        _wait_log(det, "rule big@v1 applied")
+        _wait_log(det, "rule big@1 applied")
         first, _ = produce_transactions(bootstrap, registry, t.transactions, 50, seed=1)
         _wait_outputs(bootstrap, t, "read_uncommitted", 50)  # processed, in the open transaction
         publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 2, "definition": "when: amount >= 100"})
         # Time for the detector to read the new version (several ticks); it must not apply it yet.
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not _logged(det, "rule big@v2 applied"):
+        while time.monotonic() < deadline and not _logged(det, "rule big@2 applied"):
             time.sleep(0.2)
         second, _ = produce_transactions(bootstrap, registry, t.transactions, 50, seed=2)
         _wait_outputs(bootstrap, t, "read_committed", 100)  # the first transaction, committed
-        _wait_log(det, "rule big@v2 applied")
+        _wait_log(det, "rule big@2 applied")
         third, _ = produce_transactions(bootstrap, registry, t.transactions, 100, seed=3)
         out = _wait_outputs(bootstrap, t, "read_committed", 200)
     finally:
