@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from datetime import datetime
@@ -19,6 +20,8 @@ from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
 from services.metrics import Metrics
 from topology.serde import EncodeError, RegistryError
+
+LOG_EVERY_S = 10.0  # status line interval when stderr is not a terminal
 
 
 def _fraud_rates(values: list[str]) -> dict[str, float]:
@@ -66,7 +69,9 @@ def generate(
     start: Annotated[
         datetime | None, typer.Option(help="First event time, UTC (default: now; 2026-01-01 when seeded).")
     ] = None,
-    accounts: Annotated[int | None, typer.Option(help="Accounts in the population.")] = None,
+    accounts: Annotated[
+        int | None, typer.Option(help="Accounts (default: 5,000 per simulated tx/s, at least 10,000).")
+    ] = None,
     partitions: Annotated[int | None, typer.Option(help="Partitions of topics the generator creates.")] = None,
     bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
     registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
@@ -111,11 +116,20 @@ def generate(
     server = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
     metrics.generator_target_rate.set(settings.rate)
     last = [0, time.monotonic()]  # transactions counted into the metrics, and when
-    with Live(Text(""), console=console, refresh_per_second=4, transient=False) as live:
+    logged = [0.0]  # when the last status line was printed (not on a terminal)
+    with contextlib.ExitStack() as stack:
+        # A terminal gets one live status line; logs (containers, files) a plain line every LOG_EVERY_S.
+        live = Live(Text(""), console=console, refresh_per_second=4) if console.is_terminal else None
+        if live is not None:
+            stack.enter_context(live)
 
         def report(progress: Progress) -> None:
             now = time.monotonic()
-            live.update(Text(progress.line(now)))
+            if live is not None:
+                live.update(Text(progress.line(now)))
+            elif now - logged[0] >= LOG_EVERY_S:
+                console.print(progress.line(now), highlight=False, soft_wrap=True)
+                logged[0] = now
             metrics.generated.inc(progress.sent - last[0])
             if now > last[1]:
                 metrics.generator_rate.set((progress.sent - last[0]) / (now - last[1]))
@@ -130,8 +144,6 @@ def generate(
         report(result)
     if server is not None:
         server.close()
-    if not console.is_terminal:
-        console.print()  # end the last status line
     elapsed = time.monotonic() - result.started
     verdict = "interrupted: " if signals else ""
     console.print(
