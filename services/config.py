@@ -157,10 +157,11 @@ class GeneratorSettings(_Section):
     rate: float = Field(100.0, ge=0)  # transactions per second; 0 = as fast as possible
     count: int | None = Field(None, ge=0)  # None = run until Ctrl-C
     seed: int | None = None  # same seed (and flags) = same transactions, ids and event times
-    # Simulated transactions per event-time second (default: `rate`, or 100 when rate is 0).
+    # Simulated transactions per event-time second (default: `rate`, or 10 when rate is 0).
     event_rate: float | None = Field(None, gt=0)
     start: datetime | None = None  # first event time (default: now; 2026-01-01T00:00Z when seeded)
-    accounts: int = Field(10_000, ge=100)
+    # Default: 5,000 per simulated tx/s (at least 10,000), the density the rules were tuned on.
+    accounts: int | None = Field(None, ge=100)
     merchants: int = Field(2_000, ge=10)
     # Fraud incidents started per 1,000 transactions, per scenario (0 turns one off).
     fraud_large_amount: float = Field(2.0, ge=0)

@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings
-from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream
+from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream, default_accounts
 from services.kafka import ensure_topics, producer_config
 from topology.serde import AvroEncoder
 
@@ -62,7 +62,7 @@ def stream_config(settings: GeneratorSettings) -> StreamConfig:
         start = start.replace(tzinfo=UTC)
     return StreamConfig(
         seed=settings.seed,
-        accounts=settings.accounts,
+        accounts=settings.accounts or default_accounts(event_rate),
         merchants=settings.merchants,
         event_rate=event_rate,
         start_ms=int(start.timestamp() * 1000) if start is not None else None,

@@ -39,6 +39,11 @@ from typing import Any, NamedTuple
 LEGIT = "legit"
 SCENARIOS = ("large_amount", "card_testing", "velocity", "fan_in", "fan_out", "structuring")
 STRUCTURING_THRESHOLD_CENTS = 1_000_000  # a 10,000.00 reporting threshold
+# The traffic density the rules were tuned on (50,000 accounts at 10 simulated tx/s: on average
+# 2e-4 tx/s, about 17 payments a day, per account). A denser population makes ordinary accounts
+# look like velocity bursts.
+ACCOUNTS_PER_TX_PER_S = 5_000
+MIN_ACCOUNTS = 10_000
 LARGE_AMOUNT_CENTS = 90_000  # the tutorial's rule: amount >= 900
 
 # (country, currency, share of accounts)
@@ -365,6 +370,12 @@ class TransactionStream:
             "country": country,
             "merchant_category": mcc,
         }
+
+
+def default_accounts(event_rate: float) -> int:
+    """The population that keeps each account's mean activity at the tuned density (``ACCOUNTS_PER_TX_PER_S``
+    accounts per simulated tx/s, at least ``MIN_ACCOUNTS``)."""
+    return max(MIN_ACCOUNTS, round(ACCOUNTS_PER_TX_PER_S * event_rate))
 
 
 def _zipf(n: int, exponent: float) -> list[float]:

@@ -9,6 +9,8 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
+from services.config import GeneratorSettings
+from services.generator.produce import stream_config
 from services.generator.scenarios import (
     LEGIT,
     SCENARIOS,
@@ -16,6 +18,8 @@ from services.generator.scenarios import (
     ScenarioRates,
     StreamConfig,
     TransactionStream,
+    _activity,
+    default_accounts,
 )
 from topology.serde import AvroDecoder, AvroEncoder
 
@@ -150,3 +154,24 @@ def test_every_generated_record_fits_the_avro_schemas(sample: list[Generated]) -
         labels.encode(g.label())
         assert decoded["amount"] == g.record["amount"]
         assert decoded["amount"].as_tuple().exponent == -2
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0, 100.0, 200.0, 2_000.0])
+def test_default_population_keeps_the_tuned_density_and_the_busiest_account_plausible(rate: float) -> None:
+    """The live generator's population grows with its rate: at 200 tx/s the old fixed 10,000 accounts
+    made the busiest accounts pay ~3.6 times a simulated minute, and velocity flagged ordinary traffic."""
+    config = stream_config(GeneratorSettings.with_overrides(rate=rate))
+    assert config.accounts == default_accounts(config.event_rate)
+    assert config.accounts >= 10_000
+    if config.accounts > 10_000:  # the density the rules were tuned on: 50,000 accounts at 10 tx/s
+        assert config.event_rate / config.accounts == pytest.approx(10 / 50_000, rel=1e-3)
+    weights = _activity(config.accounts, config.event_rate)
+    busiest_per_minute = 60 * config.event_rate * max(weights) / sum(weights)
+    assert busiest_per_minute <= 1.0
+    old = _activity(10_000, config.event_rate)  # the old fixed population, for contrast
+    if config.event_rate >= 200:
+        assert 60 * config.event_rate * max(old) / sum(old) > 3
+
+
+def test_an_explicit_population_is_kept() -> None:
+    assert stream_config(GeneratorSettings.with_overrides(rate=200.0, accounts=1_234)).accounts == 1_234
