@@ -2,7 +2,8 @@
 
 ``python -m services.dashboard.screenshot --url http://127.0.0.1:5000 --out docs/dashboard.png --after 90``
 opens the page, waits until it is live and has shown ``--min-rows`` decisions, lets it run
-``--after`` seconds more (so the chart has a history), then writes the PNG.
+``--after`` seconds more (so the chart has a history), then (by default) until a fraud row is in
+view, and writes the PNG.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def screenshot(
     out: Annotated[Path, typer.Option(help="where to write the PNG")] = Path("docs/dashboard.png"),
     after: Annotated[float, typer.Option(help="seconds to let the page run once rows arrive")] = 60.0,
     min_rows: Annotated[int, typer.Option(help="decisions the page must show before the wait starts")] = 10,
+    fraud_in_view: Annotated[
+        bool, typer.Option(help="then wait (up to 2 minutes) until a fraud row is among the newest 8")
+    ] = True,
     width: Annotated[int, typer.Option()] = 1400,
     height: Annotated[int, typer.Option()] = 900,
 ) -> None:
@@ -38,6 +42,8 @@ def screenshot(
             page.wait_for_function("document.getElementById('status').textContent === 'live'", timeout=60_000)
             page.wait_for_function(f"document.querySelectorAll('#rows tr').length >= {min_rows}", timeout=120_000)
             time.sleep(after)
+            if fraud_in_view:
+                page.wait_for_selector("#rows tr.fraud:nth-child(-n+8)", timeout=120_000)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
         finally:
