@@ -145,9 +145,12 @@ def ensure_topics(
     return created
 
 
-def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> bool:
-    """Whether ``topic`` exists on the broker."""
-    return topic in admin.list_topics(timeout=timeout_s).topics
+def topic_partitions(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> int | None:
+    """How many partitions ``topic`` has (None: it does not exist)."""
+    metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return None
+    return len(metadata.partitions)
 
 
 def end_offsets(

@@ -1,7 +1,8 @@
 """`fraudstream consume`: an Avro console consumer, like ``kafka-avro-console-consumer``.
 
 Values are decoded from the Confluent wire format through the registry and
-printed as one JSON object per line on stdout. Decimals print as exact
+printed as one JSON object per line on stdout. Like the Kafka console consumer it reads a
+topic through a consumer group, or one ``--partition`` from an ``--offset`` (no group). Decimals print as exact
 strings, timestamps as ISO-8601 UTC, bytes as hex. With ``--print-key`` or
 ``--print-headers`` each line is an envelope
 ``{"partition", "offset", "key", "headers", "value"}``. A record that cannot be
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.kafka import consumer_config
@@ -61,6 +62,18 @@ def _text(raw: str | bytes | None) -> str | None:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+def parse_offset(text: str) -> int:
+    """An ``--offset`` as a librdkafka start offset: ``earliest``, ``latest`` or an absolute offset N."""
+    word = text.strip().lower()
+    if word == "earliest":
+        return OFFSET_BEGINNING
+    if word == "latest":
+        return OFFSET_END
+    if not word.isdigit():
+        raise ValueError(f"{text!r} is not an offset: use earliest, latest or a number (0 or more)")
+    return int(word)
+
+
 @dataclass
 class ConsumeResult:
     """What a run printed."""
@@ -81,6 +94,8 @@ def consume(
     read_committed: bool = True,
     print_key: bool = False,
     print_headers: bool = False,
+    partition: int | None = None,
+    offset: int = OFFSET_END,
     out: TextIO | None = None,
     err: TextIO | None = None,
     stop: Callable[[], bool] = lambda: False,
@@ -88,7 +103,10 @@ def consume(
     """Print decoded records of ``topic`` until ``max_messages``, ``idle_timeout_s`` without records, or ``stop()``.
 
     Offsets are committed only with an explicit ``group_id`` (like the Kafka console consumer's own group).
+    With ``partition``, that partition alone is read from ``offset`` (see ``parse_offset``), without a group.
     """
+    if partition is not None and group_id is not None:
+        raise ValueError("a group cannot be used with a partition: choose one")
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     commit = group_id is not None
@@ -103,7 +121,10 @@ def consume(
     decoder = AvroDecoder(registry)
     result = ConsumeResult()
     try:
-        consumer.subscribe([topic])
+        if partition is None:
+            consumer.subscribe([topic])
+        else:
+            consumer.assign([TopicPartition(topic, partition, offset)])
         idle = 0.0
         while not stop() and (max_messages is None or result.printed + result.errors < max_messages):
             want = 500 if max_messages is None else min(500, max_messages - result.printed - result.errors)

@@ -10,8 +10,8 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 
 from services.config import KafkaSettings
-from services.consumer import consume
-from services.kafka import Unreachable, check_broker, check_registry, topic_exists
+from services.consumer import consume, parse_offset
+from services.kafka import Unreachable, check_broker, check_registry, topic_partitions
 from topology.serde import RegistryError
 
 
@@ -25,6 +25,13 @@ def consume_command(
     read_committed: Annotated[
         bool, typer.Option("--read-committed/--read-uncommitted", help="Isolation level.")
     ] = True,
+    partition: Annotated[
+        int | None, typer.Option(min=0, help="Read only this partition (no group), from --offset.")
+    ] = None,
+    offset: Annotated[
+        str | None,
+        typer.Option(help="With --partition: earliest, latest (default) or an offset."),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a record (default: never).")
     ] = None,
@@ -33,12 +40,25 @@ def consume_command(
 ) -> None:
     """Print Avro records of a topic as JSON lines (decimals exact); undecodable ones as error lines."""
     console = Console(stderr=True)
+    if offset is not None and partition is None:
+        raise typer.BadParameter("needs --partition", param_hint="--offset")
+    if partition is not None and group is not None:
+        raise typer.BadParameter("cannot be used with --partition (a partition is read without a group)",
+                                 param_hint="--group")
+    try:
+        start = parse_offset(offset or ("earliest" if from_beginning else "latest"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--offset") from None
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
     try:
         admin = check_broker(kafka.bootstrap_servers)
         registry = check_registry(kafka.schema_registry_url)
-        if not topic_exists(admin, topic):
+        partitions = topic_partitions(admin, topic)
+        if partitions is None:
             console.print(f"[red]error:[/red] topic {topic!r} does not exist on {kafka.bootstrap_servers}")
+            raise typer.Exit(1)
+        if partition is not None and partition >= partitions:
+            console.print(f"[red]error:[/red] topic {topic!r} has {partitions} partitions (0-{partitions - 1})")
             raise typer.Exit(1)
         result = consume(
             kafka.bootstrap_servers,
@@ -51,6 +71,8 @@ def consume_command(
             read_committed=read_committed,
             print_key=print_key,
             print_headers=print_headers,
+            partition=partition,
+            offset=start,
         )
     except (Unreachable, RegistryError, KafkaException) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

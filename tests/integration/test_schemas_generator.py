@@ -237,5 +237,19 @@ def test_consume_cli_prints_error_lines_for_undecodable_records_and_goes_on(
         assert "ERROR partition=0 offset=1 reason=not-wire-format" in result.stderr
         assert "ERROR partition=0 offset=2 reason=truncated" in result.stderr
         assert "Processed a total of 4 messages (2 undecodable)" in result.stderr
+
+        # One partition from an offset, without a group (like kafka-console-consumer --partition --offset).
+        endpoints = ["--bootstrap-servers", stack.bootstrap_servers, "--registry-url", stack.registry_url]
+        result = CliRunner().invoke(
+            app, ["consume", "--topic", topic, "--partition", "0", "--offset", "2", "--max-messages", "2",
+                  "--print-key", *endpoints],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["offset"] for line in result.stdout.splitlines()] == [3]
+        assert "ERROR partition=0 offset=2 reason=truncated" in result.stderr
+        for bad, said in ((["--partition", "1"], "has 1 partitions"), (["--offset", "2"], "needs --partition"),
+                          (["--partition", "0", "--offset", "x"], "is not an offset")):  # fmt: skip
+            result = CliRunner().invoke(app, ["consume", "--topic", topic, "--max-messages", "1", *bad, *endpoints])
+            assert result.exit_code != 0 and said in result.output, result.output
     finally:
         admin.delete_topics([topic])
