@@ -93,20 +93,28 @@ class RulesFeed:
         self._consumer.close()
 
 
+def _rule_set(topology: Topology) -> list[str]:
+    return sorted(f"{b.name}:{r.ref}" for b in topology.branches for r in b.rules)
+
+
 def rules_version(base: str, topology: Topology) -> str:
     """``base`` plus a digest of the rule set in force (each branch's ``id@version`` refs): the
     detector version of decisions made after a run-time rule change, so every output record names
     the rule set that decided it (and all records of one transaction name the same one)."""
-    refs = sorted(f"{b.name}:{r.ref}" for b in topology.branches for r in b.rules)
-    return f"{base}.rules-{hashlib.sha256(';'.join(refs).encode()).hexdigest()[:8]}"
+    return f"{base}.rules-{hashlib.sha256(';'.join(_rule_set(topology)).encode()).hexdigest()[:8]}"
 
 
 class RuleApplier:
-    """Applies rules-topic records to a running processor; a rejected rule is logged and ignored."""
+    """Applies rules-topic records to a running processor; a rejected rule is logged and ignored.
+
+    The processor's version is its starting one while the rule set in force is the starting one
+    (again, after a rule is added and removed), else ``rules_version`` of it.
+    """
 
     def __init__(self, processor: TopologyProcessor) -> None:
         self.processor = processor
         self._base_version = processor.version
+        self._base_rules = _rule_set(processor.topology)
 
     def apply(self, records: list[RuleRecord]) -> None:
         for rule_id, value in records:
@@ -114,7 +122,10 @@ class RuleApplier:
             removing = value is None or value.get("enabled", True) is False
             try:
                 topology = apply_rule(self.processor.topology, rule_id, value)
-                self.processor.update(topology, version=rules_version(self._base_version, topology))
+                version = self._base_version
+                if _rule_set(topology) != self._base_rules:
+                    version = rules_version(self._base_version, topology)
+                self.processor.update(topology, version=version)
             except (RuleError, ValueError) as exc:
                 log.warning("rule %s rejected: %s", ref, exc)
                 continue

@@ -59,11 +59,15 @@ def test_every_decision_names_the_rule_set_in_force() -> None:
 
 def test_the_version_depends_on_the_rule_set_only() -> None:
     a, b = _processor(), _processor()
-    RuleApplier(a).apply([rule(1, "amount >= 5000"), rule(2, "amount >= 5")])
-    RuleApplier(b).apply([rule(2, "amount >= 5")])
+    on_a, on_b = RuleApplier(a), RuleApplier(b)
+    on_a.apply([rule(1, "amount >= 5000"), rule(2, "amount >= 5")])
+    on_b.apply([rule(2, "amount >= 5")])
     assert a.version == b.version  # same rules in force, same version, on any instance
     before = a.version
-    RuleApplier(a).apply([("bad", {"id": "bad", "version": 1, "definition": "when: nope > 1"})])  # rejected
+    on_a.apply([("bad", {"id": "bad", "version": 1, "definition": "when: nope > 1"})])  # rejected
     assert a.version == before
-    RuleApplier(a).apply([("new", None)])  # removed
-    assert a.version not in (before, "1.0+abc")
+    on_a.apply([("new", None)])  # removed: the rule set in force is the topology file's again
+    assert a.version == "1.0+abc"
+    assert _decided(a, b"big")["fraudstream.rules"] == b"large@1"
+    on_a.apply([rule(3, "amount >= 5")])
+    assert a.version == rules_version("1.0+abc", a.topology) != before  # another rule set, another version
