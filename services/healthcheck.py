@@ -1,7 +1,8 @@
 """``python -m services.healthcheck SERVICE``: the Docker HEALTHCHECK of one service's container.
 
 Exit 0 when the service answers over HTTP on the port its settings (environment) give it:
-the dashboard's ``/healthz``, the alerts' ``/healthz``, the detector's ``/metrics``. A
+the dashboard's ``/healthz``, the alerts' ``/healthz``, the detector's and the generator's
+``/metrics`` (each image sets its port). A
 service without a metrics port configured falls back to checking that the Kafka broker
 it depends on answers a metadata request (weaker: it says the dependency is up, not the
 process; the container's main process exiting is what Docker sees for the rest).
