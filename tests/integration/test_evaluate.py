@@ -60,7 +60,8 @@ def _generate_detect_evaluate(
 
 def test_evaluate_scores_a_real_run(stack: Endpoints, unique: str, tmp_path: Path) -> None:
     t = Topics.make(unique)
-    report = _generate_detect_evaluate(stack, t, stateless_topology(t), tmp_path, ["large_amount=20"])
+    # Card testing (amounts of 2.00 or less) is fraud the `amount >= 900` rule cannot catch.
+    report = _generate_detect_evaluate(stack, t, stateless_topology(t), tmp_path, ["large_amount=20", "card_testing=4"])
     overall = report["overall"]
     assert overall["tp"] + overall["fp"] + overall["fn"] + overall["tn"] == COUNT
     assert report["undecided"] == 0 and report["unlabelled"] == 0
