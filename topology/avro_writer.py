@@ -26,6 +26,7 @@ _PLAIN = {"string": _STRING, "long": _LONG, "int": _LONG, "boolean": _BOOLEAN, "
 _INT_RANGE = {"long": 1 << 63, "int": 1 << 31}  # values in [-r, r) are vouched for
 _SMALL = tuple(bytes([i]) for i in range(128))
 _LENGTHS = tuple(bytes([2 * i]) if i < 64 else bytes([(2 * i & 0x7F) | 0x80, 2 * i >> 7]) for i in range(8192))
+_DECIMAL_CACHE = 1 << 15  # decimal texts remembered per field (amounts repeat; about 4 MB at most)
 # 0x80 (more bytes follow) in every byte of a varint of k bytes but the last
 _CONTINUE = tuple(int.from_bytes(b"\x80" * (k - 1), "little") for k in range(9))
 
@@ -58,7 +59,7 @@ def _plain_kind(t: Any) -> tuple[int, Any] | None:
     if base == "bytes" and logical == "decimal":
         precision, scale = t.get("precision"), t.get("scale", 0)
         if type(precision) is int and type(scale) is int and 0 <= scale <= precision:
-            return _DECIMAL, (10**precision, scale)
+            return _DECIMAL, (10**precision, scale, {})  # {}: this field's cache, decimal text -> bytes
     return None
 
 
@@ -81,6 +82,7 @@ def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWri
     STRING, OPT_STRING, LONG, DECIMAL = _STRING, _OPT_STRING, _LONG, _DECIMAL
     lengths, n_lengths = _LENGTHS, len(_LENGTHS)
     long_bytes, decimal_bytes, plain = _long, _decimal, _plain
+    cache_size = _DECIMAL_CACHE
 
     def write(record: Mapping[str, Any]) -> bytes | None:
         out = [prefix]
@@ -108,10 +110,16 @@ def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWri
                 elif kind == DECIMAL:
                     if type(value) is not Decimal:
                         return None
-                    unscaled = decimal_bytes(value, arg[0], arg[1])
-                    if unscaled is None:
-                        return None
-                    raw = unscaled
+                    text = str(value)
+                    encoded = arg[2].get(text)
+                    if encoded is None:
+                        encoded = decimal_bytes(text, value, arg[0], arg[1])
+                        if encoded is None:
+                            return None
+                        if len(arg[2]) < cache_size:
+                            arg[2][text] = encoded
+                    append(encoded)
+                    continue
                 else:
                     encoded = plain(kind, arg, value)
                     if encoded is None:
@@ -172,13 +180,13 @@ def _long(n: int) -> bytes:
     return (x | _CONTINUE[size]).to_bytes(size, "little")
 
 
-def _decimal(value: Decimal, limit: int, scale: int) -> bytes | None:
-    """The two's-complement big-endian unscaled bytes fastavro writes for ``value`` (``None``: not vouched).
+def _decimal(text: str, value: Decimal, limit: int, scale: int) -> bytes | None:
+    """Length and two's-complement big-endian unscaled bytes, as fastavro writes ``value``
+    (whose ``str`` is ``text``); ``None``: not vouched for.
 
     Same sizing as fastavro: ``(bit_length(|unscaled|) + 8) // 8`` bytes, so 0 is one byte and
-    -128 is two.
+    -128 is two. ``text`` determines the result: ``str`` of a Decimal keeps its exponent.
     """
-    text = str(value)
     if scale and len(text) > scale + 1 and text[-scale - 1] == "." and text[-scale:].isdigit():
         unscaled = int(text[: -scale - 1] + text[-scale:])  # plain notation, exactly `scale` fraction digits
     else:
@@ -191,4 +199,5 @@ def _decimal(value: Decimal, limit: int, scale: int) -> bytes | None:
     magnitude = -unscaled if unscaled < 0 else unscaled
     if magnitude >= limit:  # more digits than the precision
         return None
-    return unscaled.to_bytes((magnitude.bit_length() + 8) >> 3, "big", signed=True)
+    size = (magnitude.bit_length() + 8) >> 3
+    return _long(size) + unscaled.to_bytes(size, "big", signed=True)
