@@ -5,12 +5,13 @@
 ``decimal`` (given as ``decimal.Decimal``), or a two-branch union of ``null`` and one of those
 (not decimal); for any other schema it returns ``None``. The writer it returns gives ``prefix`` +
 the bytes fastavro's ``schemaless_writer`` writes, for every record it vouches for, and ``None``
-for any other: a missing field, a value of another Python type (checked with ``type(v) is ...``:
-no subclasses, no bool as a number, no datetime), a number out of the type's range, a decimal that
-is not finite, has more fraction digits than the scale or more digits than the precision, a string
-that is not valid UTF-8. The caller then encodes that record with fastavro, which writes it or
-rejects it exactly as without this writer. ``tests/unit/test_avro_writer.py`` checks the bytes
-against fastavro on seeded random records.
+for any other: a missing field, a key outside the schema, a value of another Python type (checked
+with ``type(v) is ...``: no subclasses, no bool as a number, no datetime), a number out of the
+type's range, a decimal that is not finite, has more fraction digits than the scale or more digits
+than the precision, a string UTF-8 cannot encode (a lone surrogate). The caller then encodes that
+record with fastavro, which writes it or rejects it exactly as without this writer.
+``tests/unit/test_avro_writer.py`` checks the bytes against fastavro on seeded random records.
+Each decimal field remembers the bytes of up to ``_DECIMAL_CACHE`` decimal texts (amounts repeat).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWri
     lengths, n_lengths = _LENGTHS, len(_LENGTHS)
     long_bytes, decimal_bytes, plain = _long, _decimal, _plain
     cache_size = _DECIMAL_CACHE
+    n_fields = len(steps)
 
     def write(record: Mapping[str, Any]) -> bytes | None:
         out = [prefix]
@@ -130,6 +132,8 @@ def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWri
                 append(lengths[size] if size < n_lengths else long_bytes(size))
                 append(raw)
         except Exception:  # a missing field, a lone surrogate, an odd mapping: fastavro decides
+            return None
+        if len(record) != n_fields:  # a key outside the schema (every field was found)
             return None
         return b"".join(out)
 

@@ -184,16 +184,16 @@ class AvroEncoder:
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """``record`` in the wire format; raises ``EncodeError`` naming the field and value that do not fit."""
+        if self._fast is not None:
+            value = self._fast(record)
+            if value is not None:
+                return value
         if not self._field_names.issuperset(record.keys()):
             extra = sorted(set(record.keys()) - self._field_names)
             raise EncodeError(
                 f"field {extra[0]!r} (value {record[extra[0]]!r}) is not in schema {self._parsed['name']}",
                 extra[0],
             )
-        if self._fast is not None:
-            value = self._fast(record)
-            if value is not None:
-                return value
         for name, int_digits in self._decimals:
             amount = record.get(name)
             if isinstance(amount, Decimal) and amount.is_finite() and amount and amount.adjusted() >= int_digits:
