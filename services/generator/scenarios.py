@@ -240,7 +240,7 @@ class TransactionStream:
         if amount is None:
             amount = self._amount(cents)
         record = {  # what _record builds, inline on this hot path
-            "transaction_id": f"{rng.getrandbits(128):032x}",
+            "transaction_id": rng.getrandbits(128).to_bytes(16, "big").hex(),
             "source_account": source,
             "target_account": target,
             "amount": amount,
@@ -384,7 +384,7 @@ class TransactionStream:
         mcc: str | None,
     ) -> dict[str, Any]:
         return {
-            "transaction_id": f"{self._rng.getrandbits(128):032x}",
+            "transaction_id": self._rng.getrandbits(128).to_bytes(16, "big").hex(),
             "source_account": source,
             "target_account": target,
             "amount": self._amount(cents),
