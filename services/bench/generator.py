@@ -176,7 +176,8 @@ def kafka(bootstrap_servers: str, registry_url: str, count: int, seed: int = 7, 
         start, cpu = time.perf_counter(), time.thread_time()
         result = sender.run(stream, count=count, rate=0, report=_quiet)
         seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu
-        admin.delete_topics([settings.topic, settings.labels_topic])
+        for future in admin.delete_topics([settings.topic, settings.labels_topic]).values():
+            future.result(timeout=30)  # wait: a process that exits first leaves the topics behind
         if result.failed or result.delivered != 2 * count:
             raise RuntimeError(
                 f"{result.failed} failed, {result.delivered} of {2 * count} delivered: {result.last_error}"
