@@ -27,11 +27,17 @@ _MAX_BATCH = 5_000  # records produced between two polls at full speed
 
 @dataclass
 class Progress:
-    """Counters of one run (updated by the sender and the delivery callback)."""
+    """Counters of one run (updated by the sender and the delivery callback).
+
+    ``delivered`` = records handed to the producer, less those failed and those still in its
+    queue (``in_flight``): the producer reports failures only (a Python callback per delivered
+    record took 5-20% of the sender's time, measured), so it is exact once nothing is in flight.
+    """
 
     started: float
     sent: int = 0
     fraud: int = 0
+    produced: int = 0
     delivered: int = 0
     failed: int = 0
     last_error: str = ""
@@ -103,18 +109,23 @@ class Sender:
                 **{
                     "compression.type": settings.compression,
                     "linger.ms": settings.linger_ms,
-                    "on_delivery": self._delivered,
+                    "on_delivery": self._failed,
+                    "delivery.report.only.error": True,  # the client skips its callback per delivered record
                     "error_cb": self._client_error,
                 },
             )
         )
 
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.progress.delivered += 1
-        else:
+    def _failed(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
             self.progress.failed += 1
             self.progress.last_error = err.str()
+
+    def _settle(self) -> None:
+        """Update ``in_flight`` and ``delivered`` from the producer's queue."""
+        progress = self.progress
+        progress.in_flight = len(self._producer)
+        progress.delivered = progress.produced - progress.failed - progress.in_flight
 
     def _client_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -160,35 +171,47 @@ class Sender:
                     label = encode_label(generated.label())
                     # The label first: an interrupt between the two leaves a label without
                     # a transaction (harmless to evaluation), never a transaction without truth.
-                    self._produce(produce, poll, label_topic, record["transaction_id"].encode(), label)
-                    self._produce(produce, poll, tx_topic, record["source_account"].encode(), value)
+                    key = record["transaction_id"].encode()
+                    try:
+                        produce(label_topic, label, key)
+                    except BufferError:  # local queue full
+                        self._produce_when_room(label_topic, key, label)
+                    progress.produced += 1
+                    key = record["source_account"].encode()
+                    try:
+                        produce(tx_topic, value, key)
+                    except BufferError:
+                        self._produce_when_room(tx_topic, key, value)
+                    progress.produced += 1
                     progress.sent += 1
                     if generated.scenario != "legit":
                         progress.fraud += 1
                 progress.event_time_ms = stream.clock_ms
                 poll(0)
                 if now >= next_report:
-                    progress.in_flight = len(self._producer)
+                    self._settle()
                     report(progress)
                     next_report = now + report_every_s
         finally:
             self.flush(report)
         return progress
 
-    @staticmethod
-    def _produce(produce: Any, poll: Any, topic: str, key: bytes, value: bytes) -> None:
+    def _produce_when_room(self, topic: str, key: bytes, value: bytes) -> None:
+        """Produce once the local queue has room (deliveries drain it)."""
         while True:
+            self._producer.poll(0.05)
             try:
-                produce(topic, value, key)
+                self._producer.produce(topic, value, key)
                 return
-            except BufferError:  # local queue full: let deliveries drain
-                poll(0.05)
+            except BufferError:
+                continue
 
     def flush(self, report: Callable[[Progress], None], timeout_s: float = 60.0) -> None:
         """Wait for every produced record to be delivered or failed (at most ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         while len(self._producer) and time.monotonic() < deadline:
             self._producer.flush(0.5)
-            self.progress.in_flight = len(self._producer)
+            self._settle()
             report(self.progress)
-        self.progress.in_flight = len(self._producer)
+        self._producer.poll(0)  # serve the last failure reports
+        self._settle()

@@ -74,6 +74,7 @@ _MERCHANT_CHANNELS = ("card", "card", "card", "online", "mobile")
 _P2P_CHANNELS = ("transfer", "transfer", "mobile")
 _DEFAULT_SEEDED_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 _BATCH = 512
+_AMOUNT_CACHE = 1 << 15  # amounts (cents -> Decimal) remembered per stream
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class TransactionStream:
         self._sources: list[str] = []
         self._targets: list[str] = []
         self._shops: list[str] = []
+        self._amounts: dict[int, Decimal] = {}
 
     def __iter__(self) -> Iterator[Generated]:
         return self
@@ -224,7 +226,7 @@ class TransactionStream:
             self._targets.pop()
             mcc: str | None = self._mcc[target]
             channel = rng.choice(_MERCHANT_CHANNELS)
-            cents = _lognormal_cents(rng, 3.55, 0.9)  # median ~35
+            cents = int(math.exp(rng.gauss(3.55, 0.9)) * 100)  # log-normal, median ~35
         else:
             target = self._targets.pop()
             self._shops.pop()
@@ -232,10 +234,23 @@ class TransactionStream:
                 target = self.accounts[rng.randrange(len(self.accounts))]
             mcc = None
             channel = rng.choice(_P2P_CHANNELS)
-            cents = _lognormal_cents(rng, 4.1, 1.0)  # median ~60
-        return Generated(
-            self._record(source, target, cents, currency, int(self._clock), channel, country, mcc), LEGIT, None
-        )
+            cents = int(math.exp(rng.gauss(4.1, 1.0)) * 100)  # log-normal, median ~60
+        cents = 50 if cents < 50 else 499_999 if cents > 499_999 else cents  # 0.50 to 4,999.99
+        amount = self._amounts.get(cents)
+        if amount is None:
+            amount = self._amount(cents)
+        record = {  # what _record builds, inline on this hot path
+            "transaction_id": rng.getrandbits(128).to_bytes(16, "big").hex(),
+            "source_account": source,
+            "target_account": target,
+            "amount": amount,
+            "currency": currency,
+            "event_time": int(self._clock),
+            "channel": channel,
+            "country": country,
+            "merchant_category": mcc,
+        }
+        return Generated(record, LEGIT, None)
 
     # -- fraud incidents -----------------------------------------------------------------------
 
@@ -348,6 +363,15 @@ class TransactionStream:
             record = self._record(source, target, cents, currency, 0, "transfer", country, None)
             self._schedule("structuring", incident, start + rng.uniform(0, 3_600_000), record)
 
+    def _amount(self, cents: int) -> Decimal:
+        """``cents`` as an exact two-decimal amount, remembered (amounts repeat; Decimals are immutable)."""
+        amount = self._amounts.get(cents)
+        if amount is None:
+            amount = cents_to_decimal(cents)
+            if len(self._amounts) < _AMOUNT_CACHE:
+                self._amounts[cents] = amount
+        return amount
+
     def _record(
         self,
         source: str,
@@ -360,10 +384,10 @@ class TransactionStream:
         mcc: str | None,
     ) -> dict[str, Any]:
         return {
-            "transaction_id": f"{self._rng.getrandbits(128):032x}",
+            "transaction_id": self._rng.getrandbits(128).to_bytes(16, "big").hex(),
             "source_account": source,
             "target_account": target,
-            "amount": Decimal(cents).scaleb(-2),
+            "amount": self._amount(cents),
             "currency": currency,
             "event_time": event_time,
             "channel": channel,
@@ -392,12 +416,6 @@ def _activity(n: int, event_rate: float) -> list[float]:
     total = sum(weights)
     cap = max(min(20.0 / n, (1.0 / 60.0) / event_rate), 1.0 / n)
     return [min(w / total, cap) for w in weights]
-
-
-def _lognormal_cents(rng: random.Random, mu: float, sigma: float) -> int:
-    """Cents of a log-normal amount (``mu``, ``sigma`` of the amount in major units), 0.50 to 4,999.99."""
-    cents = int(math.exp(rng.gauss(mu, sigma)) * 100)
-    return min(max(cents, 50), 499_999)
 
 
 def _wall_ms() -> int:

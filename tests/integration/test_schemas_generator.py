@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from typer.testing import CliRunner
 
@@ -253,3 +253,26 @@ def test_consume_cli_prints_error_lines_for_undecodable_records_and_goes_on(
             assert result.exit_code != 0 and said in result.output, result.output
     finally:
         admin.delete_topics([topic])
+
+
+def test_failed_deliveries_are_counted_and_never_called_delivered(
+    stack: Endpoints, registry: SchemaRegistryClient, admin: AdminClient, unique: str
+) -> None:
+    """The sender hears of failures only: a topic that rejects every batch (max.message.bytes far
+    below one batch) must show up as failed records, and delivered must count only the others."""
+    count = 300
+    settings = GeneratorSettings.with_overrides(
+        seed=7, rate=0, count=count, topic=f"it-tx-{unique}", labels_topic=f"it-labels-{unique}", partitions=1
+    )
+    tiny = NewTopic(settings.topic, num_partitions=1, replication_factor=1, config={"max.message.bytes": "64"})
+    for future in admin.create_topics([tiny]).values():
+        future.result()
+    try:
+        sender = Sender(settings, stack.bootstrap_servers, registry, admin)
+        progress = sender.run(TransactionStream(stream_config(settings)), count=count, rate=0, report=lambda _: None)
+        assert (progress.sent, progress.produced, progress.in_flight) == (count, 2 * count, 0)
+        assert progress.failed == count  # every transaction record; the labels' topic takes them
+        assert progress.delivered == count
+        assert progress.last_error
+    finally:
+        admin.delete_topics([settings.topic, settings.labels_topic])
