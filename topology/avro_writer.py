@@ -82,7 +82,7 @@ def _field_kind(t: Any) -> tuple[int, Any] | None:
 def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWriter:
     STRING, OPT_STRING, LONG, DECIMAL = _STRING, _OPT_STRING, _LONG, _DECIMAL
     lengths, n_lengths = _LENGTHS, len(_LENGTHS)
-    long_bytes, decimal_bytes, plain = _long, _decimal, _plain
+    long_bytes, decimal_bytes, plain = encode_long, _decimal, _plain
     cache_size = _DECIMAL_CACHE
     n_fields = len(steps)
 
@@ -145,7 +145,7 @@ def _plain(kind: int, arg: Any, value: Any) -> bytes | None:
     if kind == _BOOLEAN:
         return b"\x01" if value is True else b"\x00" if value is False else None
     if kind == _BYTES:
-        return _long(len(value)) + value if type(value) is bytes else None
+        return encode_long(len(value)) + value if type(value) is bytes else None
     null_byte: bytes
     branch_byte: bytes
     null_byte, branch_byte, inner, inner_arg = arg  # _OPTIONAL
@@ -155,16 +155,16 @@ def _plain(kind: int, arg: Any, value: Any) -> bytes | None:
         if type(value) is not str:
             return None
         raw = value.encode()
-        return branch_byte + _long(len(raw)) + raw
+        return branch_byte + encode_long(len(raw)) + raw
     if inner == _LONG:
         if type(value) is not int or not -inner_arg <= value < inner_arg:
             return None
-        return branch_byte + _long(value)
+        return branch_byte + encode_long(value)
     encoded = _plain(inner, inner_arg, value)
     return None if encoded is None else branch_byte + encoded
 
 
-def _long(n: int) -> bytes:
+def encode_long(n: int) -> bytes:
     """Zig-zag varint of a 64-bit signed ``n`` (Avro int and long)."""
     n = (n << 1) ^ (n >> 63)
     if n < 0x80:
@@ -204,4 +204,4 @@ def _decimal(text: str, value: Decimal, limit: int, scale: int) -> bytes | None:
     if magnitude >= limit:  # more digits than the precision
         return None
     size = (magnitude.bit_length() + 8) >> 3
-    return _long(size) + unscaled.to_bytes(size, "big", signed=True)
+    return encode_long(size) + unscaled.to_bytes(size, "big", signed=True)

@@ -53,6 +53,7 @@ import polars as pl
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from polars.exceptions import PanicException
 
+from topology.avro_writer import encode_long
 from topology.serde import HEADER_SIZE, MAGIC_BYTE, schema_fullname
 
 WIRE = "__wire"  # the leading fixed(5) column: each value's wire header
@@ -133,7 +134,7 @@ class ColumnarDecoder:
             data = mark.join(values) + mark  # type: ignore[arg-type]
         except TypeError:  # a value that is not bytes (an error message's)
             return []
-        ocf = b"".join((plan.header, _zigzag(len(values)), _zigzag(len(data)), data, self._sync))
+        ocf = b"".join((plan.header, encode_long(len(values)), encode_long(len(data)), data, self._sync))
         try:
             frame = pl.read_avro(io.BytesIO(ocf))
         except (Exception, PanicException):  # any refusal of these bytes: split and retry
@@ -302,14 +303,3 @@ def border_free_marker() -> bytes:
         mark = os.urandom(_MARK_SIZE)
         if all(mark[t:] != mark[: _MARK_SIZE - t] for t in range(1, _MARK_SIZE)):
             return mark
-
-
-def _zigzag(n: int) -> bytes:
-    """The Avro (zig-zag varint) encoding of the non-negative ``n``."""
-    z = n << 1
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
