@@ -229,6 +229,18 @@ def read_all(bootstrap: str, topics: tuple[str, ...], isolation: str, timeout_s:
         c.close()
 
 
+def read_until(bootstrap: str, topics: tuple[str, ...], isolation: str, count: int,
+               timeout_s: float = 60.0) -> list[Output]:
+    """``read_all`` again until it returns ``count`` records; fails if there are more, or fewer in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = read_all(bootstrap, topics, isolation)
+        if len(out) >= count or time.monotonic() > deadline:
+            assert len(out) == count, f"{len(out)} {isolation} outputs, expected {count}"
+            return out
+        time.sleep(0.3)
+
+
 def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
     """Sum of the group's committed offsets on ``topic`` (0 for partitions without one).
 
@@ -281,3 +293,14 @@ class Detector:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def logged(self, text: str) -> bool:
+        return text in self.output()
+
+    def wait_for_log(self, text: str, timeout_s: float = 30.0) -> None:
+        """Wait until ``text`` is in the log; fail with the log's tail if it is not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self.logged(text):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged:\n{self.output()[-3000:]}")
+            time.sleep(0.2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,12 @@ from tests.integration.eos_support import (
     Topics,
     create_topics,
     produce_transactions,
-    read_all,
+    read_until,
     stateless_topology,
 )
 
 pytestmark = pytest.mark.integration
 
-
-def _wait_log(det: Detector, text: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in det.log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} not logged:\n{det.log.read_text(errors='replace')[-3000:]}")
 
 
 def test_rule_version_change_applies_without_restart(
@@ -45,15 +36,15 @@ def test_rule_version_change_applies_without_restart(
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_RULES_TOPIC", rules_topic)
     det = Detector(bootstrap, url, topology, t.application_id, "a", tmp_path / "detector.log")
     try:
-        _wait_log(det, "rule big@1 applied")
-        _wait_log(det, "rule broken@1 rejected")
+        det.wait_for_log("rule big@1 applied")
+        det.wait_for_log("rule broken@1 rejected")
         registry = registry_client(url)
         first, _ = produce_transactions(bootstrap, registry, t.transactions, 200, seed=1)
-        out = _wait_outputs(bootstrap, t, len(first))
+        out = read_until(bootstrap, t.outputs, "read_committed", len(first), timeout_s=30)
         publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 2, "definition": "when: amount >= 100"})
-        _wait_log(det, "rule big@2 applied")
+        det.wait_for_log("rule big@2 applied")
         second, _ = produce_transactions(bootstrap, registry, t.transactions, 200, seed=2)
-        out = _wait_outputs(bootstrap, t, len(first) + len(second))
+        out = read_until(bootstrap, t.outputs, "read_committed", len(first) + len(second), timeout_s=30)
     finally:
         det.signal(signal.SIGTERM)
         det.wait()
@@ -69,12 +60,3 @@ def test_rule_version_change_applies_without_restart(
         assert (o.topic == t.fraud) == (s.amount >= 100)
         assert "big@1" not in rules
 
-
-def _wait_outputs(bootstrap: str, t: Topics, count: int) -> list:  # type: ignore[type-arg]
-    deadline = time.monotonic() + 30
-    while True:
-        out = read_all(bootstrap, t.outputs, "read_committed")
-        if len(out) >= count or time.monotonic() > deadline:
-            assert len(out) == count
-            return out
-        time.sleep(0.5)

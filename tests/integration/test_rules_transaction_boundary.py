@@ -19,38 +19,18 @@ from services.kafka import registry_client
 from services.rules.feed import publish
 from tests.integration.eos_support import (
     Detector,
-    Output,
     Sent,
     Topics,
     create_topics,
     produce_transactions,
-    read_all,
+    read_until,
     stateless_topology,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def _logged(det: Detector, text: str) -> bool:
-    return text in det.log.read_text(errors="replace")
 
-
-def _wait_log(det: Detector, text: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not _logged(det, text):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not logged:\n{det.log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-
-
-def _wait_outputs(bootstrap: str, t: Topics, isolation: str, count: int) -> list[Output]:
-    deadline = time.monotonic() + 60
-    while True:
-        out = read_all(bootstrap, (t.legit, t.fraud), isolation)
-        if len(out) >= count or time.monotonic() > deadline:
-            assert len(out) == count, f"{len(out)} {isolation} outputs, expected {count}"
-            return out
-        time.sleep(0.3)
 
 
 def test_rule_change_waits_for_the_open_transaction_to_end(
@@ -71,19 +51,19 @@ def test_rule_change_waits_for_the_open_transaction_to_end(
     )  # fmt: skip
     registry = registry_client(url)
     try:
-        _wait_log(det, "rule big@1 applied")
+        det.wait_for_log("rule big@1 applied")
         first, _ = produce_transactions(bootstrap, registry, t.transactions, 50, seed=1)
-        _wait_outputs(bootstrap, t, "read_uncommitted", 50)  # processed, in the open transaction
+        read_until(bootstrap, (t.legit, t.fraud), "read_uncommitted", 50)  # processed, in the open transaction
         publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 2, "definition": "when: amount >= 100"})
         # Time for the detector to read the new version (several ticks); it must not apply it yet.
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not _logged(det, "rule big@2 applied"):
+        while time.monotonic() < deadline and not det.logged("rule big@2 applied"):
             time.sleep(0.2)
         second, _ = produce_transactions(bootstrap, registry, t.transactions, 50, seed=2)
-        _wait_outputs(bootstrap, t, "read_committed", 100)  # the first transaction, committed
-        _wait_log(det, "rule big@2 applied")
+        read_until(bootstrap, (t.legit, t.fraud), "read_committed", 100)  # the first transaction, committed
+        det.wait_for_log("rule big@2 applied")
         third, _ = produce_transactions(bootstrap, registry, t.transactions, 100, seed=3)
-        out = _wait_outputs(bootstrap, t, "read_committed", 200)
+        out = read_until(bootstrap, (t.legit, t.fraud), "read_committed", 200)
     finally:
         det.signal(signal.SIGTERM)
         det.wait()
