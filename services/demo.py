@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -21,11 +22,14 @@ class Child:
 
     name: str
     args: list[str]
+    env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         # Own session: a terminal's Ctrl-C reaches only the demo, which stops the children in order.
-        self.proc = subprocess.Popen([sys.executable, "-m", "services", *self.args], start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services", *self.args], env=self.env, start_new_session=True
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -50,15 +54,18 @@ def demo_command(
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     env_note = f"KAFKA_BOOTSTRAP_SERVERS={stack.settings.bootstrap_servers}"
-    register = subprocess.run([sys.executable, "-m", "services", "schemas", "register"], check=False)
+    # Every child talks to the stack this demo runs, whatever the caller's environment points at.
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.settings.bootstrap_servers,
+           "SCHEMA_REGISTRY_URL": stack.settings.registry_url}  # fmt: skip
+    register = subprocess.run([sys.executable, "-m", "services", "schemas", "register"], env=env, check=False)
     if register.returncode != 0:
         typer.secho("error: registering schemas failed (see above)", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     dashboard = DashboardSettings()
     children = [
-        Child("detector", ["detect"]),
-        Child("dashboard", ["dashboard"]),
-        Child("generator", ["generate", "--rate", str(rate)]),  # last started, first stopped
+        Child("detector", ["detect"], env),
+        Child("dashboard", ["dashboard"], env),
+        Child("generator", ["generate", "--rate", str(rate)], env),  # last started, first stopped
     ]
     stopping = False
 
@@ -87,4 +94,5 @@ def demo_command(
             child.stop()
         if not was_up and not keep_stack:
             stack.down()
-            typer.echo("stack stopped (data kept in .stack; `fraudstream stack down --clean` wipes it)")
+            kept = stack.settings.data_dir
+            typer.echo(f"stack stopped (data kept in {kept}; `fraudstream stack down --clean` wipes it)")
