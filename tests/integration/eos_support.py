@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import parse_schema, schemaless_reader
 
 from schemas import schema_text
+from services.rules.feed import publish
 from topology.serde import AvroEncoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,6 +228,21 @@ def read_all(bootstrap: str, topics: tuple[str, ...], isolation: str, timeout_s:
         return out
     finally:
         c.close()
+
+
+def rules_topology(bootstrap: str, registry_url: str, name: str, tmp_path: Path, partitions: int
+                   ) -> tuple[Topics, str, Path]:
+    """Topics named after ``name``, the input created with ``partitions``, the stateless topology
+    written to ``tmp_path``, and rule ``big@1`` (amount >= 5000) published to ``<name>.rules``.
+    Returns the topics, the rules topic and the topology file."""
+    t = Topics.make(name)
+    rules_topic = f"{name}.rules"
+    create_topics(bootstrap, [t.transactions], partitions)
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(stateless_topology(t))
+    publish(bootstrap, registry_url, rules_topic, "big",
+            {"id": "big", "version": 1, "definition": "when: amount >= 5000"})  # fmt: skip
+    return t, rules_topic, topology
 
 
 def read_until(bootstrap: str, topics: tuple[str, ...], isolation: str, count: int,

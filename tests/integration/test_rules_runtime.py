@@ -11,27 +11,19 @@ from services.kafka import registry_client
 from services.rules.feed import publish
 from tests.integration.eos_support import (
     Detector,
-    Topics,
-    create_topics,
     produce_transactions,
     read_until,
-    stateless_topology,
+    rules_topology,
 )
 
 pytestmark = pytest.mark.integration
-
 
 
 def test_rule_version_change_applies_without_restart(
     stack: object, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bootstrap, url = stack.bootstrap_servers, stack.registry_url  # type: ignore[attr-defined]
-    t = Topics.make(f"rules-{unique}")
-    rules_topic = f"rules-{unique}.rules"
-    create_topics(bootstrap, [t.transactions], 2)
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(stateless_topology(t))
-    publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 1, "definition": "when: amount >= 5000"})
+    t, rules_topic, topology = rules_topology(bootstrap, url, f"rules-{unique}", tmp_path, 2)
     publish(bootstrap, url, rules_topic, "broken", {"id": "broken", "version": 1, "definition": "when: nope > 1"})
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_RULES_TOPIC", rules_topic)
     det = Detector(bootstrap, url, topology, t.application_id, "a", tmp_path / "detector.log")

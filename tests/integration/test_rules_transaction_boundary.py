@@ -20,29 +20,19 @@ from services.rules.feed import publish
 from tests.integration.eos_support import (
     Detector,
     Sent,
-    Topics,
-    create_topics,
     produce_transactions,
     read_until,
-    stateless_topology,
+    rules_topology,
 )
 
 pytestmark = pytest.mark.integration
-
-
-
 
 
 def test_rule_change_waits_for_the_open_transaction_to_end(
     stack: object, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bootstrap, url = stack.bootstrap_servers, stack.registry_url  # type: ignore[attr-defined]
-    t = Topics.make(f"rulesboundary-{unique}")
-    rules_topic = f"rulesboundary-{unique}.rules"
-    create_topics(bootstrap, [t.transactions], 1)
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(stateless_topology(t))
-    publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 1, "definition": "when: amount >= 5000"})
+    t, rules_topic, topology = rules_topology(bootstrap, url, f"rulesboundary-{unique}", tmp_path, 1)
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_RULES_TOPIC", rules_topic)
     det = Detector(
         bootstrap, url, topology, t.application_id, "a", tmp_path / "detector.log",
