@@ -274,6 +274,9 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
+RUNNING = " started: sources "  # the runtime's start line, logged once the stop handlers are set
+
+
 class Detector:
     """``python -m services detect`` as a subprocess (its output goes to a log file)."""
 
@@ -285,6 +288,7 @@ class Detector:
                    PYTHONUNBUFFERED="1", COLUMNS="200")
         env.setdefault("FRAUDSTREAM_DETECTOR_RULES_TOPIC", "")
         self.log = log
+        self._since = log.stat().st_size if log.exists() else 0  # where this run's output starts in the log
         self._file = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services", "detect", "--topology", str(topology),
@@ -294,6 +298,13 @@ class Detector:
         )
 
     def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig``; a stop request (SIGTERM, SIGINT) only once the detector runs, so its handler is
+        set (sent while Python is still importing, it would kill the process with the default action)."""
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            deadline = time.monotonic() + 120
+            while not self.logged(RUNNING) and self.proc.poll() is None:
+                assert time.monotonic() < deadline, f"not running after 120 s:\n{self.output()[-3000:]}"
+                time.sleep(0.1)
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 60.0) -> int:
@@ -311,10 +322,13 @@ class Detector:
         return self.log.read_text(errors="replace")
 
     def logged(self, text: str) -> bool:
-        return text in self.output()
+        """Whether this run (not an earlier one writing to the same log) logged ``text``."""
+        with self.log.open("rb") as f:
+            f.seek(self._since)
+            return text in f.read().decode(errors="replace")
 
     def wait_for_log(self, text: str, timeout_s: float = 30.0) -> None:
-        """Wait until ``text`` is in the log; fail with the log's tail if it is not within ``timeout_s``."""
+        """Wait until this run logs ``text``; fail with the log's tail if it does not within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while not self.logged(text):
             if time.monotonic() > deadline:

@@ -82,7 +82,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     if kills == KILLS:
         d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
 
-    # The last run finishes the input and stops cleanly on SIGTERM (once it is running: its handler is set).
+    # The last run finishes the input and stops cleanly on SIGTERM (Detector.signal waits until it runs:
+    # the input may have been committed already, by a killed run's last transaction completing late).
     deadline = time.monotonic() + 180
     while committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions) < total:
         assert time.monotonic() < deadline, f"detector did not finish:\n{d.output()[-3000:]}"
