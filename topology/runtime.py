@@ -129,6 +129,8 @@ class RuntimeSettings:
     topic_partitions: int | None = None  # new sinks: None = partitions of the first source
     replication_factor: int = -1  # -1 = broker default
     group_instance_id: str | None = None  # static membership (restarts without rebalance)
+    # Applied to every client the runtime makes (consumer, producer, admin, restore): security settings.
+    client_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -344,7 +346,7 @@ class ExactlyOnceRuntime:
     def ensure_topics(self) -> None:
         """Create missing sink topics (and compacted changelog topics) with the sources' partition count."""
         s = self.settings
-        admin = AdminClient({"bootstrap.servers": s.bootstrap_servers})
+        admin = AdminClient({**s.client_config, "bootstrap.servers": s.bootstrap_servers})
         metadata = admin.list_topics(timeout=s.kafka_timeout_s)
         existing = metadata.topics
         partitions = s.topic_partitions
@@ -883,6 +885,7 @@ class ExactlyOnceRuntime:
         s = self.settings
         reader = Consumer(
             {
+                **s.client_config,
                 "bootstrap.servers": s.bootstrap_servers,
                 "group.id": f"{s.application_id}-restore",
                 "isolation.level": "read_committed",
@@ -894,7 +897,7 @@ class ExactlyOnceRuntime:
         # (a crashed previous owner's) is waited for, so its outcome is known before processing resumes.
         # The read_committed reader's position moves past aborted records and markers to that end.
         probe = Consumer(
-            {"bootstrap.servers": s.bootstrap_servers, "group.id": f"{s.application_id}-restore",
+            {**s.client_config, "bootstrap.servers": s.bootstrap_servers, "group.id": f"{s.application_id}-restore",
              "isolation.level": "read_uncommitted"}
         )
         try:
@@ -975,6 +978,7 @@ class ExactlyOnceRuntime:
 def producer_config(s: RuntimeSettings, error_cb: Callable[[KafkaError], None] | None = None) -> dict[str, Any]:
     """The transactional producer's configuration (also used by the benchmark's raw copy loop)."""
     config: dict[str, Any] = {
+        **s.client_config,
         "bootstrap.servers": s.bootstrap_servers,
         "transactional.id": s.transactional_id,
         "enable.idempotence": True,
@@ -995,6 +999,7 @@ def producer_config(s: RuntimeSettings, error_cb: Callable[[KafkaError], None] |
 def consumer_config(s: RuntimeSettings, error_cb: Callable[[KafkaError], None] | None = None) -> dict[str, Any]:
     """The read_committed, manually committed, cooperative-sticky consumer's configuration."""
     config: dict[str, Any] = {
+        **s.client_config,
         "bootstrap.servers": s.bootstrap_servers,
         "group.id": s.application_id,
         "isolation.level": "read_committed",
