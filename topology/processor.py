@@ -650,6 +650,25 @@ class TopologyProcessor:
             group.restore(record.partition, record.key, record.value)
 
 
+    # --- runtime hooks (interim; the transactional state lands with the state package) ---
+
+    @property
+    def dlq_topic(self) -> str:
+        return self._dlq
+
+    def committed(self) -> None:
+        return None
+
+    def aborted(self) -> None:
+        raise NotImplementedError("aborted(): transactional state is not in this build yet")
+
+    def restore_from(self, changelog: tuple[str, int]) -> int:
+        return 0
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        return None
+
+
 class _RuleFailed(Exception):
     def __init__(self, rule: Rule, cause: Exception) -> None:
         super().__init__(str(cause))

@@ -26,19 +26,11 @@ import polars as pl
 
 from topology.expr import Field, InList, Literal_, Node, Unary
 from topology.plan import AllOf, AnyOf, Condition, Topology
-from topology.records import Headers
+from topology.records import BatchRouting, Decision, Headers
 
-Decision = tuple[str, Headers, tuple[str, ...]]  # (topic, extra headers, tags)
+__all__ = ["BatchRouter", "BatchRouting", "Decision", "Headers"]
 _MAX_DECISIONS = 4096
 _ORDER = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
-
-
-@dataclass(frozen=True)
-class BatchRouting:
-    """Per value of a batch: ``codes[i]`` is a key of ``decisions``, or ``-1`` (use ``process``)."""
-
-    codes: list[int]
-    decisions: Mapping[int, Decision]
 
 
 class _Unsupported(Exception):

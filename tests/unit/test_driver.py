@@ -14,11 +14,11 @@ import fastavro
 import pytest
 
 from schemas import schema_text
-from topology.driver import TopologyTestDriver
 from topology.dsl import all_of, any_of, count, rule, sliding, stream, sum_
 from topology.processor import H_AGGS, H_KEY, H_ORIGIN, TopologyProcessor
 from topology.projection import ProjectionDecoder
 from topology.serde import AvroEncoder, EncodeError
+from topology.testing.driver import TopologyTestDriver
 from topology.yaml_loader import load_topology
 
 from .topology_support import T0, TOPIC, Serde, driver, headers, serde, tx
@@ -31,7 +31,7 @@ def s() -> Serde:
     return serde("driver")
 
 
-def decisions(d: TopologyTestDriver, s: Serde) -> dict[str, str]:
+def decisions(d: TopologyTestDriver[TopologyProcessor], s: Serde) -> dict[str, str]:
     """transaction id -> fired rules ('' = legit), over fraud and legit outputs."""
     out: dict[str, str] = {}
     for topic in (FRAUD, LEGIT):
@@ -42,7 +42,7 @@ def decisions(d: TopologyTestDriver, s: Serde) -> dict[str, str]:
     return out
 
 
-def fired(d: TopologyTestDriver, s: Serde) -> dict[str, str]:
+def fired(d: TopologyTestDriver[TopologyProcessor], s: Serde) -> dict[str, str]:
     return {k: v for k, v in decisions(d, s).items() if v}
 
 
@@ -243,7 +243,7 @@ def test_bad_record_in_a_stateful_topology_changes_no_state(s: Serde) -> None:
 ALERTS = "streaming.transactions.alerts"
 
 
-def _alerting_driver(s: Serde) -> TopologyTestDriver:
+def _alerting_driver(s: Serde) -> TopologyTestDriver[TopologyProcessor]:
     """fraud.yaml as the detector runs it: projection decoder, alerts encoded with schemas/fraud_alert.avsc."""
     topology = load_topology()
     assert topology.alerts == ALERTS
@@ -254,7 +254,7 @@ def _alerting_driver(s: Serde) -> TopologyTestDriver:
     return TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, decoder=s.decoder.decode)
 
 
-def _alerts(d: TopologyTestDriver, s: Serde) -> dict[str, dict[str, Any]]:
+def _alerts(d: TopologyTestDriver[TopologyProcessor], s: Serde) -> dict[str, dict[str, Any]]:
     """transaction id -> alert, decoded with fastavro from the Confluent wire format."""
     schema = fastavro.parse_schema(json.loads(schema_text("fraud_alert")))
     out: dict[str, dict[str, Any]] = {}

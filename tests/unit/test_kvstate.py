@@ -13,12 +13,12 @@ from services.config import GeneratorSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.topology_support import serde
-from topology.driver import TopologyTestDriver
 from topology.kvstate import BACKENDS, KVState, KVStateGroup, KVWindowStore
 from topology.plan import Aggregate, Window
 from topology.processor import H_EVIDENCE, H_RULES, TopologyProcessor
 from topology.rules_topic import apply_rule
 from topology.state import StateGroup, WindowStore
+from topology.testing.driver import TopologyTestDriver
 from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 TOPIC = "app-changelog"
@@ -197,7 +197,7 @@ def test_the_processor_decides_the_same_on_rocksdb_across_a_restart_and_a_rule_c
     settings = GeneratorSettings.with_overrides(seed=11, rate=0, event_rate=20.0, accounts=300)
     txs = [g.record for g in TransactionStream(stream_config(settings)).take(3_000)]
 
-    def run(state: KVState | None) -> TopologyTestDriver:
+    def run(state: KVState | None) -> TopologyTestDriver[TopologyProcessor]:
         def processor() -> TopologyProcessor:
             return TopologyProcessor(topology, s.decoder.decode, version="v", state=state)
 

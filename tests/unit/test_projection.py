@@ -23,13 +23,13 @@ from fastavro import parse_schema, schemaless_writer
 
 import schemas
 from tests.unit.topology_support import TOPIC, tx
-from topology.driver import TopologyTestDriver
 from topology.dsl import stream
 from topology.expr import to_epoch_ms
 from topology.plan import Aggregate, Rule, Window
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectedRecord, ProjectionDecoder, projection_of
 from topology.serde import AvroDecoder, AvroEncoder, DecodeError, wire_header
+from topology.testing.driver import TopologyTestDriver
 from topology.yaml_loader import DEFAULT_PATH, load_topology, loads_topology
 
 TX = schemas.schema_text("transaction")

@@ -18,9 +18,9 @@ from fastavro import schemaless_reader
 from schemas import schema_text
 from tests.integration.eos_support import TX_SCHEMA, Topics
 from tests.integration.stateful_support import Tx, scenario_transactions, stateful_topology
-from topology.driver import TopologyTestDriver
 from topology.processor import TopologyProcessor
 from topology.serde import AvroDecoder, AvroEncoder
+from topology.testing.driver import TopologyTestDriver
 from topology.yaml_loader import loads_topology
 
 PARTITIONS = 3

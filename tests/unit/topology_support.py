@@ -12,10 +12,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
 from topology.columnar import ColumnarDecoder
-from topology.driver import TopologyTestDriver
 from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.serde import AvroDecoder, AvroEncoder
+from topology.testing.driver import TopologyTestDriver
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 TOPIC = "queueing.transactions"
@@ -56,7 +56,9 @@ def tx(
     }
 
 
-def driver(topology: Topology, s: Serde, *, partitions: int = 1, version: str = "v-test") -> TopologyTestDriver:
+def driver(
+    topology: Topology, s: Serde, *, partitions: int = 1, version: str = "v-test"
+) -> TopologyTestDriver[TopologyProcessor]:
     """A driver whose processor also has the batch path (stateless topologies take it for every record)."""
     columnar = ColumnarDecoder(s.registry, schema_text("transaction"))
     processor = TopologyProcessor(topology, s.decoder.decode, version=version, columnar=columnar)

@@ -1,11 +1,11 @@
-"""Pure parts of the exactly-once runtime (no broker)."""
+"""Pure parts of the exactly-once runtime: configs, errors, backoff, dead letters, stats."""
 
 from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from topology.records import OutRecord, RawRecord
+from topology.records import OutRecord, ProcessorBase, RawRecord, header
 from topology.runtime import (
     ExactlyOnceRuntime,
     FencedError,
@@ -14,7 +14,6 @@ from topology.runtime import (
     backoff_seconds,
     consumer_config,
     dead_letter,
-    header_value,
     is_fenced,
     kafka_error,
     producer_config,
@@ -22,7 +21,7 @@ from topology.runtime import (
 )
 
 
-class _Proc:
+class _Proc(ProcessorBase):
     source_topics = ("in",)
     sink_topics = ("out",)
 
@@ -69,9 +68,9 @@ def test_dead_letter_keeps_bytes_and_names_the_source() -> None:
     assert h["trace"] == b"t1"
     assert h["error.class"] == b"ValueError" and h["error.message"] == b"nope"
     assert (h["source.topic"], h["source.partition"], h["source.offset"]) == (b"in", b"2", b"41")
-    assert h["error.attempts"] == b"4"
-    assert header_value(out.headers, "error.class") == "ValueError"
-    assert header_value(out.headers, "absent") is None
+    assert h["error.attempts"] == b"4" and h["error.reason"] == b"retries-exhausted"
+    assert header(out.headers, "error.class") == b"ValueError"
+    assert header(out.headers, "absent") is None
 
 
 def test_fencing_errors_are_recognised() -> None:
@@ -104,10 +103,12 @@ def test_stats_commit_latency_in_ms() -> None:
 
 
 def test_the_fast_raw_record_constructor_builds_the_same_frozen_record() -> None:
-    from topology.runtime import _raw_record
+    from topology.runtime.batch import _record
+    from topology.testing.fakes import Entry, FakeMessage
 
     args = ("t", 3, 42, b"k", b"v", 1_700_000_000_000, (("h", b"1"),))
-    fast = _raw_record(*args)
+    message = FakeMessage("t", 3, 42, Entry(b"k", b"v", (("h", b"1"),), 1_700_000_000_000))
+    fast = _record(message, "t", 3, 42, 1_700_000_000_000)
     assert fast == RawRecord(*args) and hash(fast) == hash(RawRecord(*args))
     with pytest.raises(AttributeError):
         fast.offset = 1  # type: ignore[misc]

@@ -1,0 +1,89 @@
+"""What the runtime does with a record that fails: retry with backoff, then dead-letter it or stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from topology.records import TP, OutRecord, RawRecord
+from topology.runtime.errors import backoff_seconds
+from topology.runtime.settings import RuntimeSettings
+
+log = logging.getLogger("fraudstream.runtime")
+
+
+def dead_letter(record: RawRecord, topic: str, error: BaseException, attempts: int) -> OutRecord:
+    """The dead-letter record of an input the processor kept failing on (original bytes and headers)."""
+    message = f"{error}"[:2000] or type(error).__name__
+    headers = (
+        *record.headers,
+        ("error.class", type(error).__name__.encode()),
+        ("error.reason", b"retries-exhausted"),
+        ("error.message", message.encode("utf-8", errors="replace")),
+        ("error.attempts", str(attempts).encode()),
+        ("source.topic", record.topic.encode()),
+        ("source.partition", str(record.partition).encode()),
+        ("source.offset", str(record.offset).encode()),
+    )
+    return OutRecord(topic, record.key, record.value, headers, tags=("dlq",))
+
+
+@dataclass
+class Failure:
+    count: int
+    error: BaseException
+
+
+class Failures:
+    """Failures per input record since its last commit, and consecutive transient failures."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self._settings = settings
+        self._by_record: dict[tuple[str, int, int], Failure] = {}
+        self._transient = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._by_record)
+
+    def exhausted(self, record: RawRecord) -> Failure | None:
+        """The failure of ``record`` when it failed more than ``max_retries`` times (give up on it)."""
+        if not self._by_record:
+            return None
+        f = self._by_record.get((record.topic, record.partition, record.offset))
+        return f if f is not None and f.count > self._settings.max_retries else None
+
+    def failed(self, record: RawRecord, exc: BaseException) -> float:
+        """Count a failure of ``record``; returns how long to wait before the retry (0: give up next time)."""
+        s = self._settings
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        if isinstance(exc, s.transient_errors):
+            self._transient += 1
+            log.warning(
+                "processing %s failed (transient, attempt %d, retrying until it works): %s: %s",
+                where, self._transient, type(exc).__name__, exc,
+            )  # fmt: skip
+            return backoff_seconds(self._transient, s.retry_backoff_ms, s.retry_backoff_max_ms)
+        key = (record.topic, record.partition, record.offset)
+        f = self._by_record.get(key) or Failure(0, exc)
+        self._by_record[key] = f
+        f.count += 1
+        f.error = exc
+        log.warning(
+            "processing %s failed (%d/%d): %s: %s", where, f.count, s.max_retries, type(exc).__name__, exc
+        )
+        if f.count > s.max_retries:
+            return 0.0
+        return backoff_seconds(f.count, s.retry_backoff_ms, s.retry_backoff_max_ms)
+
+    def committed(self, next_offsets: dict[TP, int]) -> None:
+        """A commit moved past some failed records: forget them, and the transient streak."""
+        self._transient = 0
+        if self._by_record:
+            self._by_record = {
+                k: f for k, f in self._by_record.items() if k[2] >= next_offsets.get((k[0], k[1]), 0)
+            }
+
+    def forget(self, parts: Iterable[TP]) -> None:
+        gone = set(parts)
+        self._by_record = {k: f for k, f in self._by_record.items() if (k[0], k[1]) not in gone}

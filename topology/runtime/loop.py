@@ -1,0 +1,435 @@
+"""The exactly-once loop: consume, process, produce and commit offsets in one transaction.
+
+It knows nothing about fraud: it feeds every input record, as a ``RawRecord``, to a
+``Processor`` (``topology.records``) and writes what comes back. One loop, no hidden threads::
+
+    init_transactions()                       # fences a zombie with the same transactional.id
+    subscribe(sources, on_assign/on_revoke/on_lost)
+    loop:
+        restore a slice of any newly assigned state (those partitions stay paused until done)
+        consume(batch)                        # read_committed, no auto commit
+        begin_transaction() on the first record of a transaction
+        process + produce every record        # outputs, dead letters, repartition records
+        every commit_interval_ms or max_batch records:
+            produce processor.flush()         # changelog records of the state changed
+            send_offsets_to_transaction(offsets, consumer_group_metadata())
+            commit_transaction(); processor.committed()
+
+Rebalancing uses the **cooperative-sticky** assignor: only the partitions that move are
+revoked. ``on_revoke`` commits the open transaction (it still owns the partitions then) and
+checkpoints their state before giving them up; ``on_lost`` (the group already gave them away)
+aborts it. ``on_assign`` pauses the new partitions that have state; the loop restores them
+(``topology.runtime.restore``) and resumes them, while the other partitions go on.
+
+Errors: a processing error aborts the transaction: ``processor.aborted()`` puts the state back
+to the last commit (no changelog replay), every partition of the transaction is sought back to
+the first offset it read, and after a backoff the records are read again; after
+``max_retries`` failures of the same record it is dead-lettered (``on_error="dead-letter"``) or
+the runtime stops (``on_error="fail"``). Abortable Kafka errors abort and rewind; retriable ones
+retry the call; a fatal producer error that is not fencing replaces the producer; fencing and
+other fatal errors raise ``FatalRuntimeError`` without committing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from topology.records import TP, Processor
+from topology.runtime.batch import BatchProcessing
+from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients
+from topology.runtime.errors import FatalRuntimeError, fatal_error, is_fenced, kafka_error
+from topology.runtime.failures import Failures
+from topology.runtime.partitions import Partitions
+from topology.runtime.restore import Progress, Restorer
+from topology.runtime.settings import RuntimeSettings, consumer_config, producer_config
+from topology.runtime.stats import CommitReport, RuntimeStats
+from topology.runtime.topics import ensure_topics
+from topology.runtime.transaction import Transaction, TransactionalProducer
+
+log = logging.getLogger("fraudstream.runtime")
+
+
+class Abort(Exception):
+    """The open transaction was aborted and its input will be read again (control flow inside a step)."""
+
+
+class ExactlyOnceRuntime:
+    """Runs one processor on Kafka with exactly-once semantics (see the module docstring)."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        settings: RuntimeSettings,
+        *,
+        clients: ClientFactory | None = None,
+        on_commit: Callable[[CommitReport], None] | None = None,
+        on_restore_progress: Progress | None = None,
+    ) -> None:
+        self.processor = processor
+        self.settings = settings
+        self.stats = RuntimeStats()
+        self.clients: ClientFactory = clients or KafkaClients()
+        self._on_commit = on_commit
+        self.dlq_topic = settings.dlq_topic or processor.dlq_topic
+        if settings.on_error == "dead-letter" and self.dlq_topic is None:
+            raise ValueError("on_error='dead-letter' needs a dlq_topic (setting or processor attribute)")
+        self._stop = False
+        self._fatal: KafkaError | None = None  # from the clients' error callback
+        self._callback_error: BaseException | None = None  # raised in a rebalance callback
+        self.partitions = Partitions()
+        self.failures = Failures(settings)
+        self.txn: Transaction | None = None
+        self._producer: TransactionalProducer | None = None
+        self._consumer: ConsumerClient | None = None
+        self._restorer = Restorer(self.clients, settings, processor, on_restore_progress)
+        self._batch = BatchProcessing(self)
+        self._recoveries = 0  # producer replacements since the last commit
+        self._next_checkpoint = 0.0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def transactional_id(self) -> str:
+        return self.settings.transactional_id
+
+    def request_stop(self) -> None:
+        """Ask the loop to commit the open transaction, leave the group and return (signal-safe)."""
+        self._stop = True
+
+    def run(
+        self,
+        stop: Callable[[], bool] | None = None,
+        on_tick: Callable[[RuntimeStats], None] | None = None,
+        tick_interval_s: float = 10.0,
+        between_transactions: Callable[[], None] | None = None,
+    ) -> None:
+        """Run until ``request_stop()`` or ``stop()`` is true; raise ``FatalRuntimeError`` on fatal errors.
+
+        ``between_transactions`` runs after every loop step that leaves no transaction open (after a
+        commit or an abort, or while idle), never while one is open: the place for changes that must
+        not split a transaction, such as run-time rule changes. ``on_tick`` may run in either state.
+        """
+        self.open()
+        next_tick = time.monotonic() + tick_interval_s
+        failed: BaseException | None = None
+        try:
+            while not self._stop and not (stop is not None and stop()):
+                self.step()
+                if between_transactions is not None and self.txn is None:
+                    between_transactions()
+                if on_tick is not None and time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick_interval_s
+                    on_tick(self.stats)
+            self.commit()
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            self.close(failed)
+
+    def open(self) -> None:
+        """Create missing topics, start the transactional producer, subscribe."""
+        s = self.settings
+        if s.create_topics:
+            ensure_topics(self.clients, s, self.processor, self.dlq_topic)
+        self._producer = self._new_producer()
+        consumer = self.clients.consumer(consumer_config(s, self._on_error))
+        self._consumer = consumer
+        consumer.subscribe(
+            list(self.processor.source_topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )  # fmt: skip
+        log.info(
+            "runtime %s started: sources %s, sinks %s", self.transactional_id,
+            ",".join(self.processor.source_topics), ",".join(self.processor.sink_topics),
+        )  # fmt: skip
+
+    def step(self) -> None:
+        """One turn of the loop: restore a slice, consume a batch, process it, commit when due."""
+        consumer, producer = self._clients()
+        s = self.settings
+        self._restore_step(consumer)
+        timeout = 0.1
+        if self.txn is not None:
+            timeout = min(max(self.txn.started + s.commit_interval_ms / 1000.0 - time.monotonic(), 0.0), 0.1)
+        want = max(1, min(s.consume_batch, s.max_batch - (self.txn.records if self.txn else 0)))
+        # consume(n, t) blocks until n messages or t have passed, which at low input rates delays every
+        # record by t: take what is fetched already, else wait for the first record only.
+        messages = list(consumer.consume(want, 0))
+        if not messages:
+            first = consumer.poll(timeout)
+            messages = [] if first is None else [first]
+        producer.producer.poll(0)  # serve the producer's error callback (delivery reports are errors only)
+        self._check_async_errors()
+        if messages:
+            try:
+                self._batch.process(messages, producer)
+            except Abort:
+                return
+        if self.txn is not None and self.txn.expired(s.commit_interval_ms / 1000.0, s.max_batch):
+            self.commit()
+
+    def commit(self) -> bool:
+        """Commit the open transaction (if any) with its offsets and state; on an abortable error abort and rewind."""
+        txn = self.txn
+        if txn is None:
+            return True
+        consumer, producer = self._clients()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in txn.next.items()]
+        started = time.perf_counter()
+        try:
+            # State changes the processor kept in memory: in this transaction, before the offsets.
+            for o in self.processor.flush():
+                producer.send(txn, o, 0)
+            producer.commit(offsets, consumer.consumer_group_metadata())
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err.txn_requires_abort() and not err.fatal():
+                log.warning("commit failed (%s): aborting and re-reading", err)
+                self.abort(str(err))
+                return False
+            if err.fatal() and not is_fenced(err):
+                self._recover(err, "commit_transaction")
+                return False
+            raise fatal_error(err, "commit_transaction", self.transactional_id) from exc
+        self.processor.committed()
+        self._committed(txn, time.perf_counter() - started)
+        return True
+
+    def abort(self, reason: str) -> None:
+        """Abort the open transaction: state back to the last commit, its partitions back to their first offset."""
+        txn = self.txn
+        if txn is None:
+            return
+        consumer, producer = self._clients()
+        try:
+            producer.abort()
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err.fatal() and not is_fenced(err):
+                self._recover(err, "abort_transaction")
+                return
+            raise fatal_error(err, "abort_transaction", self.transactional_id) from exc
+        self.txn = None
+        self.processor.aborted()
+        self.stats.transactions_aborted += 1
+        log.info("transaction aborted: %s", reason)
+        for tp, offset in txn.first.items():
+            if tp in self.partitions.assigned:
+                self._seek(consumer, tp, offset)
+
+    def close(self, failed: BaseException | None = None) -> None:
+        """Leave the group (a clean stop commits and checkpoints first) and close the clients."""
+        consumer, producer = self._consumer, self._producer
+        if failed is not None:
+            # Commit nothing more: on_revoke (called by close) sees this and skips its commit.
+            self._fatal = self._fatal or KafkaError(KafkaError._FATAL, repr(failed), fatal=True)
+        elif self.processor.changelog_topics:
+            with contextlib.suppress(Exception):
+                self.checkpoint(self.partitions.active())
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.close()  # leaves the group
+        if producer is not None:
+            if not isinstance(failed, FatalRuntimeError) and producer.in_flight:
+                with contextlib.suppress(Exception):
+                    producer.abort()
+            if failed is None:
+                producer.producer.flush(self.settings.kafka_timeout_s)
+        self._restorer.close()
+        log.info(
+            "runtime %s stopped: %d in, %d out, %d dead letters, %d commits, %d aborts", self.transactional_id,
+            self.stats.records_in, sum(self.stats.records_out.values()), self.stats.dead_letters,
+            self.stats.transactions_committed, self.stats.transactions_aborted,
+        )  # fmt: skip
+
+    def checkpoint(self, parts: list[TP]) -> None:
+        """Tell the processor which changelog offsets its committed state of ``parts`` covers (no txn open)."""
+        if self.txn is not None or not parts:
+            return
+        cps = {cp for tp in parts for cp in self.processor.changelog_partitions(*tp)}
+        if cps:
+            self.processor.checkpoint({cp: self._restorer.end_offset(cp) for cp in sorted(cps)})
+
+    # ------------------------------------------------------------- inside
+
+    def _clients(self) -> tuple[ConsumerClient, TransactionalProducer]:
+        assert self._consumer is not None and self._producer is not None, "open() first"
+        return self._consumer, self._producer
+
+    def _new_producer(self) -> TransactionalProducer:
+        s = self.settings
+        producer = TransactionalProducer(
+            self.clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s, self.dlq_topic
+        )
+        try:
+            producer.init()
+        except KafkaException as exc:
+            raise fatal_error(kafka_error(exc), "init_transactions", self.transactional_id) from exc
+        return producer
+
+    def begin(self) -> Transaction:
+        """The open transaction, begun now if none is."""
+        if self.txn is None:
+            _, producer = self._clients()
+            try:
+                producer.begin()
+            except KafkaException as exc:
+                raise fatal_error(kafka_error(exc), "begin_transaction", self.transactional_id) from exc
+            self.txn = Transaction()
+        return self.txn
+
+    def _committed(self, txn: Transaction, seconds: float) -> None:
+        self.txn = None
+        self._recoveries = 0
+        report = txn.report(seconds)
+        self.stats.add(report, time.monotonic())
+        self.failures.committed(txn.next)
+        if self._on_commit is not None:
+            self._on_commit(report)
+        if self.processor.changelog_topics and time.monotonic() >= self._next_checkpoint:
+            self._next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+            self.checkpoint(self.partitions.active())
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.debug("kafka: %s", error)
+
+    def _check_async_errors(self) -> None:
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            if isinstance(error, FatalRuntimeError):
+                raise error
+            raise FatalRuntimeError(f"rebalance callback failed: {error!r}") from error
+        if self._fatal is not None:
+            raise fatal_error(self._fatal, "kafka client", self.transactional_id)
+
+    def fatal(self, error: KafkaError | None, where: str) -> FatalRuntimeError | None:
+        """The fatal error to stop with, if ``error`` or the clients' callback reported one."""
+        err = self._fatal or error
+        if err is None or not (err.fatal() or self._fatal is not None):
+            return None
+        return fatal_error(err, where, self.transactional_id)
+
+    def _recover(self, error: KafkaError, where: str) -> None:
+        """A fatal producer error that is not fencing: replace the producer and go on from the group's offsets.
+
+        ``init_transactions`` of the new producer (same transactional.id) completes or aborts whatever
+        the old one left open; the group's committed offsets then tell which (the offsets travel in
+        the same transaction as the changelog), so the processor keeps or drops that state.
+        """
+        self._recoveries += 1
+        if self._recoveries > 5:
+            raise fatal_error(error, f"{where} (after {self._recoveries - 1} producer replacements)",
+                              self.transactional_id)  # fmt: skip
+        log.warning("%s: %s: %s; replacing the producer", where, error.name(), error.str())
+        consumer, old = self._clients()
+        with contextlib.suppress(Exception):
+            old.producer.purge()
+        self._producer = self._new_producer()
+        self._fatal = None
+        txn, self.txn = self.txn, None
+        if txn is None:
+            return
+        parts = [tp for tp in txn.first if tp in self.partitions.assigned]
+        committed = consumer.committed([TopicPartition(*tp) for tp in parts], self.settings.kafka_timeout_s)
+        at = {(tp.topic, tp.partition): tp.offset for tp in committed}
+        if txn.next and all(at.get(tp) == o for tp, o in txn.next.items() if tp in at):
+            self.processor.committed()
+            self._committed(txn, 0.0)
+        else:
+            self.processor.aborted()
+            self.stats.transactions_aborted += 1
+        for tp in parts:
+            self._seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
+
+    def _seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
+        for attempt in range(50):
+            try:
+                consumer.seek(TopicPartition(tp[0], tp[1], offset))
+                break
+            except KafkaException as exc:
+                if attempt == 49:
+                    raise FatalRuntimeError(f"cannot rewind {tp[0]}[{tp[1]}] to {offset}: {exc}") from exc
+                time.sleep(0.1)
+        self.partitions.expected[tp] = offset
+
+    # ------------------------------------------------------------- restore
+
+    def _restore_step(self, consumer: ConsumerClient) -> None:
+        """Start restoring newly assigned partitions, replay a slice, resume those that are done."""
+        p = self.partitions
+        fresh = [tp for tp in sorted(p.restoring) if tp not in self._restorer.pending]
+        ready = self._restorer.start(fresh) if fresh else []
+        if self._restorer.pending:
+            ready += self._restorer.step(self.settings.restore_step_s)
+            self.stats.restored = self._restorer.restored
+        for tp in ready:
+            offset = p.restored(tp)
+            if offset is not None:
+                self._seek(consumer, tp, offset)
+            consumer.resume([TopicPartition(*tp)])
+
+    # ------------------------------------------------------------- rebalance
+
+    def _on_assign(self, consumer: ConsumerClient, partitions: list[TopicPartition]) -> None:
+        try:
+            parts = [(tp.topic, tp.partition) for tp in partitions]
+            if not parts:
+                return
+            log.info("assigned %s", _fmt(parts))
+            stateful = [tp for tp in parts if self.processor.changelog_partitions(*tp)]
+            self.partitions.add(parts, stateful)
+            self.processor.assigned(parts)
+            if stateful:
+                # Paused until the loop has restored their state; assigned here so that pause applies.
+                consumer.incremental_assign(partitions)
+                consumer.pause([TopicPartition(*tp) for tp in stateful])
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _on_revoke(self, consumer: ConsumerClient, partitions: list[TopicPartition]) -> None:
+        parts = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            if not parts:
+                return
+            log.info("revoked %s", _fmt(parts))
+            if self.txn is not None and self._producer is not None and self._fatal is None:
+                self.commit()  # we still own the partitions: finish the transaction before giving them up
+            if self._fatal is None and self.processor.changelog_topics:
+                self.checkpoint([tp for tp in parts if self.partitions.owns(tp)])
+        except BaseException as exc:
+            self._callback_error = exc
+        finally:
+            self._forget(parts)
+
+    def _on_lost(self, consumer: ConsumerClient, partitions: list[TopicPartition]) -> None:
+        parts = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            log.warning("lost %s (session expired): aborting the open transaction", _fmt(parts))
+            if self.txn is not None and self._producer is not None and self._fatal is None:
+                self.txn.forget(set(parts))
+                self.abort("partitions lost")
+        except BaseException as exc:
+            self._callback_error = exc
+        finally:
+            self._forget(parts)
+
+    def _forget(self, parts: list[TP]) -> None:
+        if self.txn is not None:
+            self.txn.forget(set(parts))
+        self.partitions.remove(parts)
+        self._restorer.cancel(parts)
+        self.failures.forget(parts)
+        self.processor.revoked(parts)
+
+
+def _fmt(parts: list[TP]) -> str:
+    return ",".join(f"{t}[{p}]" for t, p in sorted(parts))
