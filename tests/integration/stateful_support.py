@@ -308,5 +308,5 @@ def stats_records_in(log_text: str) -> int:
 
 def stats_restored(log_text: str) -> int:
     """The largest count of changelog records one detector process logged as restored (0: none)."""
-    found = re.findall(r"(\d+) records \(end offsets sum \d+\)", re.sub(r"\s+", " ", log_text))
+    found = re.findall(r"(\d+) records replayed", re.sub(r"\s+", " ", log_text))
     return max((int(n) for n in found), default=0)

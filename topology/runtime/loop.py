@@ -118,14 +118,17 @@ class ExactlyOnceRuntime:
         next_tick = time.monotonic() + tick_interval_s
         failed: BaseException | None = None
         try:
-            while not self._stop and not (stop is not None and stop()):
-                self.step()
-                if between_transactions is not None and self.txn is None:
-                    between_transactions()
-                if on_tick is not None and time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + tick_interval_s
-                    on_tick(self.stats)
-            self.commit()
+            try:
+                while not self._stop and not (stop is not None and stop()):
+                    self.step()
+                    if between_transactions is not None and self.txn is None:
+                        between_transactions()
+                    if on_tick is not None and time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + tick_interval_s
+                        on_tick(self.stats)
+                self.commit()
+            except KafkaException as exc:  # raised by a client call not handled where it is made (e.g. poll)
+                raise fatal_error(kafka_error(exc), "kafka client", self.transactional_id) from exc
         except BaseException as exc:
             failed = exc
             raise
