@@ -268,7 +268,8 @@ class ExactlyOnceRuntime:
     def _new_producer(self) -> TransactionalProducer:
         s = self.settings
         producer = TransactionalProducer(
-            self.clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s, self.dlq_topic
+            self.clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s, self.dlq_topic,
+            s.outage_patience_s,
         )
         try:
             producer.init()
@@ -297,7 +298,10 @@ class ExactlyOnceRuntime:
             self._on_commit(report)
         if self.processor.changelog_topics and time.monotonic() >= self._next_checkpoint:
             self._next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
-            self.checkpoint(self.partitions.active())
+            try:
+                self.checkpoint(self.partitions.active())
+            except FatalRuntimeError as exc:  # a checkpoint only shortens a later restore: try again later
+                log.warning("checkpoint skipped: %s", exc)
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():

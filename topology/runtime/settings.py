@@ -23,6 +23,7 @@ class RuntimeSettings:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
     kafka_timeout_s: float = 30.0  # for init/commit/abort/send_offsets calls
+    outage_patience_s: float = 240.0  # retriable errors (the broker is down or restarting) are waited out this long
     max_retries: int = 3
     retry_backoff_ms: int = 200  # doubles after each failure of the same record
     retry_backoff_max_ms: int = 5_000

@@ -11,6 +11,7 @@ abort, so nothing is reset by hand.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from topology.runtime.clients import ProducerClient
 from topology.runtime.errors import kafka_error
 from topology.runtime.stats import CommitReport
 
-log_retry = Callable[[str, str], None]
+log = logging.getLogger("fraudstream.runtime")
 
 
 @dataclass
@@ -56,15 +57,16 @@ class Transaction:
 class TransactionalProducer:
     """The transactional producer of one runtime instance and its in-flight flag."""
 
-    def __init__(self, producer: ProducerClient, timeout_s: float, dlq_topic: str | None) -> None:
+    def __init__(self, producer: ProducerClient, timeout_s: float, dlq_topic: str | None, patience_s: float) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
         self.dlq_topic = dlq_topic
+        self.patience_s = patience_s  # how long retriable errors (a broker outage) are waited out
         self.in_flight = False
 
     def init(self) -> None:
         """``init_transactions``: fences a zombie with the same transactional.id, settles its transaction."""
-        retrying(lambda: self.producer.init_transactions(self.timeout_s), self.timeout_s)
+        retrying(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions", self.patience_s)
 
     def begin(self) -> None:
         self.producer.begin_transaction()
@@ -99,28 +101,35 @@ class TransactionalProducer:
         if offsets:
             retrying(
                 lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
-                self.timeout_s,
-            )
-        retrying(lambda: self.producer.commit_transaction(self.timeout_s), self.timeout_s)
+                "send_offsets_to_transaction", self.patience_s,
+            )  # fmt: skip
+        retrying(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction", self.patience_s)
         self.in_flight = False
 
     def abort(self) -> None:
         """Abort the transaction in flight (raises ``KafkaException`` when even that fails)."""
         if self.in_flight:
-            retrying(lambda: self.producer.abort_transaction(self.timeout_s), self.timeout_s)
+            retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction", self.patience_s)
         self.in_flight = False
 
 
-def retrying(call: Callable[[], None], timeout_s: float) -> None:
-    """Run a transactional call, repeating it while librdkafka says the error is retriable."""
-    deadline = time.monotonic() + timeout_s * 2
+def retrying(call: Callable[[], None], what: str, patience_s: float) -> None:
+    """Run a transactional call, repeating it while librdkafka says the error is retriable (a timed-out
+    call may be called again: librdkafka resumes it), for up to ``patience_s``: a broker outage is
+    waited out, with one log line when it starts and one when it ends."""
+    started = time.monotonic()
+    waited = False
     while True:
         try:
             call()
+            if waited:
+                log.warning("%s: the broker answers again after %.0f s", what, time.monotonic() - started)
             return
         except KafkaException as exc:
             err = kafka_error(exc)
-            if err.retriable() and not err.fatal() and time.monotonic() < deadline:
-                time.sleep(0.1)
-                continue
-            raise
+            if not err.retriable() or err.fatal() or time.monotonic() - started > patience_s:
+                raise
+            if not waited:
+                waited = True
+                log.warning("%s: %s; waiting for the broker (up to %.0f s)", what, err.str(), patience_s)
+            time.sleep(0.5 if waited else 0.1)
