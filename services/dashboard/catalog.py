@@ -57,10 +57,14 @@ class RuleCatalog:
         return sorted({entry["id"] for entry in self.rules.values()})
 
 
+OP_SIGNS = {">=": "\u2265", "<=": "\u2264", "!=": "\u2260"}
+
+
 def evidence_text(item: Mapping[str, Any], windows: Mapping[str, str]) -> str:
-    """One evidence item as text, e.g. "count 12 >= 10 in sliding 3m" (value "late" when the record missed it)."""
+    """One evidence item as text, e.g. "count 12 ≥ 10 in sliding 3m" (value "late" when the record missed it)."""
     value = item.get("value")
-    text = f"{item.get('function', '?')} {'late' if value is None else value} {item.get('op', '?')} " \
+    op = str(item.get("op", "?"))
+    text = f"{item.get('function', '?')} {'late' if value is None else value} {OP_SIGNS.get(op, op)} " \
            f"{item.get('threshold', '?')}"
     window = windows.get(str(item.get("aggregate", "")))
     return f"{text} in {window}" if window else text
