@@ -162,6 +162,8 @@ function upsertQueue(ev) {
     state.queue.unshift(entry);
     while (state.queue.length > state.queueCapacity) state.queueIndex.delete(state.queue.pop().key);
   }
+  // A FraudAlert has no currency or channel: its fraud decision (the twin) fills them in.
+  for (const [name, value] of Object.entries(tx)) if (entry.tx[name] === null || entry.tx[name] === undefined) entry.tx[name] = value;
   for (const r of ev.rules || []) if (!entry.rules.includes(r)) entry.rules.push(r);
   if (!entry.kinds.includes(ev.kind)) entry.kinds.push(ev.kind);
 }

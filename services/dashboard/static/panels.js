@@ -4,7 +4,7 @@
 
 const RATE_WINDOW_S = 10;
 const RULE_INTERVAL_S = 10;
-const RULE_COLORS = ["#58a6ff", "#ff5c5c", "#e3c84b", "#3ecf6e", "#c678dd", "#ff9f43", "#56d4dd", "#f78fb3"];
+const RULE_COLORS = ["#58a6ff", "#ff5c5c", "#e3c84b", "#a29bfe", "#c678dd", "#ff9f43", "#56d4dd", "#f78fb3"];
 
 function renderTotals(t, lastPoint) {
   $("c-decisions").textContent = fmtInt(t.decisions);
@@ -274,7 +274,9 @@ function renderDeadLetters(dl) {
 function renderGroup(g) {
   const pairs = [["group", g.group_id], ["total lag", g.lag === null || g.lag === undefined ? null : fmtInt(g.lag)],
     ["state", g.state], ["members", g.members ? g.members.length : null]];
-  for (const p of (g.partitions || []).slice(0, 6)) pairs.push([p.topic + "/" + p.partition, fmtInt(p.lag)]);
+  const byLag = (g.partitions || []).slice().sort((a, b) => b.lag - a.lag);
+  for (const p of byLag.slice(0, 4)) pairs.push([p.topic + "/" + p.partition, fmtInt(p.lag)]);
+  if (byLag.length > 4) pairs.push(["other partitions", byLag.length - 4]);
   if (g.error) pairs.push(["error", g.error]);
   pairs.push(["asked", g.probed_ms ? fmtTime(null, g.probed_ms) : "not yet"]);
   kvList("lag", pairs);
@@ -287,8 +289,10 @@ function renderHealth(h) {
   kvList("latency", [["p50", lat.p50 === null ? null : fmtInt(lat.p50) + " ms"],
     ["p99", lat.p99 === null ? null : fmtInt(lat.p99) + " ms"], ["decisions sampled", fmtInt(lat.samples)]]);
   const pairs = (h.group && h.group.members || []).map((m) =>
-    ["instance " + (m.instance || m.client_id), m.host + " · " + m.partitions.length + " partitions"]);
-  for (const v of h.versions.slice(0, 6)) pairs.push([v.version, fmtInt(v.records) + " records, last " + fmtTime(null, v.last_ms)]);
+    ["member " + (m.instance || m.client_id) + " @ " + m.host, m.partitions.length + " partitions"]);
+  for (const v of h.versions.slice(0, 6)) {
+    pairs.push(["version " + v.version, fmtInt(v.records) + " records, last " + fmtTime(null, v.last_ms)]);
+  }
   if (!pairs.length) pairs.push(["seen", null]);
   kvList("detectors", pairs);
 }
