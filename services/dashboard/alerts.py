@@ -118,23 +118,31 @@ class SeenIndex:
 
     def add(self, event: Event) -> None:
         """Index a decision (other kinds are ignored)."""
-        tx = event.get("tx") or {}
+        if event["kind"] not in DECISION_KINDS:
+            return
+        tx = event["tx"]
         tid, account = tx.get("transaction_id"), tx.get("source_account")
-        if event["kind"] not in DECISION_KINDS or tid is None:
+        if tid is None:
             return
-        self.by_id[str(tid)] = event
-        self.by_id.move_to_end(str(tid))
-        while len(self.by_id) > self.capacity:
-            self.by_id.popitem(last=False)
-        if account is None:
-            return
-        ids = self.by_account.get(str(account))
+        tid, by_id = str(tid), self.by_id
+        if tid in by_id:
+            by_id.move_to_end(tid)
+        by_id[tid] = event
+        if len(by_id) > self.capacity:
+            by_id.popitem(last=False)
+        if account is not None:
+            self._by_account(str(account)).append(tid)
+
+    def _by_account(self, account: str) -> deque[str]:
+        """The account's id list, made the most recently used (the least recently used account goes)."""
+        ids = self.by_account.get(account)
         if ids is None:
-            ids = self.by_account[str(account)] = deque(maxlen=self.per_account)
-            while len(self.by_account) > self.max_accounts:
+            ids = self.by_account[account] = deque(maxlen=self.per_account)
+            if len(self.by_account) > self.max_accounts:
                 self.by_account.popitem(last=False)
-        self.by_account.move_to_end(str(account))
-        ids.append(str(tid))
+        else:
+            self.by_account.move_to_end(account)
+        return ids
 
     def lookup(self, ids: list[str]) -> list[dict[str, Any]]:
         """For each id, the decision seen (``event``) or only the id (``event: None``)."""
