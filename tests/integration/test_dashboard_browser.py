@@ -514,11 +514,16 @@ def test_dead_letter_shows_in_the_health_panel_with_its_reason(page: Any, analys
     assert row.locator("td.class").text_content() == "DecodeError"
     # The poison record was produced after the burst and the large payment, on the input topic.
     assert (row.locator("td.where").text_content() or "").startswith(f"{analyst.input} ")
+    # The detector's group, asked by the AdminClient: one member, no error; latency and version observed.
     health = page.get_by_test_id("health")
-    page.wait_for_function("document.getElementById('lag').textContent.includes('total lag')", timeout=30_000)
-    assert analyst.app_id in (health.locator("#lag").text_content() or "")
-    assert "p99" in (health.locator("#latency").text_content() or "")
-    assert "records, last" in (health.locator("#detectors").text_content() or "")  # a version seen
+    page.wait_for_function("document.getElementById('lag').textContent.includes('STABLE')", timeout=30_000)
+    lag = dict(zip(texts(page, "#lag .k"), texts(page, "#lag .v"), strict=True))
+    assert lag["group"] == analyst.app_id and lag["members"] == "1" and "error" not in lag, lag
+    assert lag["total lag"].isdigit()
+    latency = dict(zip(texts(page, "#latency .k"), texts(page, "#latency .v"), strict=True))
+    assert latency["p50"].endswith(" ms") and latency["p99"].endswith(" ms"), latency
+    detectors = health.locator("#detectors").text_content() or ""
+    assert "member " in detectors and "records, last" in detectors, detectors
 
 
 def test_markup_shows_as_text_everywhere(page: Any, analyst: Analyst) -> None:
