@@ -105,6 +105,14 @@ class DashboardSettings(_Section):
     client_buffer: int = Field(1000, ge=1)  # events queued per browser before the oldest are dropped
     history_s: int = Field(300, ge=10)  # seconds of tx/s and fraud-rate history
     max_batch: int = Field(500, ge=1)  # records per consume() call
+    # The analyst's view: the dead-letter topic for the health panel ("" = not watched), the alert
+    # queue's length, where rule descriptions come from, and whose lag is shown.
+    dlq_topic: str = TOPICS.dlq
+    queue: int = Field(5000, ge=1)  # fraud transactions kept in the alert queue
+    topology_file: Path | None = None  # None = the packaged topology/fraud.yaml
+    rules_topic: str = TOPICS.rules  # rules changed at run time ("" = not read)
+    detector_group: str | None = None  # None = the detector's application id (DetectorSettings)
+    probe_interval_s: float = Field(5.0, gt=0)  # how often the detector group's lag is asked for
 
 
 class AlertsSettings(_Section):

@@ -41,7 +41,13 @@ POST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 BRANCH_HEADER = "fraudstream.branch"
 RULES_HEADER = "fraudstream.rules"
+# The headers of a dead-lettered record (topology/processor.py and topology/runtime.py write them).
 ERROR_CLASS_HEADER = "error.class"
+ERROR_REASON_HEADER = "error.reason"
+ERROR_MESSAGE_HEADER = "error.message"
+SOURCE_TOPIC_HEADER = "source.topic"
+SOURCE_PARTITION_HEADER = "source.partition"
+SOURCE_OFFSET_HEADER = "source.offset"
 
 
 HeaderList = Iterable[tuple[str, str | bytes | None]]

@@ -9,28 +9,42 @@ import typer
 from aiohttp import web
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from services.config import DashboardSettings, KafkaSettings
+from services.config import DashboardSettings, DetectorSettings, KafkaSettings
+from services.dashboard.catalog import RuleCatalog
 from services.dashboard.feed import KafkaFeed, consumer_config, default_group_id
+from services.dashboard.health import Health
 from services.dashboard.hub import Hub, TopicRoles
+from services.dashboard.probe import Probe
 from services.dashboard.server import create_app
+from services.kafka import admin_config
 from services.logs import setup_logging
 from services.metrics import Metrics
+from services.rules.feed import RulesFeed
 from topology.serde import AvroDecoder
+from topology.yaml_loader import load_topology
 
 
 def build_app(settings: DashboardSettings, kafka: KafkaSettings) -> web.Application:
     """The dashboard application wired to Kafka and the registry (started by aiohttp's runner)."""
     metrics = Metrics("dashboard", instance=socket.gethostname())
+    topology = load_topology(settings.topology_file) if settings.topology_file else load_topology()
+    group_id = settings.detector_group or DetectorSettings.with_overrides().application_id
     hub = Hub(
-        recent=settings.recent, client_buffer=settings.client_buffer, history_s=settings.history_s, metrics=metrics
+        recent=settings.recent, client_buffer=settings.client_buffer, history_s=settings.history_s, metrics=metrics,
+        queue=settings.queue, catalog=RuleCatalog(topology), health=Health(group_id=group_id),
     )
-    roles = TopicRoles(legit=settings.legit_topic, fraud=settings.fraud_topic, alerts=settings.alerts_topic)
+    roles = TopicRoles(legit=settings.legit_topic, fraud=settings.fraud_topic, alerts=settings.alerts_topic,
+                       dlq=settings.dlq_topic)
     decoder = AvroDecoder(SchemaRegistryClient({"url": kafka.schema_registry_url}))
     config = consumer_config(
         kafka.bootstrap_servers, settings.group_id or default_group_id(), from_beginning=settings.from_beginning
     )
     feed = KafkaFeed(config, roles, decoder.decode, hub, metrics, max_batch=settings.max_batch)
-    return create_app(hub, metrics, feed)
+    rules = (RulesFeed(kafka.bootstrap_servers, kafka.schema_registry_url, settings.rules_topic)
+             if settings.rules_topic else None)
+    probe = Probe(admin_config(kafka.bootstrap_servers), group_id, hub, interval_s=settings.probe_interval_s,
+                  rules=rules)
+    return create_app(hub, metrics, feed, probe)
 
 
 def dashboard(

@@ -1,4 +1,4 @@
-"""The dashboard's Kafka side: one read_committed consumer of the legit, fraud and alerts topics.
+"""The dashboard's Kafka side: one read_committed consumer of the legit, fraud, alerts and dead-letter topics.
 
 The consumer is confluent_kafka's ``AIOConsumer`` (2.16.0): every blocking call
 runs on a small executor this feed owns, so the event loop never blocks; decoding
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 from confluent_kafka.aio import AIOConsumer
 
 from services.dashboard.hub import Event, Hub, TopicRoles, make_event
@@ -66,6 +66,7 @@ def decode_batch(messages: Sequence[Message], decode: Decode, roles: TopicRoles)
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         record: Mapping[str, Any] | None = None
         error: str | None = None
+        ts_type, ts_ms = msg.timestamp()
         try:
             record = decode(msg.value())
         except DecodeError as exc:
@@ -74,6 +75,7 @@ def decode_batch(messages: Sequence[Message], decode: Decode, roles: TopicRoles)
             make_event(
                 roles, topic=topic, partition=partition, offset=offset, key=msg.key(),
                 headers=message_headers(msg), record=record, error=error, received_ms=now_ms,
+                produced_ms=ts_ms if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
             )
         )
     return events
@@ -107,7 +109,8 @@ class KafkaFeed:
 
     @property
     def topics(self) -> list[str]:
-        return [self.roles.legit, self.roles.fraud, self.roles.alerts]
+        topics = [self.roles.legit, self.roles.fraud, self.roles.alerts]
+        return [*topics, self.roles.dlq] if self.roles.dlq else topics
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then close the consumer and its executor."""

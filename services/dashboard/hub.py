@@ -16,7 +16,24 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from services.metrics import BRANCH_HEADER, RULES_HEADER, HeaderList, Metrics, header, rule_ids
+from services.dashboard.alerts import AlertQueue, SeenIndex, alert_detail, evidence_items
+from services.dashboard.catalog import RuleCatalog
+from services.dashboard.health import Health
+from services.metrics import (
+    BRANCH_HEADER,
+    ERROR_CLASS_HEADER,
+    ERROR_MESSAGE_HEADER,
+    ERROR_REASON_HEADER,
+    RULES_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    HeaderList,
+    Metrics,
+    header,
+    rule_ids,
+)
+from topology.processor import H_EVIDENCE, H_VERSION
 
 Event = dict[str, Any]
 
@@ -51,9 +68,27 @@ class TopicRoles:
     legit: str
     fraud: str
     alerts: str
+    dlq: str = ""  # the dead-letter topic ("" = not watched)
 
     def kind(self, topic: str) -> str:
-        return {self.legit: "legit", self.fraud: "fraud", self.alerts: "alert"}.get(topic, "other")
+        kinds = {self.legit: "legit", self.fraud: "fraud", self.alerts: "alert"}
+        if self.dlq:
+            kinds[self.dlq] = "dead-letter"
+        return kinds.get(topic, "other")
+
+
+def dead_letter_of(hdrs: HeaderList) -> dict[str, Any]:
+    """Why and from where a dead-lettered record came, from its headers."""
+    hdrs = list(hdrs)
+    cls = header(hdrs, ERROR_CLASS_HEADER)
+    return {
+        "reason": header(hdrs, ERROR_REASON_HEADER) or cls or "unknown",
+        "class": cls,
+        "message": header(hdrs, ERROR_MESSAGE_HEADER),
+        "source_topic": header(hdrs, SOURCE_TOPIC_HEADER),
+        "source_partition": header(hdrs, SOURCE_PARTITION_HEADER),
+        "source_offset": header(hdrs, SOURCE_OFFSET_HEADER),
+    }
 
 
 def make_event(
@@ -67,28 +102,38 @@ def make_event(
     record: Mapping[str, Any] | None,
     error: str | None = None,
     received_ms: int | None = None,
+    produced_ms: int | None = None,
 ) -> Event:
     """One event for the browser: where it was read, the decision headers, and the decoded record.
 
     ``record=None`` with ``error`` set makes an "error" event (undecodable record), shown but not counted
-    as a decision.
+    as a decision; a dead-lettered record stays a "dead-letter" event, decodable or not.
+    ``produced_ms`` is the record's timestamp (for the latency).
     """
     hdrs = list(headers or ())
     data = jsonable(dict(record)) if record is not None else {}
     tx = {name: data.pop(name, None) for name in TX_FIELDS}
+    kind = roles.kind(topic)
+    if error is not None and kind != "dead-letter":
+        kind = "error"
+    rules = rule_ids(header(hdrs, RULES_HEADER))
     return {
         "id": f"{topic}:{partition}:{offset}",
-        "kind": "error" if error is not None else roles.kind(topic),
+        "kind": kind,
         "topic": topic,
         "partition": partition,
         "offset": offset,
         "key": None if key is None else key.decode("utf-8", errors="replace"),
         "branch": header(hdrs, BRANCH_HEADER),
-        "rules": rule_ids(header(hdrs, RULES_HEADER)),
+        "rules": rules,
+        "version": header(hdrs, H_VERSION),
+        "evidence": evidence_items(rules, header(hdrs, H_EVIDENCE), data) if kind in ("fraud", "alert") else [],
+        "dead_letter": dead_letter_of(hdrs) if kind == "dead-letter" else None,
         "tx": tx,
         "extra": data,
         "error": error,
         "received_ms": received_ms if received_ms is not None else int(time.time() * 1000),
+        "produced_ms": produced_ms,
     }
 
 
@@ -131,6 +176,7 @@ class Totals:
     fraud: int = 0
     alerts: int = 0
     errors: int = 0
+    dead_letters: int = 0
     other: int = 0
     dropped: int = 0
 
@@ -146,18 +192,26 @@ class Hub:
         history_s: int,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        queue: int = 5000,
+        catalog: RuleCatalog | None = None,
+        health: Health | None = None,
     ) -> None:
         self.recent: deque[Event] = deque(maxlen=recent)
+        self.queue = AlertQueue(queue)
+        self.seen = SeenIndex(capacity=max(4 * queue, 20_000))
+        self.catalog = catalog or RuleCatalog()
+        self.health = health or Health()
         self.client_buffer = client_buffer
         self.clients: set[Client] = set()
         self.totals = Totals()
         self.rules: Counter[str] = Counter()
-        # One point per second: [unix second, decisions, fraud decisions].
-        self.history: deque[tuple[int, int, int]] = deque(maxlen=history_s)
+        # One point per second: [unix second, decisions, fraud decisions, {rule id: fraud decisions}].
+        self.history: deque[tuple[int, int, int, dict[str, int]]] = deque(maxlen=history_s)
         self._clock = clock
         self._second = int(clock())
         self._tx = 0
         self._fraud = 0
+        self._rule_hits: Counter[str] = Counter()
         self.metrics = metrics
         self.closing = asyncio.Event()
 
@@ -189,11 +243,18 @@ class Hub:
             self.totals.alerts += 1
         elif kind == "error":
             self.totals.errors += 1
+        elif kind == "dead-letter":
+            self.totals.dead_letters += 1
         else:
             self.totals.other += 1
         if kind in ("legit", "fraud"):
             for rule in event["rules"] or ["(default)"]:
                 self.rules[rule] += 1
+        if kind == "fraud":
+            self._rule_hits.update(ref.split("@", 1)[0] for ref in event["rules"])
+        self.queue.add(event)
+        self.seen.add(event)
+        self.health.observe(event)
         self.recent.append(event)
         for client in self.clients:
             if not client.offer(event):
@@ -206,11 +267,12 @@ class Hub:
         now = int(self._clock())
         if now <= self._second:
             return
-        self.history.append((self._second, self._tx, self._fraud))
+        self.history.append((self._second, self._tx, self._fraud, dict(self._rule_hits)))
         gap = min(now - self._second - 1, self.history.maxlen or 0)
         for i in range(gap):
-            self.history.append((now - gap + i, 0, 0))
+            self.history.append((now - gap + i, 0, 0, {}))
         self._second, self._tx, self._fraud = now, 0, 0
+        self._rule_hits = Counter()
 
     def tick(self) -> None:
         """Once a second: close the past second and tell every browser the new stats."""
@@ -225,16 +287,26 @@ class Hub:
         return {
             "totals": {
                 "decisions": decided, "legit": t.legit, "fraud": t.fraud, "alerts": t.alerts,
-                "errors": t.errors, "dropped": t.dropped, "clients": len(self.clients),
-                "fraud_rate": (t.fraud / decided) if decided else 0.0,
+                "errors": t.errors, "dead_letters": t.dead_letters, "dropped": t.dropped,
+                "clients": len(self.clients), "fraud_rate": (t.fraud / decided) if decided else 0.0,
+                "queued": len(self.queue),
             },
             "rules": dict(self.rules.most_common()),
             "history": [list(point) for point in self.history],
+            "health": self.health.snapshot(),
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a newly connected browser needs: stats and the recent events, newest first."""
-        return {**self.stats(), "history_s": self.history.maxlen, "recent": list(reversed(self.recent))}
+        """Everything a newly connected browser needs: stats, the recent events and the alert queue, newest first."""
+        return {
+            **self.stats(), "history_s": self.history.maxlen, "recent": list(reversed(self.recent)),
+            "queue": self.queue.rows(), "queue_capacity": self.queue.capacity, "rule_ids": self.catalog.ids(),
+        }
+
+    def detail(self, key: str) -> dict[str, Any] | None:
+        """The drill-down of the queued alert ``key`` (its transaction id), or ``None`` when not queued."""
+        entry = self.queue.get(key)
+        return None if entry is None else alert_detail(entry, self.catalog, self.seen)
 
     def close(self) -> None:
         """Tell every browser's writer to finish (server shutdown)."""

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from services.dashboard.feed import KafkaFeed
 from services.dashboard.hub import Client, Hub
+from services.dashboard.probe import Probe
 from services.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ CSP = (
 HUB = web.AppKey("hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 FEED = web.AppKey("feed", KafkaFeed)
+PROBE = web.AppKey("probe", Probe)
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -112,6 +114,14 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.json_response(request.app[HUB].snapshot())
 
 
+async def alert_detail(request: web.Request) -> web.Response:
+    """The drill-down of one queued alert, by its transaction id (404 once it left the queue)."""
+    detail = request.app[HUB].detail(request.match_info["key"])
+    if detail is None:
+        return web.json_response({"error": "not in the alert queue"}, status=404)
+    return web.json_response(detail)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 while the consumer is polling; 503 before its first poll or after it stopped."""
     app = request.app
@@ -145,6 +155,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         feed_task = asyncio.create_task(app[FEED].run(stop), name="dashboard-feed")
         feed_task.add_done_callback(_log_feed_end)
         tasks.append(feed_task)
+    if PROBE in app:
+        tasks.append(asyncio.create_task(app[PROBE].run(stop), name="dashboard-probe"))
     yield
     stop.set()
     hub.close()
@@ -162,19 +174,24 @@ async def _on_shutdown(app: web.Application) -> None:
     app[HUB].close()  # lets every open SSE stream finish before the server waits for handlers
 
 
-def create_app(hub: Hub, metrics_: Metrics, feed: KafkaFeed | None = None) -> web.Application:
+def create_app(
+    hub: Hub, metrics_: Metrics, feed: KafkaFeed | None = None, probe: Probe | None = None
+) -> web.Application:
     """The dashboard application; without ``feed`` it only serves what is published to ``hub``."""
     app = web.Application(middlewares=[security_headers])
     app[HUB] = hub
     app[METRICS] = metrics_
     if feed is not None:
         app[FEED] = feed
+    if probe is not None:
+        app[PROBE] = probe
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/", index)
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/events", events)
     app.router.add_get("/api/snapshot", snapshot)
+    app.router.add_get("/api/alerts/{key}", alert_detail)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)

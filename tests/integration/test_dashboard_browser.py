@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +60,7 @@ class Topics:
         self.legit = f"test.dash.legit.{unique}"
         self.fraud = f"test.dash.fraud.{unique}"
         self.alerts = f"test.dash.alerts.{unique}"  # never created: the dashboard must tolerate it
+        self.dlq = f"test.dash.dlq.{unique}"
 
 
 class Feeder:
@@ -98,15 +100,19 @@ class Feeder:
 class Dashboard:
     """``python -m services dashboard`` on a free port, as its own process."""
 
-    def __init__(self, stack: Endpoints, topics: Topics, unique: str, port: int, log: Path) -> None:
+    def __init__(self, stack: Endpoints, topics: Topics, unique: str, port: int, log: Path,
+                 **env: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers, "SCHEMA_REGISTRY_URL": stack.registry_url,
             "FRAUDSTREAM_DASHBOARD_LEGIT_TOPIC": topics.legit, "FRAUDSTREAM_DASHBOARD_FRAUD_TOPIC": topics.fraud,
-            "FRAUDSTREAM_DASHBOARD_ALERTS_TOPIC": topics.alerts,
+            "FRAUDSTREAM_DASHBOARD_ALERTS_TOPIC": topics.alerts, "FRAUDSTREAM_DASHBOARD_DLQ_TOPIC": topics.dlq,
             "FRAUDSTREAM_DASHBOARD_GROUP_ID": f"test-dash-{unique}",
+            # The shared broker's canonical rules topic is another test's business.
+            "FRAUDSTREAM_DASHBOARD_RULES_TOPIC": "",
+            **{f"FRAUDSTREAM_DASHBOARD_{name.upper()}": value for name, value in env.items()},
         }
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -151,11 +157,12 @@ class Dashboard:
 def topics(stack: Endpoints, unique: str) -> Iterator[Topics]:
     t = Topics(unique)
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(t.legit, 2, 1), NewTopic(t.fraud, 2, 1)]).values():
+    for future in admin.create_topics([NewTopic(t.legit, 2, 1), NewTopic(t.fraud, 2, 1),
+                                       NewTopic(t.dlq, 1, 1)]).values():
         future.result(30)
     yield t
     existing = admin.list_topics(timeout=10).topics
-    doomed = [name for name in (t.legit, t.fraud, t.alerts) if name in existing]
+    doomed = [name for name in (t.legit, t.fraud, t.alerts, t.dlq) if name in existing]
     for future in admin.delete_topics(doomed).values():
         future.result(30)
 
@@ -257,3 +264,285 @@ def test_dashboard_in_chromium(stack: Endpoints, topics: Topics, unique: str, tm
                 browser.close()
     finally:
         dashboard.stop()
+
+
+# ---------------------------------------------------------------- the analyst's view, on the real detector
+#
+# One detector (``python -m services detect`` on topology/fraud.yaml, its topics renamed) and one
+# dashboard process serve all the tests below: the traffic is produced once, and each test opens its
+# own page. The traffic, in order: a velocity burst (ten payments from one account in a minute, the
+# tenth decided by velocity@3 naming the nine before it), a large online payment (large-amount@2),
+# FILLER legit payments (so the first alerts are long gone from the live list), then a record that is
+# not Avro (dead-lettered), a legit payment and a fraud one whose fields hold markup. The detector's
+# output order is not its input's (the fan-in rule repartitions by target), so phases are waited for.
+
+FILLER = 300
+FILLER_ACCOUNTS = 60  # five payments of at most 60.00 per account: below every velocity threshold
+
+
+class Analyst:
+    """What the shared detector and dashboard were fed, and where they run."""
+
+    def __init__(self, unique: str) -> None:
+        self.unique = unique
+        self.topics = Topics(unique)
+        self.input = f"test.dash.input.{unique}"
+        self.app_id = f"test-dash-detector-{unique}"
+        self.burst_account = f"VEL-{unique}"
+        self.burst = [f"vel-{unique}-{i}" for i in range(10)]
+        self.big = f"big-{unique}"
+        self.xss = f"xss-{unique}"
+        self.dashboard: Dashboard | None = None
+        self.registry: SchemaRegistryClient | None = None
+        self.bootstrap = ""
+
+    def topology(self) -> str:
+        """topology/fraud.yaml with this run's topics."""
+        text = (Path(__file__).resolve().parents[2] / "topology" / "fraud.yaml").read_text()
+        t = self.topics
+        for old, new in (("topology: fraud-detector", f"topology: dash-{self.unique}"),
+                         ("queueing.transactions", self.input), ("streaming.transactions.dlq", t.dlq),
+                         ("streaming.transactions.alerts", t.alerts), ("streaming.transactions.fraud", t.fraud),
+                         ("streaming.transactions.legit", t.legit)):
+            assert old in text, old
+            text = text.replace(old, new)
+        return text
+
+    def alerting(self) -> list[tuple[str, dict[str, Any] | bytes]]:
+        """The first traffic: the burst and the large payment."""
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
+        out: list[tuple[str, dict[str, Any] | bytes]] = [
+            (self.burst_account, transaction(0, transaction_id=tid, source_account=self.burst_account,
+                                             amount=Decimal("20.00"), event_time=start + dt.timedelta(seconds=5 * i)))
+            for i, tid in enumerate(self.burst)
+        ]
+        out.append((f"BIG-{self.unique}", transaction(0, transaction_id=self.big, source_account=f"BIG-{self.unique}",
+                                                      amount=Decimal("950.00"), channel="online")))
+        return out
+
+    def filler(self) -> list[tuple[str, dict[str, Any] | bytes]]:
+        """Legit payments of FILLER_ACCOUNTS accounts."""
+        return [(f"L{i % FILLER_ACCOUNTS}-{self.unique}", transaction(
+            i, transaction_id=f"fill-{self.unique}-{i}", source_account=f"L{i % FILLER_ACCOUNTS}-{self.unique}",
+            amount=Decimal(1000 + 71 * (i % 50)) / 100)) for i in range(FILLER)]
+
+    def markup(self) -> list[tuple[str, dict[str, Any] | bytes]]:
+        """A poison value, then a legit and a fraud payment of an account named with markup, its fields
+        holding markup too."""
+        over = {"source_account": XSS_SCRIPT, "target_account": XSS_IMG, "merchant_category": XSS_SCRIPT}
+        return [("POISON", b"not avro at all"),
+                (XSS_SCRIPT, transaction(1, transaction_id=f"xss-legit-{self.unique}", **over)),
+                (XSS_SCRIPT, transaction(2, transaction_id=self.xss, amount=Decimal("990.00"), channel="online",
+                                         **over))]
+
+    def produce(self, records: list[tuple[str, dict[str, Any] | bytes]]) -> None:
+        assert self.registry is not None
+        encoder = AvroEncoder(self.registry, schema_text("transaction"), f"{self.input}-value")
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        for key, value in records:
+            payload = value if isinstance(value, bytes) else encoder.encode(value)
+            producer.produce(self.input, key=key.encode(), value=payload)
+        assert producer.flush(30) == 0
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.dashboard is not None
+        with urllib.request.urlopen(self.dashboard.url + "api/snapshot", timeout=10) as resp:
+            return dict(json.load(resp))
+
+    def wait_for(self, decisions: int, dead_letters: int) -> None:
+        """Until the dashboard has seen this many decisions and dead letters (fails after 120 s)."""
+        deadline = time.monotonic() + 120
+        while True:
+            totals = self.snapshot()["totals"]
+            if totals["decisions"] >= decisions and totals["dead_letters"] >= dead_letters:
+                return
+            assert time.monotonic() < deadline, f"dashboard saw {totals}, expected {decisions} decisions"
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def analyst(stack: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Analyst]:
+    from tests.integration.eos_support import Detector
+
+    a = Analyst(uuid.uuid4().hex[:10])
+    a.bootstrap, a.registry = stack.bootstrap_servers, SchemaRegistryClient({"url": stack.registry_url})
+    t = a.topics
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    names = [(a.input, 2), (t.legit, 2), (t.fraud, 2), (t.alerts, 1), (t.dlq, 1)]
+    for future in admin.create_topics([NewTopic(n, p, 1) for n, p in names]).values():
+        future.result(30)
+    tmp = tmp_path_factory.mktemp("analyst")
+    topology = tmp / "topology.yaml"
+    topology.write_text(a.topology())
+    detector = Detector(stack.bootstrap_servers, stack.registry_url, topology, a.app_id, "i1", tmp / "detector.log")
+    a.dashboard = Dashboard(stack, t, a.unique, free_port(), tmp / "dashboard.log", topology_file=str(topology),
+                            detector_group=a.app_id, probe_interval_s="1")
+    try:
+        a.dashboard.start()
+        a.produce(a.alerting())
+        a.wait_for(decisions=len(a.burst) + 1, dead_letters=0)
+        a.produce(a.filler())
+        a.wait_for(decisions=len(a.burst) + 1 + FILLER, dead_letters=0)
+        a.produce(a.markup())
+        a.wait_for(decisions=len(a.burst) + 3 + FILLER, dead_letters=1)
+        yield a
+    finally:
+        a.dashboard.stop()
+        detector.kill()
+        existing = admin.list_topics(timeout=10).topics
+        doomed = [n for n in existing if a.unique in n]
+        for future in admin.delete_topics(doomed).values():
+            future.result(30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make browser-deps`"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any, analyst: Analyst) -> Iterator[Any]:
+    """A new page on the shared dashboard, once its snapshot is drawn (CSP bypassed as above);
+    the test fails if the page raised a JavaScript error."""
+    assert analyst.dashboard is not None
+    p = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.goto(analyst.dashboard.url)
+    p.wait_for_function("document.querySelectorAll('#queue-rows tr').length >= 3", timeout=30_000)
+    yield p
+    p.close()
+    assert errors == []
+
+
+def texts(page: Any, selector: str) -> list[str]:
+    return [t or "" for t in page.locator(selector).all_text_contents()]
+
+
+def test_queue_holds_an_alert_long_gone_from_the_live_list(page: Any, analyst: Analyst) -> None:
+    queue = page.get_by_test_id("alerts-queue")
+    # The live list holds the newest 200; the large payment came 300 decisions before them.
+    assert page.locator("#rows tr").count() == 200
+    assert analyst.big not in (page.locator("#rows").text_content() or "")
+    row = queue.locator("tr", has_text=analyst.big)
+    assert row.count() == 1
+    assert row.locator("td.rule").text_content() == "large-amount@2"
+    assert row.locator("td.amount").text_content() == "950.00 EUR"
+    assert row.locator("td.from").text_content() == f"BIG-{analyst.unique}"
+    # Newest first: the markup fraud, sent last; the other two came from two partitions, in either order.
+    queued = texts(page, "#queue-rows td.txid")
+    assert queued[0] == analyst.xss and sorted(queued[1:]) == sorted([analyst.big, analyst.burst[-1]])
+
+
+def test_detail_shows_rule_evidence_and_related_transactions_of_a_velocity_burst(
+    page: Any, analyst: Analyst
+) -> None:
+    page.locator("#queue-rows tr", has_text=analyst.burst[-1]).click()
+    detail = page.get_by_test_id("alert-detail")
+    detail.locator(".evidence li").first.wait_for(timeout=10_000)
+    rules = detail.locator(".rules-fired li").first.text_content() or ""
+    assert rules.startswith("velocity@3 A burst of spending from one account within three minutes")
+    assert "version 3 from topology file" in rules
+    evidence = texts(page, "#alert-detail .evidence li")
+    assert "velocity@3: count 10 \u2265 10 in sliding 3m" in evidence, evidence
+    assert "velocity@3: sum 200.00 \u2265 1200 in sliding 3m" in evidence, evidence
+    related = detail.locator(".detail-section", has_text="Related transactions")
+    related_ids = related.locator("td.txid").all_text_contents()
+    assert related_ids and set(related_ids) <= set(analyst.burst[:-1]), related_ids
+    assert related.locator("tr.legit").count() >= 1  # a row the dashboard saw, not only an id
+    recent = detail.locator(".detail-section", has_text="Recent transactions")
+    assert set(recent.locator("td.txid").all_text_contents()) == set(analyst.burst)
+
+
+def test_search_by_account_shows_only_that_account(page: Any, analyst: Analyst) -> None:
+    account = f"L7-{analyst.unique}"
+    page.get_by_test_id("search").fill(account)
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#rows td.from')].every(td => td.textContent === {json.dumps(account)})",
+        timeout=10_000)
+    sources = texts(page, "#rows td.from")
+    assert sources and set(sources) == {account}
+    assert page.locator("#queue-rows tr").count() == 0  # that account has no alert
+    page.get_by_test_id("search").fill(analyst.burst_account)
+    page.wait_for_function("document.querySelectorAll('#queue-rows tr').length === 1", timeout=10_000)
+    assert texts(page, "#queue-rows td.from") == [analyst.burst_account]
+    # The decision and rule filters narrow the same lists.
+    page.get_by_test_id("search").fill("")
+    page.get_by_test_id("filter-rule").select_option("large-amount")
+    page.wait_for_function("document.querySelectorAll('#queue-rows tr').length === 2", timeout=10_000)
+    assert set(texts(page, "#queue-rows td.txid")) == {analyst.big, analyst.xss}
+    page.get_by_test_id("filter-rule").select_option("")
+    page.get_by_test_id("filter-decision").select_option("dead-letter")
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 1", timeout=10_000)
+    assert page.locator("#rows tr.dead-letter td.rule").text_content() == "not-wire-format"
+    assert page.locator("#queue-rows tr").count() == 0
+
+
+def test_pause_freezes_the_list_and_resume_catches_up(page: Any, analyst: Analyst) -> None:
+    page.get_by_test_id("pause").click()
+    frozen = texts(page, "#rows td.txid")
+    late = [f"late-{analyst.unique}-{i}" for i in range(5)]
+    analyst.produce([(f"LATE-{analyst.unique}", transaction(i, transaction_id=tid,
+                                                            source_account=f"LATE-{analyst.unique}"))
+                     for i, tid in enumerate(late)])
+    # The stream goes on: the page counts what arrives, and the list stays as it was.
+    page.wait_for_function(
+        "document.querySelector('[data-testid=pause-status]').textContent === 'paused \u00b7 5 arrived since'",
+        timeout=60_000)
+    assert texts(page, "#rows td.txid") == frozen
+    page.get_by_test_id("pause").click()
+    page.wait_for_function(
+        f"document.querySelector('#rows td.txid').textContent.startsWith('late-{analyst.unique}')", timeout=10_000)
+    assert sorted(texts(page, "#rows td.txid")[:5]) == late  # in the detector's output order
+    assert texts(page, "#rows td.txid")[5:] == frozen[: len(frozen) - 5]
+    assert page.get_by_test_id("pause-status").text_content() == "caught up \u00b7 5 arrived while paused"
+
+
+def test_dead_letter_shows_in_the_health_panel_with_its_reason(page: Any, analyst: Analyst) -> None:
+    dead = page.get_by_test_id("dead-letters")
+    assert dead.locator("#dead-reasons li", has_text="not-wire-format").locator(".v").text_content() == "1"
+    row = dead.locator("#dead-rows tr").first
+    assert row.locator("td.reason").text_content() == "not-wire-format"
+    assert row.locator("td.class").text_content() == "DecodeError"
+    # The poison record was produced after the burst and the large payment, on the input topic.
+    assert (row.locator("td.where").text_content() or "").startswith(f"{analyst.input} ")
+    # The detector's group, asked by the AdminClient: one member, no error; latency and version observed.
+    health = page.get_by_test_id("health")
+    page.wait_for_function("document.getElementById('lag').textContent.includes('STABLE')", timeout=30_000)
+    lag = dict(zip(texts(page, "#lag .k"), texts(page, "#lag .v"), strict=True))
+    assert lag["group"] == analyst.app_id and lag["members"] == "1" and "error" not in lag, lag
+    assert lag["total lag"].isdigit()
+    latency = dict(zip(texts(page, "#latency .k"), texts(page, "#latency .v"), strict=True))
+    assert latency["p50"].endswith(" ms") and latency["p99"].endswith(" ms"), latency
+    detectors = health.locator("#detectors").text_content() or ""
+    assert "member " in detectors and "records, last" in detectors, detectors
+
+
+def test_markup_shows_as_text_everywhere(page: Any, analyst: Analyst) -> None:
+    live = page.locator("#rows tr.fraud", has_text=analyst.xss)
+    assert live.locator("td.from").text_content() == XSS_SCRIPT
+    assert live.locator("td.to").text_content() == XSS_IMG
+    queued = page.locator("#queue-rows tr", has_text=analyst.xss)
+    assert queued.locator("td.from").text_content() == XSS_SCRIPT
+    assert queued.locator("td.to").text_content() == XSS_IMG
+    queued.click()
+    detail = page.get_by_test_id("alert-detail")
+    detail.locator(".detail-section", has_text="Recent transactions").locator("tr.legit").first.wait_for(
+        timeout=10_000)
+    assert (detail.locator(".detail-title").text_content() or "").endswith(f"{XSS_SCRIPT} \u2192 {XSS_IMG}")
+    assert detail.locator("h3", has_text="Recent transactions of").text_content() == \
+        f"Recent transactions of {XSS_SCRIPT}"
+    assert set(texts(page, "#alert-detail td.from")) == {XSS_SCRIPT}
+    assert set(texts(page, "#alert-detail td.to")) == {XSS_IMG}
+    page.get_by_test_id("search").fill(XSS_SCRIPT)  # its legit and fraud decisions, and its alert
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 3", timeout=10_000)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("main script, main img").count() == 0

@@ -87,10 +87,10 @@ def test_history_one_point_per_second_with_empty_seconds() -> None:
     hub.publish(event("L"))
     clock.t = 104.0
     hub.tick()
-    assert list(hub.history) == [(100, 2, 1), (101, 1, 0), (102, 0, 0), (103, 0, 0)]
+    assert list(hub.history) == [(100, 2, 1, {}), (101, 1, 0, {}), (102, 0, 0, {}), (103, 0, 0, {})]
     clock.t = 200.0
     hub.tick()
-    assert len(hub.history) == 5 and hub.history[-1] == (199, 0, 0)
+    assert len(hub.history) == 5 and hub.history[-1] == (199, 0, 0, {})
 
 
 def test_slow_browser_drops_oldest_and_never_blocks_publish() -> None:

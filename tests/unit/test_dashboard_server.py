@@ -50,11 +50,12 @@ def test_page_and_static_assets_are_local_with_strict_csp() -> None:
         csp = resp.headers["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert "http://" not in html and "https://" not in html  # no CDN: works offline
-        for asset in ("/static/app.js", "/static/style.css"):
+        for asset in ("/static/app.js", "/static/panels.js", "/static/style.css"):
             r = await client.get(asset)
             assert r.status == 200, asset
-        js = await (await client.get("/static/app.js")).text()
-        assert "innerHTML" not in js.replace("never innerHTML", "")
+        for script in ("/static/app.js", "/static/panels.js"):
+            js = await (await client.get(script)).text()
+            assert "innerHTML" not in js.replace("never innerHTML", ""), script
 
     run(check)
 
@@ -102,5 +103,19 @@ def test_healthz_and_metrics() -> None:
         assert resp.status == 200 and (await resp.json())["status"] == "ok"
         text = await (await client.get("/metrics")).text()
         assert "fraudstream_sse_clients" in text
+
+    run(check)
+
+
+def test_alert_detail_by_transaction_id() -> None:
+    async def check(client: TestClient[Any, Any], hub: Hub) -> None:
+        hub.publish(ev("F", 1, "t/1 <b>"))
+        resp = await client.get("/api/alerts/t%2F1%20%3Cb%3E")
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+        detail = await resp.json()
+        assert detail["key"] == "t/1 <b>" and detail["rules_fired"][0]["ref"] == "r@1"
+        assert (await client.get("/api/alerts/unknown")).status == 404
+        snap = await (await client.get("/api/snapshot")).json()
+        assert [row["key"] for row in snap["queue"]] == ["t/1 <b>"]
 
     run(check)

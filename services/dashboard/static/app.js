@@ -1,11 +1,20 @@
-// fraudstream dashboard: Server-Sent Events in, DOM out.
+// fraudstream dashboard: Server-Sent Events in, DOM out. Lists, filters and pause live here;
+// charts, the alert detail and the health panel in panels.js.
 // Every value from the stream is written with textContent (never innerHTML), so a field such as
 // "<script>" shows as text. The page's Content-Security-Policy forbids inline scripts as a second guard.
 "use strict";
 
-const MAX_ROWS = 200;
-const RATE_WINDOW_S = 10;
-const state = { history: [], historyLimit: 300, es: null };
+const MAX_ROWS = 200;       // rows of the live list
+const KEEP_LIVE = 2000;     // recent events kept in the page, so a filter has something to show
+const QUEUE_ROWS = 500;     // rows of the alert queue drawn at once (the page keeps the whole queue)
+const state = {
+  history: [], historyLimit: 300, es: null,
+  live: [],                 // events, newest first
+  queue: [], queueIndex: new Map(), queueCapacity: 5000,
+  ruleIds: new Set(),
+  filter: { decision: "all", rule: "", q: "" },
+  paused: false, missed: 0, selected: null, renderTimer: null,
+};
 
 function $(id) { return document.getElementById(id); }
 
@@ -30,31 +39,23 @@ function fmtTime(iso, receivedMs) {
   return d.toLocaleTimeString("en-GB", { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 
+function fmtAmount(tx) {
+  return tx.amount !== null && tx.amount !== undefined ? tx.amount + " " + (tx.currency || "") : "";
+}
+
 function decisionLabel(ev) {
   if (ev.kind === "error") return "undecodable";
+  if (ev.kind === "dead-letter") return "dead-letter";
   return ev.branch || ev.kind;
 }
 
-function rowFor(ev) {
-  const tx = ev.tx || {};
-  const tr = el("tr", ev.kind);
-  tr.dataset.kind = ev.kind;
-  tr.dataset.id = ev.id;
-  const rules = ev.kind === "error" ? ev.error : (ev.rules && ev.rules.length ? ev.rules.join(", ") : "(default)");
-  const amount = tx.amount !== null && tx.amount !== undefined ? tx.amount + " " + (tx.currency || "") : "";
-  const cells = [
-    ["time", fmtTime(tx.event_time, ev.received_ms)],
-    ["decision", decisionLabel(ev)],
-    ["rule", rules],
-    ["amount", amount],
-    ["from", tx.source_account],
-    ["to", tx.target_account],
-    ["channel", tx.channel],
-    ["country", tx.country],
-    ["mcc", tx.merchant_category],
-    ["txid", tx.transaction_id],
-    ["where", ev.topic + " " + ev.partition + "/" + ev.offset],
-  ];
+function ruleText(ev) {
+  if (ev.kind === "error") return ev.error;
+  if (ev.kind === "dead-letter") return ev.dead_letter ? ev.dead_letter.reason : "";
+  return ev.rules && ev.rules.length ? ev.rules.join(", ") : "(default)";
+}
+
+function cellsRow(tr, cells) {
   for (const [cls, value] of cells) {
     const td = el("td", cls, value === null || value === undefined ? "" : value);
     td.title = td.textContent;
@@ -63,144 +64,153 @@ function rowFor(ev) {
   return tr;
 }
 
-// events: newest first
-function prependRows(events) {
-  const body = $("rows");
+function rowFor(ev) {
+  const tx = ev.tx || {};
+  const tr = el("tr", ev.kind);
+  tr.dataset.kind = ev.kind;
+  tr.dataset.id = ev.id;
+  if (tx.transaction_id !== null && tx.transaction_id !== undefined) tr.dataset.key = tx.transaction_id;
+  const dl = ev.dead_letter;
+  const where = dl ? "from " + dl.source_topic + " " + dl.source_partition + "/" + dl.source_offset
+    : ev.topic + " " + ev.partition + "/" + ev.offset;
+  return cellsRow(tr, [
+    ["time", fmtTime(tx.event_time, ev.received_ms)], ["decision", decisionLabel(ev)], ["rule", ruleText(ev)],
+    ["amount", fmtAmount(tx)], ["from", tx.source_account], ["to", tx.target_account], ["channel", tx.channel],
+    ["country", tx.country], ["mcc", tx.merchant_category], ["txid", tx.transaction_id], ["where", where],
+  ]);
+}
+
+function queueRowFor(entry) {
+  const tx = entry.tx || {};
+  const tr = el("tr", "alert-row" + (entry.key === state.selected ? " selected" : ""));
+  tr.dataset.key = entry.key;
+  return cellsRow(tr, [
+    ["time", fmtTime(tx.event_time, entry.received_ms)], ["rule", entry.rules.join(", ") || "(none named)"],
+    ["amount", fmtAmount(tx)], ["from", tx.source_account], ["to", tx.target_account], ["txid", tx.transaction_id],
+  ]);
+}
+
+// ---- filters
+
+function kindMatches(kind, wanted) {
+  if (wanted === "all") return true;
+  if (wanted === "fraud") return kind === "fraud" || kind === "alert";
+  return kind === wanted;
+}
+
+function matches(kind, rules, tx) {
+  const f = state.filter;
+  if (!kindMatches(kind, f.decision)) return false;
+  if (f.rule && !(rules || []).some((r) => r.split("@")[0] === f.rule)) return false;
+  if (!f.q) return true;
+  return [tx.transaction_id, tx.source_account, tx.target_account]
+    .some((v) => v !== null && v !== undefined && String(v).toLowerCase() === f.q);
+}
+
+function readFilter() {
+  state.filter = {
+    decision: $("filter-decision").value, rule: $("filter-rule").value, q: $("search").value.trim().toLowerCase(),
+  };
+  renderLists();
+}
+
+function learnRules(refs) {
+  let added = false;
+  for (const ref of refs || []) {
+    const id = String(ref).split("@")[0];
+    if (id && !state.ruleIds.has(id)) { state.ruleIds.add(id); added = true; }
+  }
+  if (!added) return;
+  const select = $("filter-rule");
+  const current = select.value;
   const frag = document.createDocumentFragment();
-  for (const ev of events.slice(0, MAX_ROWS)) frag.appendChild(rowFor(ev));
-  body.insertBefore(frag, body.firstChild);
-  while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
+  frag.appendChild(el("option", null, "all rules")).value = "";
+  for (const id of [...state.ruleIds].sort()) frag.appendChild(el("option", null, id)).value = id;
+  select.replaceChildren(frag);
+  select.value = current;
 }
 
-function renderTotals(t, lastPoint) {
-  $("c-decisions").textContent = fmtInt(t.decisions);
-  $("c-legit").textContent = fmtInt(t.legit);
-  $("c-fraud").textContent = fmtInt(t.fraud);
-  $("c-rate").textContent = (100 * (t.fraud_rate || 0)).toFixed(2) + " %";
-  $("c-alerts").textContent = fmtInt(t.alerts);
-  $("c-errors").textContent = fmtInt(t.errors);
-  $("c-dropped").textContent = fmtInt(t.dropped);
-  if (lastPoint) $("c-tps").textContent = fmtInt(lastPoint[1]);
+// ---- lists (drawn from state, at most every 100 ms, never while paused)
+
+function renderLists() {
+  clearTimeout(state.renderTimer);
+  state.renderTimer = null;
+  const live = [];
+  for (const ev of state.live) {
+    if (live.length >= MAX_ROWS) break;
+    if (matches(ev.kind, ev.rules, ev.tx || {})) live.push(rowFor(ev));
+  }
+  $("rows").replaceChildren(...live);
+  const queue = state.queue.filter((e) => matches("fraud", e.rules, e.tx || {}));
+  $("queue-rows").replaceChildren(...queue.slice(0, QUEUE_ROWS).map(queueRowFor));
+  $("queue-count").textContent = "newest first · " + fmtInt(queue.length) + " of " + fmtInt(state.queue.length)
+    + " kept (last " + fmtInt(state.queueCapacity) + ")";
 }
 
-function renderRules(rules) {
-  const list = $("rules");
-  // Rules that decided, most hits first; the default branch (no rule) last, scaled with them.
-  const entries = Object.entries(rules || {}).sort((a, b) =>
-    (a[0] === "(default)") - (b[0] === "(default)") || b[1] - a[1]);
-  const decided = entries.filter((e) => e[0] !== "(default)");
-  const max = decided.length ? decided[0][1] : (entries.length ? entries[0][1] : 1);
-  const frag = document.createDocumentFragment();
-  for (const [rule, hits] of entries) {
-    const li = el("li");
-    const name = el("div", "name");
-    name.appendChild(el("span", null, rule));
-    name.appendChild(el("span", null, fmtInt(hits)));
-    const bar = el("div", rule === "(default)" ? "bar default" : "bar");
-    bar.style.width = Math.min(100, Math.max(1, (100 * hits) / max)).toFixed(1) + "%";
-    li.appendChild(name);
-    li.appendChild(bar);
-    frag.appendChild(li);
-  }
-  list.replaceChildren(frag);
+function scheduleRender() {
+  if (state.paused || state.renderTimer !== null) return;
+  state.renderTimer = setTimeout(renderLists, 100);
 }
 
-// Fraud rate (%) over the last `window` seconds at each point: per-second rates at low traffic are noise.
-function rollingRates(pts, window) {
-  const out = [];
-  let tx = 0, fraud = 0;
-  for (let i = 0; i < pts.length; i++) {
-    tx += pts[i][1]; fraud += pts[i][2];
-    if (i >= window) { tx -= pts[i - window][1]; fraud -= pts[i - window][2]; }
-    out.push(tx ? (100 * fraud) / tx : 0);
+function upsertQueue(ev) {
+  const tx = ev.tx || {};
+  const key = tx.transaction_id !== null && tx.transaction_id !== undefined ? String(tx.transaction_id) : ev.id;
+  let entry = state.queueIndex.get(key);
+  if (!entry) {
+    entry = { key: key, tx: Object.assign({}, tx), rules: [], kinds: [], received_ms: ev.received_ms };
+    state.queueIndex.set(key, entry);
+    state.queue.unshift(entry);
+    while (state.queue.length > state.queueCapacity) state.queueIndex.delete(state.queue.pop().key);
   }
-  return out;
-}
-
-function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
-}
-
-function drawChart() {
-  const canvas = $("chart");
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth, h = canvas.clientHeight || 220;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-  }
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, h);
-  const css = getComputedStyle(document.documentElement);
-  const colLine = css.getPropertyValue("--line"), colMuted = css.getPropertyValue("--muted");
-  const colTps = css.getPropertyValue("--accent"), colRate = css.getPropertyValue("--fraud");
-  const pad = { l: 48, r: 48, t: 8, b: 22 };
-  const pw = w - pad.l - pad.r, ph = h - pad.t - pad.b;
-  const pts = state.history;
-  const n = Math.max(state.historyLimit, 2);
-  const maxTps = niceMax(Math.max(0, ...pts.map((p) => p[1])));
-  const rates = rollingRates(pts, RATE_WINDOW_S);
-  const maxRate = niceMax(Math.max(1, ...rates));
-  ctx.font = "11px system-ui, sans-serif";
-  ctx.strokeStyle = colLine;
-  ctx.fillStyle = colMuted;
-  ctx.lineWidth = 1;
-  for (let i = 0; i <= 4; i++) {
-    const y = pad.t + (ph * i) / 4;
-    ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(pad.l + pw, y); ctx.stroke();
-    ctx.textAlign = "right";
-    ctx.fillText(fmtInt((maxTps * (4 - i)) / 4), pad.l - 6, y + 4);
-    ctx.textAlign = "left";
-    ctx.fillText(((maxRate * (4 - i)) / 4).toFixed(maxRate < 4 ? 1 : 0) + "%", pad.l + pw + 6, y + 4);
-  }
-  ctx.textAlign = "center";
-  for (const s of [n, Math.round(n / 2), 0]) {
-    ctx.fillText(s ? "-" + s + "s" : "now", pad.l + pw * (1 - s / n), h - 6);
-  }
-  const x = (i) => pad.l + pw * (1 - (pts.length - 1 - i) / n);
-  function line(values, max, color) {
-    if (!values.length) return;
-    ctx.strokeStyle = color;
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    values.forEach((v, i) => {
-      const y = pad.t + ph * (1 - v / max);
-      if (i === 0) ctx.moveTo(x(i), y); else ctx.lineTo(x(i), y);
-    });
-    ctx.stroke();
-  }
-  line(pts.map((p) => p[1]), maxTps, colTps);
-  line(rates, maxRate, colRate);
+  // A FraudAlert has no currency or channel: its fraud decision (the twin) fills them in.
+  for (const [name, value] of Object.entries(tx)) if (entry.tx[name] === null || entry.tx[name] === undefined) entry.tx[name] = value;
+  for (const r of ev.rules || []) if (!entry.rules.includes(r)) entry.rules.push(r);
+  if (!entry.kinds.includes(ev.kind)) entry.kinds.push(ev.kind);
 }
 
 function onSnapshot(msg) {
   state.history = msg.history || [];
   state.historyLimit = msg.history_s || state.historyLimit;
-  $("rows").replaceChildren();
-  prependRows(msg.recent || []);
-  renderTotals(msg.totals, state.history[state.history.length - 1]);
-  renderRules(msg.rules);
-  drawChart();
+  state.live = msg.recent || [];
+  state.queueCapacity = msg.queue_capacity || state.queueCapacity;
+  state.queue = msg.queue || [];
+  state.queueIndex = new Map(state.queue.map((e) => [e.key, e]));
+  learnRules(msg.rule_ids);
+  learnRules(Object.keys(msg.rules || {}).filter((r) => r !== "(default)"));
+  if (state.paused) countMissed(0); else renderLists();
+  onStats(msg);
 }
 
 function onTx(batch) {
-  // batch is oldest first; the list shows newest first
-  prependRows(batch.slice().reverse());
+  // batch is oldest first; the lists show newest first
+  for (const ev of batch) {
+    state.live.unshift(ev);
+    if (ev.kind === "fraud" || ev.kind === "alert") upsertQueue(ev);
+    learnRules(ev.rules);
+  }
+  if (state.live.length > KEEP_LIVE) state.live.length = KEEP_LIVE;
+  if (state.paused) countMissed(batch.length); else scheduleRender();
 }
 
-function onStats(msg) {
-  if (msg.point) {
-    const last = state.history[state.history.length - 1];
-    if (!last || last[0] < msg.point[0]) state.history.push(msg.point);
-    while (state.history.length > state.historyLimit) state.history.shift();
+// ---- pause: the lists stay as they are; events are still taken in and counted
+
+function countMissed(n) {
+  state.missed += n;
+  $("pause-status").textContent = "paused · " + fmtInt(state.missed) + " arrived since";
+}
+
+function togglePause() {
+  const button = $("pause");
+  state.paused = !state.paused;
+  button.setAttribute("aria-pressed", String(state.paused));
+  button.textContent = state.paused ? "Resume" : "Pause";
+  if (state.paused) {
+    state.missed = 0;
+    countMissed(0);
+  } else {
+    renderLists();
+    $("pause-status").textContent = "caught up · " + fmtInt(state.missed) + " arrived while paused";
   }
-  renderTotals(msg.totals, msg.point);
-  renderRules(msg.rules);
-  drawChart();
 }
 
 function connect() {
@@ -211,15 +221,25 @@ function connect() {
   es.addEventListener("tx", (e) => onTx(JSON.parse(e.data)));
   es.addEventListener("stats", (e) => onStats(JSON.parse(e.data)));
   es.addEventListener("error", () => {
-    if (es.readyState === EventSource.CLOSED) {
-      // The browser gave up (e.g. the server answered with an error): try again ourselves.
-      setStatus("reconnecting…", "reconnecting");
-      setTimeout(connect, 2000);
-    } else {
-      setStatus("reconnecting…", "reconnecting");
-    }
+    setStatus("reconnecting…", "reconnecting");
+    // Closed: the browser gave up (e.g. the server answered with an error): try again ourselves.
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   });
 }
 
-window.addEventListener("resize", drawChart);
-window.addEventListener("DOMContentLoaded", () => { drawChart(); connect(); });
+function openFromRow(event) {
+  const tr = event.target.closest("tr");
+  if (tr && tr.dataset.key && state.queueIndex.has(tr.dataset.key)) openDetail(tr.dataset.key);
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  $("filter-decision").addEventListener("change", readFilter);
+  $("filter-rule").addEventListener("change", readFilter);
+  $("search").addEventListener("input", readFilter);
+  $("pause").addEventListener("click", togglePause);
+  $("queue-rows").addEventListener("click", openFromRow);
+  $("rows").addEventListener("click", openFromRow);
+  drawCharts();
+  connect();
+});
+window.addEventListener("resize", () => drawCharts());

@@ -1,0 +1,57 @@
+"""Every few seconds, off the event loop: the detector group's lag and members, and run-time rule changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from services.dashboard.catalog import RuleRecord
+from services.dashboard.health import probe_group
+from services.dashboard.hub import Hub
+from services.rules.feed import RulesFeed
+
+log = logging.getLogger(__name__)
+
+
+class Probe:
+    """Asks the AdminClient about ``group_id`` and reads the rules topic (when set), for the hub."""
+
+    def __init__(self, admin_config: dict[str, Any], group_id: str, hub: Hub, *, interval_s: float = 5.0,
+                 rules: RulesFeed | None = None) -> None:
+        self.admin = AdminClient(admin_config)
+        self.group_id = group_id
+        self.hub = hub
+        self.interval_s = interval_s
+        self.rules = rules
+
+    def _once(self) -> tuple[dict[str, Any], list[RuleRecord]]:
+        group = probe_group(self.admin, self.group_id, int(time.time() * 1000))
+        records: list[RuleRecord] = []
+        if self.rules is not None:
+            try:
+                records = list(self.rules.poll())
+            except Exception as exc:  # the rules topic is optional: log and go on
+                log.warning("rules topic %s: %s", self.rules.topic, exc)
+        return group, records
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-probe")
+        try:
+            while not stop.is_set():
+                group, records = await loop.run_in_executor(executor, self._once)
+                self.hub.health.group = group
+                self.hub.catalog.learn(records)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+        finally:
+            if self.rules is not None:
+                await loop.run_in_executor(executor, self.rules.close)
+            executor.shutdown(wait=True)
