@@ -89,6 +89,7 @@ class ExactlyOnceRuntime:
         self._restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
         self._recoveries = 0  # producer replacements since the last commit
+        self._retired: list[TransactionalProducer] = []  # replaced producers, kept alive a while
         self._next_checkpoint = 0.0
 
     # ------------------------------------------------------------------ public
@@ -196,7 +197,7 @@ class ExactlyOnceRuntime:
                 log.warning("commit failed (%s): aborting and re-reading", err)
                 self.abort(str(err))
                 return False
-            if err.fatal() and not is_fenced(err):
+            if (err.fatal() or err.retriable()) and not is_fenced(err):
                 self._recover(err, "commit_transaction")
                 return False
             raise fatal_error(err, "commit_transaction", self.transactional_id) from exc
@@ -214,7 +215,7 @@ class ExactlyOnceRuntime:
             producer.abort()
         except KafkaException as exc:
             err = kafka_error(exc)
-            if err.fatal() and not is_fenced(err):
+            if (err.fatal() or err.retriable()) and not is_fenced(err):
                 self._recover(err, "abort_transaction")
                 return
             raise fatal_error(err, "abort_transaction", self.transactional_id) from exc
@@ -326,7 +327,8 @@ class ExactlyOnceRuntime:
         return fatal_error(err, where, self.transactional_id)
 
     def _recover(self, error: KafkaError, where: str) -> None:
-        """A fatal producer error that is not fencing: replace the producer and go on from the group's offsets.
+        """A fatal producer error that is not fencing, or a transactional call that timed out (the broker is
+        down): replace the producer and go on from the group's offsets.
 
         ``init_transactions`` of the new producer (same transactional.id) completes or aborts whatever
         the old one left open; the group's committed offsets then tell which (the offsets travel in
@@ -340,13 +342,15 @@ class ExactlyOnceRuntime:
         consumer, old = self._clients()
         with contextlib.suppress(Exception):
             old.producer.purge()
+        # Not destroyed now: destroying a handle with a transactional call still hanging could block too.
+        self._retired = [*self._retired[-4:], old]
         self._producer = self._new_producer()
         self._fatal = None
         txn, self.txn = self.txn, None
         if txn is None:
             return
         parts = [tp for tp in txn.first if tp in self.partitions.assigned]
-        committed = consumer.committed([TopicPartition(*tp) for tp in parts], self.settings.kafka_timeout_s)
+        committed = self._committed_offsets(consumer, parts)
         at = {(tp.topic, tp.partition): tp.offset for tp in committed}
         if txn.next and all(at.get(tp) == o for tp, o in txn.next.items() if tp in at):
             self.processor.committed()
@@ -356,6 +360,23 @@ class ExactlyOnceRuntime:
             self.stats.transactions_aborted += 1
         for tp in parts:
             self._seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
+
+    def _committed_offsets(self, consumer: ConsumerClient, parts: list[TP]) -> list[TopicPartition]:
+        """The group's committed offsets of ``parts``, waiting out a broker outage (``outage_patience_s``)."""
+        s = self.settings
+        deadline = time.monotonic() + s.outage_patience_s
+        while True:
+            try:
+                return consumer.committed([TopicPartition(*tp) for tp in parts], s.kafka_timeout_s)
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err.fatal() or (not err.retriable() and err.code() != KafkaError._TRANSPORT):
+                    raise fatal_error(err, "committed offsets", self.transactional_id) from exc
+                if time.monotonic() > deadline:
+                    raise fatal_error(err, f"committed offsets (for {s.outage_patience_s:.0f} s)",
+                                      self.transactional_id) from exc  # fmt: skip
+                log.warning("committed offsets: %s; retrying", err.str())
+                time.sleep(1.0)
 
     def _seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
         for attempt in range(50):

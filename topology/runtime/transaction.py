@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from topology.records import TP, OutRecord, header
 from topology.runtime.clients import ProducerClient
@@ -128,6 +128,10 @@ def retrying(call: Callable[[], None], what: str, patience_s: float) -> None:
         except KafkaException as exc:
             err = kafka_error(exc)
             if not err.retriable() or err.fatal() or time.monotonic() - started > patience_s:
+                raise
+            if err.code() == KafkaError._TIMED_OUT and what != "init_transactions":
+                # librdkafka may block for ever in a transactional call retried after a timeout (its
+                # issues 5456/5511, seen here after a broker restart): the caller replaces the producer.
                 raise
             if not waited:
                 waited = True
