@@ -30,14 +30,14 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from topology.plan import Aggregate
 
 AggValue = int | Decimal
 
 NO_TIME = -(2**62)
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 @dataclass(slots=True)
@@ -117,6 +117,11 @@ class WindowStore:
         """Start a partition empty (assigned; ``restore`` fills it from the changelog)."""
         self._partitions[partition] = _Partition()
 
+    def keys(self, partition: int) -> list[bytes]:
+        """The keys held in memory for ``partition``."""
+        p = self._partitions.get(partition)
+        return [] if p is None else list(p.keys)
+
     def size(self, partition: int | None = None) -> int:
         """Number of keys held (in one partition, or all)."""
         parts = self._partitions.values() if partition is None else [self._partitions.get(partition, _Partition())]
@@ -125,6 +130,37 @@ class WindowStore:
     def stream_time(self, partition: int) -> int:
         p = self._partitions.get(partition)
         return NO_TIME if p is None else p.stream_time
+
+    @property
+    def retention(self) -> int:
+        """How long after a key's last event its state may still decide (window size + grace)."""
+        return self._retention
+
+    @property
+    def sweep_every(self) -> int:
+        """Stream time between two sweeps of expired keys."""
+        return self._sweep_every
+
+    def advance_stream_time(self, partition: int, time_ms: int) -> None:
+        """Raise the partition's stream time to ``time_ms`` (restored state carries it)."""
+        p = self._partitions.get(partition)
+        if p is None:
+            p = self._partitions[partition] = _Partition()
+        if time_ms > p.stream_time:
+            p.stream_time = time_ms
+        if p.next_sweep == NO_TIME:
+            p.next_sweep = p.stream_time + self._sweep_every
+
+    def forget(self, partition: int, keys: Iterable[bytes] | None = None) -> None:
+        """Drop ``keys`` (None: all) from memory, not marked (their state is kept elsewhere)."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return
+        if keys is None:
+            p.keys.clear()
+            return
+        for k in keys:
+            p.keys.pop(k, None)
 
     # ------------------------------------------------------------ update
 
@@ -262,6 +298,14 @@ class WindowStore:
         p = self._partitions.get(partition)
         return p is not None and key in p.keys
 
+    def entries(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
+        """The JSON-ready state of those of ``keys`` the store holds."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return {}
+        held = p.keys
+        return {k: self._entry(ks) for k in keys if (ks := held.get(k)) is not None}
+
     def entry(self, partition: int, key: bytes) -> list[Any] | None:
         """The JSON-ready state of ``key`` (None: the store does not hold it)."""
         p = self._partitions.get(partition)
@@ -315,10 +359,7 @@ class WindowStore:
                     win.distinct = set(w[2])
                 ks.windows[int(w[0])] = win
         p.keys[key] = ks
-        if ks.max_time > p.stream_time:
-            p.stream_time = ks.max_time
-        if p.next_sweep == NO_TIME:
-            p.next_sweep = p.stream_time + self._sweep_every
+        self.advance_stream_time(partition, ks.max_time)
 
     def snapshot(self, partition: int) -> dict[bytes, str]:
         """Every live key's state in ``partition`` as text (for tests: equal snapshots mean equal
@@ -327,87 +368,7 @@ class WindowStore:
         if p is None:
             return {}
         horizon = p.stream_time - self._retention
-        return {k: _DUMPS(self._entry(ks)) for k, ks in sorted(p.keys.items()) if ks.max_time > horizon}
-
-
-class StateGroup:
-    """The stores of one stage and their one compacted changelog topic (keyed by group key)."""
-
-    def __init__(self, changelog_topic: str, stores: Iterable[WindowStore]) -> None:
-        self.changelog_topic = changelog_topic
-        self.stores = tuple(stores)
-        self._by_id = {s.state_id: s for s in self.stores}
-
-    def drop(self, partition: int) -> None:
-        for s in self.stores:
-            s.drop(partition)
-
-    def clear(self, partition: int) -> None:
-        for s in self.stores:
-            s.clear(partition)
-
-    def flush(self) -> list[tuple[int, bytes, bytes | None]]:
-        """(partition, key, value or None) for every key written since the last flush, and a
-        tombstone for every key swept from the last store that held it.
-
-        A key swept from one store while another still holds it keeps its (now partly stale)
-        record: the stale entry is restored as expired state and swept again, which decides the
-        same, and saves a changelog record per key and window expiry.
-        """
-        written: dict[int, set[bytes]] = {}
-        swept: dict[int, set[bytes]] = {}
-        for s in self.stores:
-            for n, (d, e) in s.take_dirty().items():
-                if d:
-                    if n in written:
-                        written[n] |= d
-                    else:
-                        written[n] = d
-                if e:
-                    swept.setdefault(n, set()).update(e)
-        stores = self.stores
-        out: list[tuple[int, bytes, bytes | None]] = []
-        for n, keys in written.items():
-            parts = [(s, s._partitions.get(n)) for s in stores]
-            for key in keys:
-                doc = {}
-                for s, p in parts:
-                    ks = None if p is None else p.keys.get(key)
-                    if ks is not None:
-                        doc[s.state_id] = s._entry(ks)
-                out.append((n, key, _DUMPS(doc).encode() if doc else None))
-        for n, keys in swept.items():
-            done = written.get(n, set())
-            for key in keys:
-                if key not in done and not any(s.holds(n, key) for s in stores):
-                    out.append((n, key, None))
-        return out
-
-    def restore(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Apply one changelog record: every store of the group gets its entry (or loses the key)."""
-        doc: dict[str, Any] = {} if value is None else json.loads(value)
-        for s in self.stores:
-            s.load(partition, key, doc.get(s.state_id))
-
-
-class StateBackend(Protocol):
-    """Makes the stores of a processor: ``InMemoryState`` (the default), or
-    ``topology.kvstate.KVState`` (an embedded store such as RocksDB). ``group`` is called again for
-    the same changelog topic when rules change at run time (the stores are regrouped)."""
-
-    def store(self, name: str, aggregate: Aggregate, changelog_topic: str) -> WindowStore: ...
-
-    def group(self, changelog_topic: str, stores: Iterable[WindowStore]) -> StateGroup: ...
-
-
-class InMemoryState:
-    """Stores in memory (plain ``WindowStore``/``StateGroup``)."""
-
-    def store(self, name: str, aggregate: Aggregate, changelog_topic: str) -> WindowStore:
-        return WindowStore(name, aggregate, changelog_topic)
-
-    def group(self, changelog_topic: str, stores: Iterable[WindowStore]) -> StateGroup:
-        return StateGroup(changelog_topic, stores)
+        return {k: DUMPS(self._entry(ks)) for k, ks in sorted(p.keys.items()) if ks.max_time > horizon}
 
 
 def encode_group_key(values: Iterable[Any]) -> bytes:
@@ -418,5 +379,5 @@ def encode_group_key(values: Iterable[Any]) -> bytes:
         return vals[0].encode()
     for v in vals:
         if '"' in v or "\\" in v or not v.isprintable():
-            return _DUMPS(vals).encode()  # needs escapes
+            return DUMPS(vals).encode()  # needs escapes
     return ('["' + '","'.join(vals) + '"]').encode()
