@@ -308,10 +308,10 @@ def test_an_alert_per_fraud_decision_with_rules_evidence_and_score(s: Serde) -> 
          "threshold": "3", "transactions": ["tx-20", "tx-21"]}  # named across the repartition stage
     ]  # fmt: skip
     assert alerts["tx-23"]["evidence"][0]["transactions"] == ["tx-20", "tx-21", "tx-22"]
-    # the same evidence as the fraud record's header
+    # the same evidence as the fraud record's header, which also has how many earlier transactions the window holds
     fraud = {s.decoder.decode(w.value)["transaction_id"]: headers(w) for w in d.records(FRAUD)}
     assert json.loads(fraud["tx-22"]["fraudstream.evidence"]) == {
-        "fan-in@2": [{k: v for k, v in e.items() if k != "rule_id"} for e in a22["evidence"]]
+        "fan-in@2": [{**{k: v for k, v in e.items() if k != "rule_id"}, "transactions_total": 2} for e in a22["evidence"]]
     }
 
 

@@ -1,7 +1,13 @@
 """The stores of one stage and their one changelog topic: changelog documents (flush) and restore.
 
 A key's changelog document is one compact JSON object: ``{state_id: entry}`` for every store of the
-group that holds the key (``WindowStore.entry``); ``None`` (a tombstone) when none does.
+group that holds the key (``WindowStore.entry``); ``None`` (a tombstone) when none does. Its size is
+bounded by construction (``max_document_bytes``).
+
+Transactions: ``committed`` after the commit of the transaction that holds every flush since the
+last ``committed``/``aborted``; ``aborted`` puts every store back to its state at the last
+``committed`` (or at the end of the restore). In memory, the changelog is replayed from its start
+(``restore_from`` is 0) and ``checkpoint`` does nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +16,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from topology.state.window import DUMPS, WindowStore
+from topology.plan import Aggregate
+from topology.state.bounds import Bounds
+from topology.state.window import DUMPS, WindowStore, state_id
+
+
+def document_bytes(stores: Iterable[tuple[str, Aggregate]]) -> int:
+    """The largest changelog value a key of a group of stores (name, aggregate) can have."""
+    return 2 + sum(len(state_id(n, a)) + 4 + Bounds.of(a).entry_bytes() for n, a in stores)
 
 
 class StateGroup:
@@ -24,6 +37,27 @@ class StateGroup:
     def drop(self, partition: int) -> None:
         for s in self.stores:
             s.drop(partition)
+
+    def max_document_bytes(self) -> int:
+        """The largest changelog value a key of this group can have (from the stores' caps)."""
+        return document_bytes((s.name, s.aggregate) for s in self.stores)
+
+    def committed(self, *, confirmed: bool = True) -> None:
+        """The state so far is committed; ``confirmed=False``: assumed so by a runtime that does not
+        tell outcomes (and rebuilds state after an abort)."""
+        for s in self.stores:
+            s.committed()
+
+    def aborted(self) -> int:
+        """Every store back to its last committed state; the number of (store, key) undo entries applied."""
+        return sum(s.aborted() for s in self.stores)
+
+    def restore_from(self, partition: int) -> int:
+        """The first changelog offset to replay into ``partition`` (in memory: all of it)."""
+        return 0
+
+    def checkpoint(self, partition: int, offset: int) -> None:
+        """Committed state covers the changelog up to ``offset`` (in memory: nothing to keep)."""
 
     def clear(self, partition: int) -> None:
         for s in self.stores:

@@ -20,6 +20,9 @@ window closes when its end + grace <= stream time; a record whose windows are al
 late: it is not aggregated and its condition is false. Stream time can be rebuilt from the
 changelog because each key's entry carries its own largest event time, and stream time only
 moves when a key is written.
+
+What a key keeps is bounded by its aggregate's caps (``topology.state.bounds``), and its changes
+can be undone to the last commit (``aborted``; ``topology.state.keys``).
 """
 
 from __future__ import annotations
@@ -28,51 +31,28 @@ import json
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from topology.plan import Aggregate
+from topology.state.bounds import Bounds, Entry, bounded_text
+from topology.state.keys import NO_TIME, KeyState, Partition, Win, decode_entry, encode_entry
+
+__all__ = ["DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "state_id"]
 
 AggValue = int | Decimal
 
-NO_TIME = -(2**62)
 DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
-@dataclass(slots=True)
-class _Win:
-    """One tumbling/hopping window of one key."""
-
-    count: int = 0
-    total: Decimal = Decimal(0)
-    distinct: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class _KeyState:
-    max_time: int = NO_TIME
-    windows: dict[int, _Win] = field(default_factory=dict)  # tumbling/hopping: start -> window
-    times: list[int] = field(default_factory=list)  # sliding: event times, sorted
-    values: list[Any] = field(default_factory=list)  # sliding sum/distinct_count: parallel to times
-    ids: list[str] = field(default_factory=list)  # sliding, related: transaction ids parallel to times
-
-
-@dataclass(slots=True)
-class _Partition:
-    keys: dict[bytes, _KeyState] = field(default_factory=dict)
-    dirty: set[bytes] = field(default_factory=set)  # written since the last flush
-    expired: set[bytes] = field(default_factory=set)  # swept since the last flush
-    stream_time: int = NO_TIME
-    next_sweep: int = NO_TIME
-
-
 def state_id(name: str, aggregate: Aggregate) -> str:
-    """``name#digest`` of what a store keeps (not its threshold or grace, which read the same state)."""
+    """``name#digest`` of what a store keeps: function, field, grouping, window kind and size,
+    filter, and the caps that bound it (not its threshold or grace, which read the same state)."""
     a, w = aggregate, aggregate.window
     what = f"{a.function}|{a.field}|{','.join(a.group_by)}|{w.kind}|{w.size_ms}|{w.advance_ms}|{a.filter}"
     if aggregate.related:
         what += "|ids"
+    what += Bounds.of(aggregate).tag()
     return f"{name}#{zlib.crc32(what.encode()):08x}"
 
 
@@ -84,6 +64,8 @@ class WindowStore:
         self.aggregate = aggregate
         self.changelog_topic = changelog_topic
         self.state_id = state_id(name, aggregate)
+        self.bounds = Bounds.of(aggregate)
+        self.inexact = 0  # reductions that may make a late record's decision differ (see bounds)
         w = aggregate.window
         self._kind = w.kind
         self._size = w.size_ms
@@ -94,7 +76,7 @@ class WindowStore:
         self._retention = w.size_ms + w.grace_ms
         # Idle keys are swept when stream time passes next_sweep; the interval only bounds memory.
         self._sweep_every = max(self._retention // 4, 1000)
-        self._partitions: dict[int, _Partition] = {}
+        self._partitions: dict[int, Partition] = {}
 
     def with_aggregate(self, aggregate: Aggregate) -> WindowStore:
         """A store for ``aggregate`` (same ``state_id``: e.g. another threshold or grace) taking over this state."""
@@ -115,7 +97,7 @@ class WindowStore:
 
     def clear(self, partition: int) -> None:
         """Start a partition empty (assigned; ``restore`` fills it from the changelog)."""
-        self._partitions[partition] = _Partition()
+        self._partitions[partition] = Partition()
 
     def keys(self, partition: int) -> list[bytes]:
         """The keys held in memory for ``partition``."""
@@ -124,7 +106,7 @@ class WindowStore:
 
     def size(self, partition: int | None = None) -> int:
         """Number of keys held (in one partition, or all)."""
-        parts = self._partitions.values() if partition is None else [self._partitions.get(partition, _Partition())]
+        parts = self._partitions.values() if partition is None else [self._partitions.get(partition, Partition())]
         return sum(len(p.keys) for p in parts)
 
     def stream_time(self, partition: int) -> int:
@@ -145,14 +127,14 @@ class WindowStore:
         """Raise the partition's stream time to ``time_ms`` (restored state carries it)."""
         p = self._partitions.get(partition)
         if p is None:
-            p = self._partitions[partition] = _Partition()
+            p = self._partitions[partition] = Partition()
         if time_ms > p.stream_time:
             p.stream_time = time_ms
         if p.next_sweep == NO_TIME:
             p.next_sweep = p.stream_time + self._sweep_every
 
     def forget(self, partition: int, keys: Iterable[bytes] | None = None) -> None:
-        """Drop ``keys`` (None: all) from memory, not marked (their state is kept elsewhere)."""
+        """Drop ``keys`` (None: all) from memory, not marked (their committed state is kept elsewhere)."""
         p = self._partitions.get(partition)
         if p is None:
             return
@@ -161,6 +143,22 @@ class WindowStore:
             return
         for k in keys:
             p.keys.pop(k, None)
+
+    # ------------------------------------------------------------ transactions
+
+    def committed(self) -> None:
+        """The state so far is committed (flushed and in the changelog): forget the undo copies."""
+        for p in self._partitions.values():
+            p.commit()
+
+    def aborted(self) -> int:
+        """Back to the state at the last ``committed`` (or assignment); the number of keys put back."""
+        return sum(p.rollback() for p in self._partitions.values())
+
+    def undo_entries(self, partition: int) -> int:
+        """Keys with an undo copy in ``partition`` (what an abort would put back)."""
+        p = self._partitions.get(partition)
+        return 0 if p is None else len(p.undo)
 
     # ------------------------------------------------------------ update
 
@@ -173,7 +171,7 @@ class WindowStore:
         """
         p = self._partitions.get(partition)
         if p is None:
-            p = self._partitions[partition] = _Partition()
+            p = self._partitions[partition] = Partition()
         st = p.stream_time if p.stream_time > time_ms else time_ms
         close = st - self._grace  # windows ending at or before this are closed
         ks = p.keys.get(key)
@@ -181,15 +179,19 @@ class WindowStore:
         if self._kind == "sliding":
             if time_ms + 1 <= close:
                 return ()
+            if key not in p.undo:
+                p.touch(key, ks)
             if ks is None:
-                ks = p.keys[key] = _KeyState()
+                ks = p.keys[key] = KeyState()
             result = (self._add_sliding(ks, time_ms, value, close, ident),)
         else:
             starts = self._window_starts(time_ms, close)
             if not starts:
                 return ()
+            if key not in p.undo:
+                p.touch(key, ks)
             if ks is None:
-                ks = p.keys[key] = _KeyState()
+                ks = p.keys[key] = KeyState()
             result = self._add_windows(ks, starts, value, close)
         if time_ms > ks.max_time:
             ks.max_time = time_ms
@@ -204,20 +206,22 @@ class WindowStore:
         last = t - t % adv
         return [s for s in range(last, max(t - size, -1), -adv) if s + size > close][::-1]
 
-    def _add_windows(self, ks: _KeyState, starts: list[int], value: Any, close: int) -> tuple[AggValue, ...]:
+    def _add_windows(self, ks: KeyState, starts: list[int], value: Any, close: int) -> tuple[AggValue, ...]:
         fn = self._function
         out: list[AggValue] = []
         windows = ks.windows
+        cap = self.bounds.cap
         for s in starts:
             w = windows.get(s)
             if w is None:
-                w = windows[s] = _Win()
+                w = windows[s] = Win()
             w.count += 1
             if fn == "sum":
                 w.total += value
                 out.append(w.total)
             elif fn == "distinct_count":
-                w.distinct.add(str(value))
+                if len(w.distinct) < cap:  # saturates at the cap
+                    w.distinct.add(bounded_text(value))
                 out.append(len(w.distinct))
             else:
                 out.append(w.count)
@@ -226,27 +230,27 @@ class WindowStore:
             del windows[s]
         return tuple(out)
 
-    def _add_sliding(self, ks: _KeyState, t: int, value: Any, close: int, ident: str) -> AggValue:
+    def _add_sliding(self, ks: KeyState, t: int, value: Any, close: int, ident: str) -> AggValue:
         fn = self._function
         times, values, ids = ks.times, ks.values, ks.ids
         keep = fn != "count"
         related = self.related
-        v = value if fn == "sum" else str(value)
+        v = value if fn == "sum" else bounded_text(value) if keep else None
+        if related:
+            ident = bounded_text(ident)
         if not times or t >= times[-1]:
             times.append(t)
             if keep:
                 values.append(v)
             if related:
                 ids.append(ident)
-            hi = len(times)
         else:
-            hi = bisect_right(times, t)
-            times.insert(hi, t)
+            i = bisect_right(times, t)
+            times.insert(i, t)
             if keep:
-                values.insert(hi, v)
+                values.insert(i, v)
             if related:
-                ids.insert(hi, ident)
-            hi += 1
+                ids.insert(i, ident)
         # drop events no open window can reach: time <= close - size
         if times[0] <= close - self._size:
             cut = bisect_right(times, close - self._size)
@@ -255,13 +259,33 @@ class WindowStore:
                 del values[:cut]
             if related:
                 del ids[:cut]
-            hi -= cut
+        if len(times) > self.bounds.high:
+            self._reduce(ks, close)
+            times, values = ks.times, ks.values
+        hi = bisect_right(times, t)
         lo = bisect_right(times, t - self._size)
         if fn == "count":
-            return hi - lo
+            n = hi - lo
+            cap = self.bounds.cap
+            return n if n < cap else cap
         if fn == "sum":
             return sum(values[lo:hi], Decimal(0))
-        return len(set(values[lo:hi]))
+        n = len(set(values[lo:hi]))
+        return n if n < self.bounds.cap else self.bounds.cap
+
+    def _reduce(self, ks: KeyState, close: int) -> None:
+        """Keep what the key's windows need (``Bounds.reduce``)."""
+        n = len(ks.times)
+        vals: Sequence[Any] = ks.values or [None] * n
+        idents: Sequence[str] = ks.ids or [""] * n
+        entries: list[Entry] = list(zip(ks.times, vals, idents, strict=True))
+        kept, inexact = self.bounds.reduce(entries, close)
+        self.inexact += inexact
+        ks.times = [e[0] for e in kept]
+        if ks.values:
+            ks.values = [e[1] for e in kept]
+        if ks.ids:
+            ks.ids = [e[2] for e in kept]
 
     def related_ids(self, partition: int, key: bytes, time_ms: int) -> list[str]:
         """The transaction ids kept for ``key`` in the sliding window ending at ``time_ms``
@@ -274,13 +298,14 @@ class WindowStore:
         hi = bisect_right(ks.times, time_ms)
         return ks.ids[lo:hi]
 
-    def _sweep(self, p: _Partition, st: int) -> None:
+    def _sweep(self, p: Partition, st: int) -> None:
         """Delete keys whose every window is closed (``expired``: their changelog record may go)."""
         p.next_sweep = st + self._sweep_every
         horizon = st - self._retention
         dead = [k for k, ks in p.keys.items() if ks.max_time <= horizon]
+        keys = p.keys
         for k in dead:
-            del p.keys[k]
+            p.touch_removed(k, keys.pop(k))
         p.expired.update(dead)
 
     # ------------------------------------------------------------ changelog documents
@@ -303,62 +328,22 @@ class WindowStore:
         p = self._partitions.get(partition)
         if p is None:
             return {}
-        held = p.keys
-        return {k: self._entry(ks) for k in keys if (ks := held.get(k)) is not None}
+        held, kind, fn, related = p.keys, self._kind, self._function, self.related
+        return {k: encode_entry(ks, kind, fn, related) for k in keys if (ks := held.get(k)) is not None}
 
     def entry(self, partition: int, key: bytes) -> list[Any] | None:
         """The JSON-ready state of ``key`` (None: the store does not hold it)."""
-        p = self._partitions.get(partition)
-        ks = None if p is None else p.keys.get(key)
-        if ks is None:
-            return None
-        return self._entry(ks)
-
-    def _entry(self, ks: _KeyState) -> list[Any]:
-        fn = self._function
-        if self._kind == "sliding":
-            if fn == "count":
-                doc = [ks.max_time, ks.times]
-            elif fn == "sum":
-                doc = [ks.max_time, ks.times, [str(v) for v in ks.values]]
-            else:
-                doc = [ks.max_time, ks.times, ks.values]
-            if self.related:
-                doc.append(ks.ids)  # last: the transaction ids
-            return doc
-        if fn == "count":
-            return [ks.max_time, [[s, w.count] for s, w in ks.windows.items()]]
-        if fn == "sum":
-            return [ks.max_time, [[s, w.count, str(w.total)] for s, w in ks.windows.items()]]
-        return [ks.max_time, [[s, w.count, sorted(w.distinct)] for s, w in ks.windows.items()]]
+        return self.entries(partition, (key,)).get(key)
 
     def load(self, partition: int, key: bytes, entry: Sequence[Any] | None) -> None:
         """Set ``key`` to a state read back from the changelog (``None`` deletes it); not dirty."""
         p = self._partitions.get(partition)
         if p is None:
-            p = self._partitions[partition] = _Partition()
+            p = self._partitions[partition] = Partition()
         if entry is None:
             p.keys.pop(key, None)
             return
-        fn = self._function
-        ks = _KeyState(max_time=int(entry[0]))
-        if self._kind == "sliding":
-            ks.times = [int(t) for t in entry[1]]
-            if fn == "sum":
-                ks.values = [Decimal(v) for v in entry[2]]
-            elif fn == "distinct_count":
-                ks.values = [str(v) for v in entry[2]]
-            if self.related:
-                ks.ids = [str(v) for v in entry[-1]]
-        else:
-            for w in entry[1]:
-                win = _Win(int(w[1]))
-                if fn == "sum":
-                    win.total = Decimal(w[2])
-                elif fn == "distinct_count":
-                    win.distinct = set(w[2])
-                ks.windows[int(w[0])] = win
-        p.keys[key] = ks
+        ks = p.keys[key] = decode_entry(entry, self._kind, self._function, self.related)
         self.advance_stream_time(partition, ks.max_time)
 
     def snapshot(self, partition: int) -> dict[bytes, str]:
@@ -368,7 +353,8 @@ class WindowStore:
         if p is None:
             return {}
         horizon = p.stream_time - self._retention
-        return {k: DUMPS(self._entry(ks)) for k, ks in sorted(p.keys.items()) if ks.max_time > horizon}
+        live = [k for k, ks in sorted(p.keys.items()) if ks.max_time > horizon]
+        return {k: DUMPS(e) for k, e in self.entries(partition, live).items()}
 
 
 def encode_group_key(values: Iterable[Any]) -> bytes:
