@@ -30,13 +30,15 @@ and its window is (t - size, t]; close never goes down. A key's events are split
 before close (the *settled* part) can only be seen by windows whose end is at or after close, so
 for every such window the settled events it sees are the newest settled ones: the reductions
 above are exact there. Events at or after close (the *grace* part, where late records still
-land) are kept as they are up to ``cap`` (sums: 2 * ``EXACT``) events; beyond that the grace part
-is reduced the same way, which is exact for every window that ends at or after the key's newest
-event (in-order records) but may undercount the window of a record that arrives out of order while
-more than that many events of its key lie in the grace period: the only case where a count or
-distinct count decision can differ from keeping everything (``WindowStore.inexact`` counts such
-reductions, and bucket merges). Reductions run when a key holds more than ``high`` events, and
-leave at most half of that.
+land) are kept as they are up to 2 * ``cap`` (sums: 2 * ``EXACT``) events; beyond that its oldest
+``cap`` (``EXACT``) events stay as they are and the rest is reduced the same way, which is exact
+for every window that ends at or after the key's newest event (in-order records) and for late
+records among the oldest kept ones, but may undercount the window of a record that arrives out of
+order later than those while more than 2 * ``cap`` events of its key lie in the grace period: the
+only case where a count or distinct count decision can differ from keeping everything
+(``WindowStore.inexact`` counts such reductions, and bucket merges). The record being added is
+always decided before any reduction. Reductions run when a key holds more than ``high`` events,
+and leave at most about three quarters of that.
 """
 
 from __future__ import annotations
@@ -125,10 +127,11 @@ class Bounds:
         b = bisect_left([e[0] for e in entries], close)
         settled, grace = entries[:b], entries[b:]
         settled, merged = self._reduce_part(settled)
-        limit = self.cap if self.function != "sum" else 2 * EXACT
+        keep = self.cap if self.function != "sum" else EXACT
         inexact = merged
-        if len(grace) > limit:
-            grace, merged = self._reduce_part(grace)
+        if len(grace) > 2 * keep:
+            rest, merged = self._reduce_part(grace[keep:])
+            grace = grace[:keep] + rest
             inexact = True
         return settled + grace, inexact
 

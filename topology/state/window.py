@@ -259,19 +259,18 @@ class WindowStore:
                 del values[:cut]
             if related:
                 del ids[:cut]
-        if len(times) > self.bounds.high:
-            self._reduce(ks, close)
-            times, values = ks.times, ks.values
         hi = bisect_right(times, t)
         lo = bisect_right(times, t - self._size)
+        result: AggValue
         if fn == "count":
-            n = hi - lo
-            cap = self.bounds.cap
-            return n if n < cap else cap
-        if fn == "sum":
-            return sum(values[lo:hi], Decimal(0))
-        n = len(set(values[lo:hi]))
-        return n if n < self.bounds.cap else self.bounds.cap
+            result = min(hi - lo, self.bounds.cap)
+        elif fn == "sum":
+            result = sum(values[lo:hi], Decimal(0))
+        else:
+            result = min(len(set(values[lo:hi])), self.bounds.cap)
+        if len(times) > self.bounds.high:
+            self._reduce(ks, close)
+        return result
 
     def _reduce(self, ks: KeyState, close: int) -> None:
         """Keep what the key's windows need (``Bounds.reduce``)."""
