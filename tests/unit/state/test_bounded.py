@@ -129,7 +129,7 @@ def test_a_hot_key_in_order_is_exact_through_many_reductions() -> None:
     for function in ("count", "sum", "distinct_count"):
         tally = Tally()
         agg = Aggregate(
-            function,  # type: ignore[arg-type]
+            function,
             ("k",),
             Window("sliding", 180 * S, 30 * S),
             ">=",
