@@ -168,15 +168,16 @@ def test_tiny_amounts_are_bucketed_within_one_bucket_width_of_the_window() -> No
     new = WindowStore("a", agg, "c")
     events: list[tuple[int, Decimal]] = []
     width = new.bounds.bucket_ms
-    for i in range(30_000):
+    for i in range(12_000):
         t, v = i * 10, Decimal("0.01")  # 100 events a second, 60 in a window: never reaches the cap
         (got,) = new.add(0, b"k", t, v)
         events.append((t, v))
+        if i % 7:
+            continue
         window = sum((x for s, x in events if t - 60 * S < s <= t), Decimal(0))
         wider = sum((x for s, x in events if t - 60 * S - width < s <= t), Decimal(0))
         assert window <= got <= wider
-        if i % 1000 == 0:
-            events = [(s, x) for s, x in events if s > t - 61 * S - width]
+        events = [(s, x) for s, x in events if s > t - 61 * S - width]
     assert new.inexact > 0
     assert len(new.entry(0, b"k")[1]) <= new.bounds.high  # type: ignore[index]
 
