@@ -25,6 +25,9 @@ Contract:
   through ``flush()``: the latest state per (stage, group key) since the last flush, with the
   input partition as partition; the runtime calls it right before each commit and writes what
   it returns in the same transaction.
+- a record of a stage with a next stage goes on as ONE repartition record, unless no store of a
+  later stage would aggregate it (all their filters false, or a null group key or field): then its
+  decision cannot depend on their state, and this stage decides it as the last stage would;
 Exceptions other than bad input (bugs) propagate.
 
 Batches: with a ``columnar`` decoder, a stateless topology also routes whole batches of source
@@ -61,6 +64,8 @@ from topology.plan import (
 from topology.records import Headers, OutRecord, RawRecord
 from topology.serde import DecodeError, EncodeError
 from topology.state import AggValue, InMemoryState, StateBackend, WindowStore, encode_group_key, state_id
+from topology.state.bounds import RELATED_IDS, check_number
+from topology.state.group import document_bytes
 from topology.vectorized import BatchRouter, BatchRouting
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
@@ -76,7 +81,8 @@ H_EVIDENCE = "fraudstream.evidence"
 # Internal headers of repartition records (stripped before the branch output): the original key,
 # the original coordinates, and H_AGGS, JSON {"a": {store: [deciding value] | [] (late); absent: not
 # aggregated}, "f": {fields later stages read, see _pack_fields}, "n": true if the group key is null,
-# "r": {store: [earlier transaction ids]} of the related aggregates that hold}.
+# "r": {store: [earlier transaction ids]} of the related aggregates that hold (the most recent
+# RELATED_IDS), "rn": {store: how many earlier transactions its window holds}}.
 H_KEY = "fraudstream.key"
 H_AGGS = "fraudstream.aggs"
 H_ORIGIN = "fraudstream.origin"
@@ -91,6 +97,7 @@ _ZERO = timedelta(0)
 # division by zero, a missing field); anything else is a bug and propagates.
 EVALUATION_ERRORS: tuple[type[Exception], ...] = (TypeError, ArithmeticError, KeyError, ValueError)
 _ALERT_ERRORS: tuple[type[Exception], ...] = (EncodeError, *EVALUATION_ERRORS)
+_KEY_ALLOWANCE = 1024  # bytes of a changelog record's group key (and record overhead) assumed in size checks
 
 _OPS: Mapping[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -132,6 +139,7 @@ class _Stage:
     prior: tuple[tuple[int, str], ...]  # (store index, store name) decided in earlier stages
     needs: frozenset[str] | None  # fields this and later stages read (None: unknown, decode the value)
     exact: frozenset[str]  # of those, the ones read as values (group keys, sums, distinct counts)
+    later: tuple[_StoreSlot, ...]  # the stores of the later stages
 
 
 class TopologyProcessor:
@@ -147,8 +155,10 @@ class TopologyProcessor:
         encode_alert: EncodeAlert | None = None,
         columnar: ColumnarDecoder | None = None,
         state: StateBackend | None = None,
+        max_record_bytes: int = 1_000_000,
     ) -> None:
         self.version = version
+        self.max_record_bytes = max_record_bytes  # no changelog record may exceed it (checked per topology)
         self._state: StateBackend = state or InMemoryState()  # where the window stores live
         self._encode_alert = encode_alert
         self._columnar = columnar
@@ -159,7 +169,25 @@ class TopologyProcessor:
         self._pending: list[OutRecord] = []  # changelog records of stores replaced by update()
         self.late_records = 0  # records too late for some window (not aggregated there)
         self._related: dict[str, list[str]] = {}  # this record's related aggregates that hold: store -> earlier ids
+        self._related_total: dict[str, int] = {}  # store -> number of earlier ids in its window
+        self._runtime_resolves = False  # the runtime has called committed()/aborted()
+        self._unresolved_flushes = 0
+        self._check_sizes(topology)
         self._install(topology)
+
+    def _check_sizes(self, topology: Topology) -> None:
+        """Raise ``ValueError`` if a stage's changelog document could exceed ``max_record_bytes``."""
+        for stage in topology.stages:
+            if not stage.stores:
+                continue
+            size = document_bytes((s.name, s.aggregate) for s in stage.stores) + _KEY_ALLOWANCE
+            if size > self.max_record_bytes:
+                names = ", ".join(s.name for s in stage.stores)
+                raise ValueError(
+                    f"stage {stage.index} ({stage.input_topic}): a changelog record of its stores ({names}) "
+                    f"may reach {size:,} bytes (group key of up to {_KEY_ALLOWANCE} bytes included), "
+                    f"over max_record_bytes={self.max_record_bytes:,}: lower a threshold or a window's size/advance"
+                )
 
     # ------------------------------------------------------------ compile
 
@@ -205,6 +233,11 @@ class TopologyProcessor:
                 needs |= frozenset(f for a in later if a.filter is not None for f in a.filter.fields)
                 if any(a.related for a in later):
                     needs |= {"transaction_id"}
+            later_slots = tuple(
+                self._slot(index[s.name], stores[s.name], st.key_fields)
+                for st in stages[stage.index + 1 :]
+                for s in st.stores
+            )
             compiled[stage.input_topic] = _Stage(
                 stage.index,
                 slots,
@@ -213,6 +246,7 @@ class TopologyProcessor:
                 prior,
                 needs,
                 exact,
+                later_slots,
             )
         self._stages = compiled
         self._n_stores = len(order)
@@ -262,6 +296,8 @@ class TopologyProcessor:
         value: Callable[[Mapping[str, Any]], Any] = _const_true
         if a.field is not None:
             value = operator.itemgetter(a.field)
+            if a.function == "sum":
+                value = _checked_number(value)
         flt = None if a.filter is None else a.filter.evaluate
         return _StoreSlot(i, store, key, value, flt, a.group_by == stage_key)
 
@@ -283,6 +319,7 @@ class TopologyProcessor:
                 f"a run-time rule change cannot add a changelog topic ({', '.join(sorted(missing))}): "
                 "the first stateful rule of a stage needs a restart"
             )
+        self._check_sizes(topology)
         self._pending.extend(self.flush())
         if version is not None:
             self.version = version
@@ -328,6 +365,7 @@ class TopologyProcessor:
         """
         stage = self._stages[record.topic]
         self._related = {}
+        self._related_total = {}
         if stage.index:
             return self._process_repartitioned(stage, record)
         try:
@@ -342,7 +380,7 @@ class TopologyProcessor:
                     self._aggregate(stage, record, value, aggs, None)
                 except EVALUATION_ERRORS as exc:
                     return [self._dead(record, exc, "evaluation")]
-            if stage.next_topic is not None:
+            if stage.next_topic is not None and not _ignored_later(stage, value):
                 return [self._forward(stage, record, value, aggs, None)]
         return self._decide(record, value, aggs, record.key, record.headers)
 
@@ -361,6 +399,7 @@ class TopologyProcessor:
                 headers.append(h)
         aggs: Aggs = [None] * self._n_stores
         self._related = dict(carried.get("r") or {})
+        self._related_total = dict(carried.get("rn") or {})
         prior = carried.get("a") or {}
         for i, name in stage.prior:
             raw = prior.get(name)
@@ -376,7 +415,7 @@ class TopologyProcessor:
             self._aggregate(stage, record, value, aggs, None if carried.get("n") else record.key)
         except EVALUATION_ERRORS as exc:
             return [self._dead(record, exc, "evaluation")]
-        if stage.next_topic is not None:
+        if stage.next_topic is not None and not _ignored_later(stage, value):
             return [self._forward(stage, record, value, aggs, prior)]
         return self._decide(record, value, aggs, key, tuple(headers))
 
@@ -411,7 +450,9 @@ class TopologyProcessor:
             "event_time": to_epoch_ms(value["event_time"]),
             "rules": [{"id": r.id, "version": r.version} for r in rules],
             "evidence": [
-                {"rule_id": r.id, "transactions": [], **item} for r in rules for item in evidence.get(r.ref, ())
+                {"rule_id": r.id, "transactions": [], **_alert_item(item)}
+                for r in rules
+                for item in evidence.get(r.ref, ())
             ],
             "score": float(len(rules)),
             "detector_version": self.version,
@@ -479,6 +520,7 @@ class TopologyProcessor:
                 )
                 if a.related:
                     items[-1]["transactions"] = self._related.get(a.name, [])
+                    items[-1]["transactions_total"] = self._related_total.get(a.name, 0)
             doc[rule.ref] = items
         return doc
 
@@ -524,7 +566,8 @@ class TopologyProcessor:
             ids = store.related_ids(partition, k, t)
             if ident in ids:
                 ids.remove(ident)  # the record itself (the alert's own transaction)
-            self._related[store.name] = ids
+            self._related[store.name] = ids[-RELATED_IDS:]
+            self._related_total[store.name] = len(ids)
         return vals
 
     def _forward(
@@ -544,6 +587,7 @@ class TopologyProcessor:
         doc: dict[str, Any] = {"a": done}
         if self._related:
             doc["r"] = self._related
+            doc["rn"] = self._related_total
         nxt = self._stages[stage.next_topic]
         if nxt.needs is not None:
             fields = _pack_fields(value, nxt.needs, nxt.exact)
@@ -606,6 +650,11 @@ class TopologyProcessor:
     # ------------------------------------------------------------ state
 
     @property
+    def dlq_topic(self) -> str:
+        """Where records that cannot be decoded or evaluated go."""
+        return self._dlq
+
+    @property
     def stores(self) -> Mapping[str, WindowStore]:
         return self._stores
 
@@ -618,7 +667,47 @@ class TopologyProcessor:
             topic = group.changelog_topic
             for partition, key, value in group.flush():
                 out.append(OutRecord(topic, key, value, (), partition, None, ("changelog",)))
+        if not self._runtime_resolves:
+            # A runtime that never tells outcomes (it rebuilds state from the changelogs after an
+            # abort): from its second flush on, each flush also commits the state so far, so the undo
+            # copies do not pile up.
+            self._unresolved_flushes += 1
+            if self._unresolved_flushes >= 2:
+                for group in self._groups.values():
+                    group.committed(confirmed=False)
         return out
+
+    def committed(self) -> None:
+        """The transaction holding every flush since the last ``committed``/``aborted`` committed:
+        the state is permanent (undo copies dropped; an embedded store writes its batch now)."""
+        self._runtime_resolves = True
+        for group in self._groups.values():
+            group.committed()
+
+    def aborted(self) -> None:
+        """That transaction aborted (or its outcome is unknown and the runtime rewinds): the state
+        becomes exactly the state at the last ``committed`` (or at the end of assignment and
+        restore). Changelog records of stores replaced by ``update`` are dropped too: they hold
+        state of the aborted transaction, which the rewound records rebuild."""
+        self._runtime_resolves = True
+        self._pending = []
+        for group in self._groups.values():
+            group.aborted()
+
+    def restore_from(self, changelog: tuple[str, int]) -> int:
+        """The first offset of changelog partition ``changelog`` to replay after ``assigned``: 0 in
+        memory; an embedded store with a valid checkpoint keeps its local state and returns the
+        checkpoint's offset (else it wipes the partition's local state and returns 0)."""
+        group = self._by_changelog.get(changelog[0])
+        return 0 if group is None else group.restore_from(changelog[1])
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Committed state now covers these changelog partitions up to (excluding) these offsets
+        (call it after ``committed``): an embedded store makes its state durable and records them."""
+        for (topic, partition), offset in offsets.items():
+            group = self._by_changelog.get(topic)
+            if group is not None:
+                group.checkpoint(partition, offset)
 
     def changelog_partitions(self, topic: str, partition: int) -> tuple[tuple[str, int], ...]:
         """The changelog topic-partitions to restore before processing ``topic``/``partition``."""
@@ -648,25 +737,6 @@ class TopologyProcessor:
         group = self._by_changelog.get(record.topic)
         if group is not None and record.key is not None:
             group.restore(record.partition, record.key, record.value)
-
-
-    # --- runtime hooks (interim; the transactional state lands with the state package) ---
-
-    @property
-    def dlq_topic(self) -> str:
-        return self._dlq
-
-    def committed(self) -> None:
-        return None
-
-    def aborted(self) -> None:
-        raise NotImplementedError("aborted(): transactional state is not in this build yet")
-
-    def restore_from(self, changelog: tuple[str, int]) -> int:
-        return 0
-
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        return None
 
 
 class _RuleFailed(Exception):
@@ -704,6 +774,22 @@ def _compile(condition: Condition, index: Mapping[str, int]) -> Cond:
         return lambda r, a: bool(pfn(r))
     efn = condition.evaluate
     return lambda r, a: bool(efn(r))
+
+
+def _ignored_later(stage: _Stage, value: Mapping[str, Any]) -> bool:
+    """Whether no store of a later stage would aggregate this record (every filter false, or a null
+    group key or field): then those aggregates are "not aggregated" for it whatever their state, so
+    this stage decides it exactly as the last stage would, without the repartition hop. A filter
+    that cannot be evaluated sends the record on as before (the later stage dead-letters it)."""
+    try:
+        for slot in stage.later:
+            if slot.filter is not None and not slot.filter(value):
+                continue
+            if slot.key(value) is not None and slot.value(value) is not None:
+                return False
+    except EVALUATION_ERRORS:
+        return False
+    return True
 
 
 def _best(vals: tuple[AggValue, ...] | None, a: Aggregate) -> AggValue | None:
@@ -799,6 +885,23 @@ def _header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
 
 def _const_true(r: Mapping[str, Any]) -> bool:
     return True
+
+
+def _checked_number(get: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], Any]:
+    """``get``, raising ``ValueError`` for an amount too long to keep in bounded state."""
+
+    def checked(r: Mapping[str, Any]) -> Any:
+        v = get(r)
+        if v is not None:
+            check_number(v)
+        return v
+
+    return checked
+
+
+def _alert_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """An evidence item as the FraudAlert schema has it (the total stays in the header only)."""
+    return {k: v for k, v in item.items() if k != "transactions_total"}
 
 
 def _key_getter(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], bytes | None]:

@@ -68,10 +68,10 @@ def build_runtime(
     columnar = ColumnarDecoder(registry, schema_text("transaction")) if settings.batch_decode else None
     state = None
     if settings.store == "rocksdb":
-        from topology.kvstate import KVState
+        from topology.state.rocksdb import KVState
 
         directory = settings.state_dir / settings.application_id / settings.instance_id
-        state = KVState(directory, "rocksdb", cache_keys=settings.store_cache_keys)
+        state = KVState(directory, cache_keys=settings.store_cache_keys)
     processor = TopologyProcessor(
         topology, decoder, version=version, encode_alert=encode_alert, columnar=columnar, state=state
     )

@@ -40,4 +40,4 @@ def test_template_documents_are_changelog_values_the_first_stage_restores() -> N
     group = StateGroup("c", stores)
     for i, doc in enumerate(docs):
         group.restore(0, f"k{i}".encode(), doc)
-    assert len({k for s in stores for k in s._partitions[0].keys}) == len(docs) > 100
+    assert len({k for s in stores for k in s.keys(0)}) == len(docs) > 100

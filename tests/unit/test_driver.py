@@ -97,7 +97,12 @@ def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
     assert not {H_KEY, H_AGGS, H_ORIGIN} & set(h)
     assert b'"aggregate":"fan-in","function":"distinct_count","value":"3"' in h["fraudstream.evidence"]
     rep = d.records("fraud-detector-by-target_account-amount-repartition")
-    assert len(rep) == 17 and rep[0].key == b'["mule","500.00"]'  # every record goes through the stage
+    # Only records fan-in's filter passes cross the repartition topic (no merchant, 100 or more): the
+    # 4 shop payments and the 4 small amounts are decided in the first stage.
+    assert len(rep) == 9 and rep[0].key == b'["mule","500.00"]'
+    assert {s.decoder.decode(w.value)["transaction_id"] for w in rep} == {
+        "tx-0", "tx-1", "tx-2", "tx-3", "tx-50", "tx-51", "tx-80", "tx-81", "tx-82",
+    }  # fmt: skip
     changelog = d.records("fraud-detector-by-target_account-amount-changelog")
     assert {w.partition for w in changelog if w.key == rep[0].key} == {rep[0].partition}
 
@@ -308,10 +313,12 @@ def test_an_alert_per_fraud_decision_with_rules_evidence_and_score(s: Serde) -> 
          "threshold": "3", "transactions": ["tx-20", "tx-21"]}  # named across the repartition stage
     ]  # fmt: skip
     assert alerts["tx-23"]["evidence"][0]["transactions"] == ["tx-20", "tx-21", "tx-22"]
-    # the same evidence as the fraud record's header
+    # the same evidence as the fraud record's header, which also has how many earlier transactions the window holds
     fraud = {s.decoder.decode(w.value)["transaction_id"]: headers(w) for w in d.records(FRAUD)}
     assert json.loads(fraud["tx-22"]["fraudstream.evidence"]) == {
-        "fan-in@2": [{k: v for k, v in e.items() if k != "rule_id"} for e in a22["evidence"]]
+        "fan-in@2": [
+            {**{k: v for k, v in e.items() if k != "rule_id"}, "transactions_total": 2} for e in a22["evidence"]
+        ]
     }
 
 
@@ -341,3 +348,21 @@ def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> 
     (dead,) = d.records(DLQ)
     assert headers(dead)["error.reason"] == b"alert"
     assert headers(dead)["error.message"] == b"amount 950.00 does not fit"
+
+
+def test_records_no_later_store_aggregates_are_decided_in_the_first_stage_as_the_last_would(
+    s: Serde, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topology = load_topology()
+    traffic = _traffic(600, seed=5)
+    shortcut = driver(topology, s, partitions=3)
+    shortcut.pipe_all(traffic)
+    monkeypatch.setattr("topology.processor._ignored_later", lambda stage, value: False)
+    every = driver(topology, s, partitions=3)
+    every.pipe_all(traffic)
+    rep = "fraud-detector-by-target_account-amount-repartition"
+    assert 0 < len(shortcut.records(rep)) < len(every.records(rep)) == 600
+    assert decisions(shortcut, s) == decisions(every, s)
+    for topic in (FRAUD, "streaming.transactions.legit", "streaming.transactions.alerts"):
+        by_key = {(w.key, w.value): headers(w) for w in every.records(topic)}
+        assert {(w.key, w.value): headers(w) for w in shortcut.records(topic)} == by_key, topic

@@ -1,4 +1,4 @@
-"""topology/kvstate.py: the embedded stores keep the in-memory store's contract (same values, same changelog)."""
+"""topology/state/rocksdb.py: the embedded stores keep the in-memory store's contract (same values, same changelog)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from services.config import GeneratorSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.topology_support import serde
-from topology.kvstate import BACKENDS, KVState, KVStateGroup, KVWindowStore
 from topology.plan import Aggregate, Window
 from topology.processor import H_EVIDENCE, H_RULES, TopologyProcessor
 from topology.rules_topic import apply_rule
 from topology.state import StateGroup, WindowStore
+from topology.state.rocksdb import KVState, KVStateGroup, KVWindowStore, RocksKV
 from topology.testing.driver import TopologyTestDriver
 from topology.yaml_loader import DEFAULT_PATH, load_topology
 
@@ -53,7 +53,8 @@ def _group(kind: str, directory: Path) -> StateGroup:
         return StateGroup(TOPIC, [WindowStore(a.name, a, TOPIC) for a in _aggregates()])
     backend, _, cache = kind.partition("+cache")  # "rocksdb+cache7": a cache of 7 keys per partition
     stores = [KVWindowStore(a.name, a, TOPIC) for a in _aggregates()]
-    return KVStateGroup(TOPIC, stores, directory, backend, cache_keys=int(cache or 0))
+    assert backend == "rocksdb", kind
+    return KVStateGroup(TOPIC, stores, directory, RocksKV, cache_keys=int(cache or 0))
 
 
 Call = tuple[int, int, bytes, int, Any, str]
@@ -99,7 +100,7 @@ def _replayed(changelog: list[Entry], tmp_path: Path) -> dict[tuple[int, int], A
     return {(i, p): s.snapshot(p) for i, s in enumerate(group.stores) for p in range(3)}
 
 
-KV = [*sorted(BACKENDS), *(f"{b}+cache7" for b in sorted(BACKENDS))]
+KV = ["rocksdb", "rocksdb+cache7"]
 
 
 @pytest.mark.parametrize("kind", KV)

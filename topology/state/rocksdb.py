@@ -1,7 +1,7 @@
-"""Window stores kept in an embedded key-value store (RocksDB through ``rocksdict``; LMDB measured too).
+"""Window stores kept in an embedded key-value store (RocksDB through ``rocksdict``; any ``KeyValue``).
 
 Selected with ``FRAUDSTREAM_DETECTOR_STORE=rocksdb`` (``TopologyProcessor(state=KVState(...))``);
-the default stays in memory (``topology.state``): see README, "State stores", for the figures of
+the default stays in memory (``topology.state.memory``): see README, "State stores", for the figures of
 ``fraudstream bench stores``. Same contract as ``StateGroup``/``WindowStore`` (``add``, ``flush``,
 ``restore``, ``clear``, ``drop``, ``snapshot``). The changelog stays the source of truth; the
 embedded store holds every key's committed state, and memory only a write-back cache of the keys
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from topology.plan import Aggregate
-from topology.state import NO_TIME, AggValue, StateGroup, WindowStore
+from topology.state.group import StateGroup
+from topology.state.window import NO_TIME, AggValue, WindowStore
 
 _META = b"\xff\xffmeta"  # per partition: stream time per store (JSON), not a group key
 
@@ -89,40 +90,6 @@ class RocksKV:
         self._db.close()
 
 
-class LmdbKV:
-    """LMDB (``lmdb``): a memory-mapped B+tree, no sync (the changelog is what survives a crash)."""
-
-    def __init__(self, path: Path) -> None:
-        import lmdb
-
-        path.mkdir(parents=True, exist_ok=True)
-        self._env = lmdb.open(str(path), map_size=16 * 2**30, sync=False, metasync=False, writemap=True)
-
-    def get(self, key: bytes) -> bytes | None:
-        with self._env.begin() as txn:
-            value: bytes | None = txn.get(key)
-            return value
-
-    def write(self, changes: Iterable[tuple[bytes, bytes | None]]) -> None:
-        with self._env.begin(write=True) as txn:
-            for k, v in changes:
-                if v is None:
-                    txn.delete(k)
-                else:
-                    txn.put(k, v)
-
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        with self._env.begin() as txn:
-            yield from txn.cursor().iternext()
-
-    def close(self) -> None:
-        self._env.sync(True)
-        self._env.close()
-
-
-BACKENDS: dict[str, Callable[[Path], KeyValue]] = {"rocksdb": RocksKV, "lmdb": LmdbKV}
-
-
 class KVWindowStore(WindowStore):
     """A ``WindowStore`` whose partitions cache the keys touched since the last flush; its
     ``KVStateGroup`` keeps every key's committed state in the embedded store."""
@@ -131,6 +98,11 @@ class KVWindowStore(WindowStore):
         super().__init__(name, aggregate, changelog_topic)
         self._group: KVStateGroup | None = None
         self._seen: dict[int, dict[bytes, None]] = {}
+
+    def bind(self, group: KVStateGroup, seen: dict[int, dict[bytes, None]]) -> None:
+        """Work inside ``group``: ``seen`` (per partition, the keys it has cached) is the group's."""
+        self._group = group
+        self._seen = seen
 
     def add(self, partition: int, key: bytes, time_ms: int, value: Any, ident: str = "") -> tuple[AggValue, ...]:
         seen = self._seen.get(partition)
@@ -146,10 +118,9 @@ class KVWindowStore(WindowStore):
     def snapshot(self, partition: int) -> dict[bytes, str]:
         """Like ``WindowStore.snapshot``, of the committed state (call it right after a flush)."""
         assert self._group is not None
-        p = self._partitions.get(partition)
-        if p is None:
+        if partition not in self.partitions():
             return {}
-        horizon = p.stream_time - self._retention
+        horizon = self.stream_time(partition) - self.retention
         out: dict[bytes, str] = {}
         for key, doc in self._group.documents(partition):
             entry = doc.get(self.state_id)
@@ -166,7 +137,7 @@ class KVStateGroup(StateGroup):
         changelog_topic: str,
         stores: Iterable[WindowStore],
         directory: Path,
-        backend: str = "rocksdb",
+        open_kv: Callable[[Path], KeyValue] = RocksKV,
         *,
         cache_keys: int = 0,
     ) -> None:
@@ -176,15 +147,14 @@ class KVStateGroup(StateGroup):
         if len(self._kvs) != len(self.stores):
             raise TypeError("a KVStateGroup holds KVWindowStores only")
         self._dir = directory / changelog_topic
-        self._open_kv = BACKENDS[backend]
+        self._open_kv = open_kv
         self._db: dict[int, KeyValue] = {}
         self._seen: dict[int, dict[bytes, None]] = {}  # cached keys, oldest first
         self._next_sweep: dict[int, int] = {}
         self._restoring: dict[int, list[tuple[bytes, bytes | None]]] = {}  # restored, not written yet
-        self._sweep_every = max(s._sweep_every for s in self._kvs) if self._kvs else 1000
+        self._sweep_every = max(s.sweep_every for s in self._kvs) if self._kvs else 1000
         for s in self._kvs:
-            s._group = self
-            s._seen = self._seen
+            s.bind(self, self._seen)
 
     # ------------------------------------------------------------ partitions
 
@@ -233,9 +203,7 @@ class KVStateGroup(StateGroup):
         if meta is not None:
             times = json.loads(meta)
             for s in self._kvs:
-                p = s._partitions[partition]
-                p.stream_time = int(times.get(s.state_id, NO_TIME))
-                p.next_sweep = p.stream_time + s._sweep_every
+                s.advance_stream_time(partition, int(times.get(s.state_id, NO_TIME)))
         return offset
 
     def drop(self, partition: int) -> None:
@@ -266,8 +234,8 @@ class KVStateGroup(StateGroup):
         for n in self._db:
             self._seen[n] = {}
         for s in self._kvs:
-            for p in s._partitions.values():
-                p.keys.clear()
+            for n in s.partitions():
+                s.forget(n)
 
     def _close_db(self, partition: int) -> None:
         if self._restoring.get(partition):
@@ -332,16 +300,16 @@ class KVStateGroup(StateGroup):
             extra = len(seen) - self._cache_keys
             if extra <= 0:
                 continue
-            parts = [p for s in self._kvs if (p := s._partitions.get(n)) is not None]
             if extra == len(seen):
                 seen.clear()
-                for p in parts:
-                    p.keys.clear()
+                for s in self._kvs:
+                    s.forget(n)
                 continue
-            for k in list(islice(seen, extra)):
+            gone = list(islice(seen, extra))
+            for k in gone:
                 del seen[k]
-                for p in parts:
-                    p.keys.pop(k, None)
+            for s in self._kvs:
+                s.forget(n, gone)
 
     def _sweep_due(self) -> list[tuple[int, bytes, bytes | None]]:
         """Delete keys expired in every store (a scan), once per sweep interval; their tombstones."""
@@ -357,7 +325,7 @@ class KVStateGroup(StateGroup):
             if st < due:
                 continue
             self._next_sweep[n] = st + self._sweep_every
-            horizons = {s.state_id: s.stream_time(n) - s._retention for s in self._kvs}
+            horizons = {s.state_id: s.stream_time(n) - s.retention for s in self._kvs}
             dead = [
                 key
                 for key, doc in self.documents(n)
@@ -381,24 +349,18 @@ class KVStateGroup(StateGroup):
         for s in self._kvs:
             t = _max_time(value, s.state_id)
             if t is not None:
-                p = s._partitions.get(partition)
-                if p is None:
-                    s.clear(partition)
-                    p = s._partitions[partition]
-                if t > p.stream_time:
-                    p.stream_time = t
-                if p.next_sweep == NO_TIME:
-                    p.next_sweep = p.stream_time + s._sweep_every
+                s.advance_stream_time(partition, t)
 
 
 class KVState:
-    """Makes ``KVWindowStore``s and their ``KVStateGroup``s under ``directory`` (a ``StateBackend``)."""
+    """Makes ``KVWindowStore``s and their ``KVStateGroup``s under ``directory`` (a ``StateBackend``);
+    ``open_kv`` opens one partition's embedded store (RocksDB by default)."""
 
-    def __init__(self, directory: Path, backend: str = "rocksdb", *, cache_keys: int = 100_000) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown embedded store {backend!r} (one of {', '.join(BACKENDS)})")
+    def __init__(
+        self, directory: Path, open_kv: Callable[[Path], KeyValue] = RocksKV, *, cache_keys: int = 100_000
+    ) -> None:
         self.directory = directory
-        self.backend = backend
+        self.open_kv = open_kv
         self.cache_keys = cache_keys
         self._groups: dict[str, KVStateGroup] = {}
 
@@ -406,7 +368,7 @@ class KVState:
         return KVWindowStore(name, aggregate, changelog_topic)
 
     def group(self, changelog_topic: str, stores: Iterable[WindowStore]) -> StateGroup:
-        group = KVStateGroup(changelog_topic, stores, self.directory, self.backend, cache_keys=self.cache_keys)
+        group = KVStateGroup(changelog_topic, stores, self.directory, self.open_kv, cache_keys=self.cache_keys)
         old = self._groups.get(changelog_topic)
         if old is not None:
             group.adopt(old)

@@ -1,0 +1,368 @@
+"""In-memory windowed state stores with a write-back cache in front of a compacted changelog.
+
+One ``WindowStore`` per windowed aggregate, partitioned like its stage's input topic; each
+partition maps a group key (bytes) to that key's windows. A ``StateGroup`` holds the stores of
+one stage and their one changelog topic (Kafka Streams' record cache idea):
+
+- ``add`` changes the store in memory and marks the key dirty; nothing is encoded;
+- ``flush`` returns one changelog entry per dirty (partition, key) since the last flush: the
+  key's state in every store of the group as one compact JSON document, or ``None`` (a
+  tombstone) when no store holds the key any more. The runtime produces them in the same
+  transaction as the outputs and offsets, right before it commits;
+- ``restore`` applies such an entry, so the last changelog value per key rebuilds the state.
+
+A store's entry in the document is named by its ``state_id`` (store name and a digest of what
+it keeps: function, field, grouping, window kind and size, filter), so a store whose definition
+changed at run time does not load state kept under the old one.
+
+Stream time is per (store, partition): the largest event time the store has aggregated. A
+window closes when its end + grace <= stream time; a record whose windows are all closed is
+late: it is not aggregated and its condition is false. Stream time can be rebuilt from the
+changelog because each key's entry carries its own largest event time, and stream time only
+moves when a key is written.
+
+What a key keeps is bounded by its aggregate's caps (``topology.state.bounds``), and its changes
+can be undone to the last commit (``aborted``; ``topology.state.keys``).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from topology.plan import Aggregate
+from topology.state.bounds import Bounds, Entry, bounded_text
+from topology.state.keys import NO_TIME, KeyState, Partition, Win, decode_entry, encode_entry
+
+__all__ = ["DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "state_id"]
+
+AggValue = int | Decimal
+
+DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
+def state_id(name: str, aggregate: Aggregate) -> str:
+    """``name#digest`` of what a store keeps: function, field, grouping, window kind and size,
+    filter, and the caps that bound it (not its threshold or grace, which read the same state)."""
+    a, w = aggregate, aggregate.window
+    what = f"{a.function}|{a.field}|{','.join(a.group_by)}|{w.kind}|{w.size_ms}|{w.advance_ms}|{a.filter}"
+    if aggregate.related:
+        what += "|ids"
+    what += Bounds.of(aggregate).tag()
+    return f"{name}#{zlib.crc32(what.encode()):08x}"
+
+
+class WindowStore:
+    """The state of one windowed aggregate, for every partition this instance owns."""
+
+    def __init__(self, name: str, aggregate: Aggregate, changelog_topic: str) -> None:
+        self.name = name
+        self.aggregate = aggregate
+        self.changelog_topic = changelog_topic
+        self.state_id = state_id(name, aggregate)
+        self.bounds = Bounds.of(aggregate)
+        self.inexact = 0  # reductions that may make a late record's decision differ (see bounds)
+        w = aggregate.window
+        self._kind = w.kind
+        self._size = w.size_ms
+        self._grace = w.grace_ms
+        self._advance = w.advance_ms or w.size_ms
+        self._function = aggregate.function
+        self.related = aggregate.related  # keeps transaction ids (sliding windows only)
+        self._retention = w.size_ms + w.grace_ms
+        # Idle keys are swept when stream time passes next_sweep; the interval only bounds memory.
+        self._sweep_every = max(self._retention // 4, 1000)
+        self._partitions: dict[int, Partition] = {}
+
+    def with_aggregate(self, aggregate: Aggregate) -> WindowStore:
+        """A store for ``aggregate`` (same ``state_id``: e.g. another threshold or grace) taking over this state."""
+        new = type(self)(self.name, aggregate, self.changelog_topic)
+        if new.state_id != self.state_id:
+            raise ValueError(f"store {self.name}: {aggregate} keeps other state than {self.aggregate}")
+        new._partitions = self._partitions
+        return new
+
+    # ------------------------------------------------------------ partitions
+
+    def partitions(self) -> tuple[int, ...]:
+        return tuple(sorted(self._partitions))
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition (revoked, or rebuilt after an abort), unflushed changes included."""
+        self._partitions.pop(partition, None)
+
+    def clear(self, partition: int) -> None:
+        """Start a partition empty (assigned; ``restore`` fills it from the changelog)."""
+        self._partitions[partition] = Partition()
+
+    def keys(self, partition: int) -> list[bytes]:
+        """The keys held in memory for ``partition``."""
+        p = self._partitions.get(partition)
+        return [] if p is None else list(p.keys)
+
+    def size(self, partition: int | None = None) -> int:
+        """Number of keys held (in one partition, or all)."""
+        parts = self._partitions.values() if partition is None else [self._partitions.get(partition, Partition())]
+        return sum(len(p.keys) for p in parts)
+
+    def stream_time(self, partition: int) -> int:
+        p = self._partitions.get(partition)
+        return NO_TIME if p is None else p.stream_time
+
+    @property
+    def retention(self) -> int:
+        """How long after a key's last event its state may still decide (window size + grace)."""
+        return self._retention
+
+    @property
+    def sweep_every(self) -> int:
+        """Stream time between two sweeps of expired keys."""
+        return self._sweep_every
+
+    def advance_stream_time(self, partition: int, time_ms: int) -> None:
+        """Raise the partition's stream time to ``time_ms`` (restored state carries it)."""
+        p = self._partitions.get(partition)
+        if p is None:
+            p = self._partitions[partition] = Partition()
+        if time_ms > p.stream_time:
+            p.stream_time = time_ms
+        if p.next_sweep == NO_TIME:
+            p.next_sweep = p.stream_time + self._sweep_every
+
+    def forget(self, partition: int, keys: Iterable[bytes] | None = None) -> None:
+        """Drop ``keys`` (None: all) from memory, not marked (their committed state is kept elsewhere)."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return
+        if keys is None:
+            p.keys.clear()
+            return
+        for k in keys:
+            p.keys.pop(k, None)
+
+    # ------------------------------------------------------------ transactions
+
+    def committed(self) -> None:
+        """The state so far is committed (flushed and in the changelog): forget the undo copies."""
+        for p in self._partitions.values():
+            p.commit()
+
+    def aborted(self) -> int:
+        """Back to the state at the last ``committed`` (or assignment); the number of keys put back."""
+        return sum(p.rollback() for p in self._partitions.values())
+
+    def undo_entries(self, partition: int) -> int:
+        """Keys with an undo copy in ``partition`` (what an abort would put back)."""
+        p = self._partitions.get(partition)
+        return 0 if p is None else len(p.undo)
+
+    # ------------------------------------------------------------ update
+
+    def add(self, partition: int, key: bytes, time_ms: int, value: Any, ident: str = "") -> tuple[AggValue, ...]:
+        """Aggregate one record; returns the values of its open windows (``()``: late, nothing changed).
+
+        ``value`` is the field to sum (a Decimal) or count distinct (any; compared as text);
+        ignored for ``count``. ``ident`` is the record's transaction id, kept when the store is
+        ``related``. The key (and any key swept as expired) is marked dirty.
+        """
+        p = self._partitions.get(partition)
+        if p is None:
+            p = self._partitions[partition] = Partition()
+        st = p.stream_time if p.stream_time > time_ms else time_ms
+        close = st - self._grace  # windows ending at or before this are closed
+        ks = p.keys.get(key)
+        result: tuple[AggValue, ...]
+        if self._kind == "sliding":
+            if time_ms + 1 <= close:
+                return ()
+            if key not in p.undo:
+                p.touch(key, ks)
+            if ks is None:
+                ks = p.keys[key] = KeyState()
+            result = (self._add_sliding(ks, time_ms, value, close, ident),)
+        else:
+            starts = self._window_starts(time_ms, close)
+            if not starts:
+                return ()
+            if key not in p.undo:
+                p.touch(key, ks)
+            if ks is None:
+                ks = p.keys[key] = KeyState()
+            result = self._add_windows(ks, starts, value, close)
+        if time_ms > ks.max_time:
+            ks.max_time = time_ms
+        p.stream_time = st
+        p.dirty.add(key)
+        if st >= p.next_sweep:
+            self._sweep(p, st)
+        return result
+
+    def _window_starts(self, t: int, close: int) -> list[int]:
+        size, adv = self._size, self._advance
+        last = t - t % adv
+        return [s for s in range(last, max(t - size, -1), -adv) if s + size > close][::-1]
+
+    def _add_windows(self, ks: KeyState, starts: list[int], value: Any, close: int) -> tuple[AggValue, ...]:
+        fn = self._function
+        out: list[AggValue] = []
+        windows = ks.windows
+        cap = self.bounds.cap
+        for s in starts:
+            w = windows.get(s)
+            if w is None:
+                w = windows[s] = Win()
+            w.count += 1
+            if fn == "sum":
+                w.total += value
+                out.append(w.total)
+            elif fn == "distinct_count":
+                if len(w.distinct) < cap:  # saturates at the cap
+                    w.distinct.add(bounded_text(value))
+                out.append(len(w.distinct))
+            else:
+                out.append(w.count)
+        size = self._size
+        for s in [s for s in windows if s + size <= close]:
+            del windows[s]
+        return tuple(out)
+
+    def _add_sliding(self, ks: KeyState, t: int, value: Any, close: int, ident: str) -> AggValue:
+        fn = self._function
+        times, values, ids = ks.times, ks.values, ks.ids
+        keep = fn != "count"
+        related = self.related
+        v = value if fn == "sum" else bounded_text(value) if keep else None
+        if related:
+            ident = bounded_text(ident)
+        if not times or t >= times[-1]:
+            times.append(t)
+            if keep:
+                values.append(v)
+            if related:
+                ids.append(ident)
+        else:
+            i = bisect_right(times, t)
+            times.insert(i, t)
+            if keep:
+                values.insert(i, v)
+            if related:
+                ids.insert(i, ident)
+        # drop events no open window can reach: time <= close - size
+        if times[0] <= close - self._size:
+            cut = bisect_right(times, close - self._size)
+            del times[:cut]
+            if keep:
+                del values[:cut]
+            if related:
+                del ids[:cut]
+        hi = bisect_right(times, t)
+        lo = bisect_right(times, t - self._size)
+        result: AggValue
+        if fn == "count":
+            result = min(hi - lo, self.bounds.cap)
+        elif fn == "sum":
+            result = sum(values[lo:hi], Decimal(0))
+        else:
+            result = min(len(set(values[lo:hi])), self.bounds.cap)
+        if len(times) > self.bounds.high:
+            self._reduce(ks, close)
+        return result
+
+    def _reduce(self, ks: KeyState, close: int) -> None:
+        """Keep what the key's windows need (``Bounds.reduce``)."""
+        n = len(ks.times)
+        vals: Sequence[Any] = ks.values or [None] * n
+        idents: Sequence[str] = ks.ids or [""] * n
+        entries: list[Entry] = list(zip(ks.times, vals, idents, strict=True))
+        kept, inexact = self.bounds.reduce(entries, close)
+        self.inexact += inexact
+        ks.times = [e[0] for e in kept]
+        if ks.values:
+            ks.values = [e[1] for e in kept]
+        if ks.ids:
+            ks.ids = [e[2] for e in kept]
+
+    def related_ids(self, partition: int, key: bytes, time_ms: int) -> list[str]:
+        """The transaction ids kept for ``key`` in the sliding window ending at ``time_ms``
+        ((time - size, time], oldest first); empty unless the store is ``related``."""
+        p = self._partitions.get(partition)
+        ks = None if p is None else p.keys.get(key)
+        if ks is None or not self.related:
+            return []
+        lo = bisect_right(ks.times, time_ms - self._size)
+        hi = bisect_right(ks.times, time_ms)
+        return ks.ids[lo:hi]
+
+    def _sweep(self, p: Partition, st: int) -> None:
+        """Delete keys whose every window is closed (``expired``: their changelog record may go)."""
+        p.next_sweep = st + self._sweep_every
+        horizon = st - self._retention
+        dead = [k for k, ks in p.keys.items() if ks.max_time <= horizon]
+        keys = p.keys
+        for k in dead:
+            p.touch_removed(k, keys.pop(k))
+        p.expired.update(dead)
+
+    # ------------------------------------------------------------ changelog documents
+
+    def take_dirty(self) -> dict[int, tuple[set[bytes], set[bytes]]]:
+        """Per partition, the keys written and the keys swept since the last call (and forget them)."""
+        out: dict[int, tuple[set[bytes], set[bytes]]] = {}
+        for n, p in self._partitions.items():
+            if p.dirty or p.expired:
+                out[n] = (p.dirty, p.expired)
+                p.dirty, p.expired = set(), set()
+        return out
+
+    def holds(self, partition: int, key: bytes) -> bool:
+        p = self._partitions.get(partition)
+        return p is not None and key in p.keys
+
+    def entries(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
+        """The JSON-ready state of those of ``keys`` the store holds."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return {}
+        held, kind, fn, related = p.keys, self._kind, self._function, self.related
+        return {k: encode_entry(ks, kind, fn, related) for k in keys if (ks := held.get(k)) is not None}
+
+    def entry(self, partition: int, key: bytes) -> list[Any] | None:
+        """The JSON-ready state of ``key`` (None: the store does not hold it)."""
+        return self.entries(partition, (key,)).get(key)
+
+    def load(self, partition: int, key: bytes, entry: Sequence[Any] | None) -> None:
+        """Set ``key`` to a state read back from the changelog (``None`` deletes it); not dirty."""
+        p = self._partitions.get(partition)
+        if p is None:
+            p = self._partitions[partition] = Partition()
+        if entry is None:
+            p.keys.pop(key, None)
+            return
+        ks = p.keys[key] = decode_entry(entry, self._kind, self._function, self.related)
+        self.advance_stream_time(partition, ks.max_time)
+
+    def snapshot(self, partition: int) -> dict[bytes, str]:
+        """Every live key's state in ``partition`` as text (for tests: equal snapshots mean equal
+        state). Keys that expired but were not swept yet (e.g. restored) are left out."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return {}
+        horizon = p.stream_time - self._retention
+        live = [k for k, ks in sorted(p.keys.items()) if ks.max_time > horizon]
+        return {k: DUMPS(e) for k, e in self.entries(partition, live).items()}
+
+
+def encode_group_key(values: Iterable[Any]) -> bytes:
+    """The state/changelog/repartition key of group values: one value as UTF-8 text, several as a
+    compact JSON list of their texts (``["mule","1000.00"]``)."""
+    vals = [v if isinstance(v, str) else str(v) for v in values]
+    if len(vals) == 1:
+        return vals[0].encode()
+    for v in vals:
+        if '"' in v or "\\" in v or not v.isprintable():
+            return DUMPS(vals).encode()  # needs escapes
+    return ('["' + '","'.join(vals) + '"]').encode()
