@@ -29,6 +29,7 @@ class _Txn:
     state: str = "open"  # open, committed, aborted
     offsets: dict[str, dict[TP, int]] = field(default_factory=dict)
     partitions: set[TP] = field(default_factory=set)
+    first: dict[TP, int] = field(default_factory=dict)  # first offset written per partition
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,17 @@ class FakeCluster:
         log = self.logs[tp]
         log.append(e)
         self.order.append((tp, len(log) - 1))
+        if e.txn is not None and not e.control:
+            e.txn.first.setdefault(tp, len(log) - 1)
         return len(log) - 1
 
     def end(self, tp: TP, read_committed: bool) -> int:
         """The high watermark, or for ``read_committed`` the last stable offset."""
         log = self.logs.get(tp, [])
         if read_committed:
-            for i, e in enumerate(log):
-                if e.txn is not None and e.txn.state == "open":
-                    return i
+            firsts = [t.first[tp] for t in self.open_txns.values() if tp in t.first]
+            if firsts:
+                return min(firsts)
         return len(log)
 
     def records(self, topic: str, *, committed_only: bool = True) -> list[tuple[int, int, Entry]]:
