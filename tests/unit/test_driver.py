@@ -311,7 +311,9 @@ def test_an_alert_per_fraud_decision_with_rules_evidence_and_score(s: Serde) -> 
     # the same evidence as the fraud record's header, which also has how many earlier transactions the window holds
     fraud = {s.decoder.decode(w.value)["transaction_id"]: headers(w) for w in d.records(FRAUD)}
     assert json.loads(fraud["tx-22"]["fraudstream.evidence"]) == {
-        "fan-in@2": [{**{k: v for k, v in e.items() if k != "rule_id"}, "transactions_total": 2} for e in a22["evidence"]]
+        "fan-in@2": [
+            {**{k: v for k, v in e.items() if k != "rule_id"}, "transactions_total": 2} for e in a22["evidence"]
+        ]
     }
 
 
