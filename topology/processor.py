@@ -96,7 +96,8 @@ EVALUATION_ERRORS: tuple[type[Exception], ...] = (TypeError, ArithmeticError, Ke
 _ALERT_ERRORS: tuple[type[Exception], ...] = (EncodeError, *EVALUATION_ERRORS)
 _KEY_ALLOWANCE = 1024  # bytes of a changelog record's group key (and record overhead) assumed in size checks
 
-_OPS: Mapping[str, Callable[[Any, Any], bool]] = {
+# An aggregate comparison (``Aggregate.op``) as a function of (window value, threshold).
+COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
     "<=": operator.le,
@@ -552,7 +553,7 @@ class TopologyProcessor:
         ident = "" if tid is None else str(tid)
         vals = store.add(partition, k, t, v, ident)
         a = store.aggregate
-        if vals and _OPS[a.op](vals[0], a.threshold):
+        if vals and COMPARE[a.op](vals[0], a.threshold):
             ids = store.related_ids(partition, k, t)
             if ident in ids:
                 ids.remove(ident)  # the record itself (the alert's own transaction)
@@ -733,7 +734,7 @@ class _RuleFailed(Exception):
 
 def _compile(condition: Condition, index: Mapping[str, int]) -> Cond:
     if isinstance(condition, Aggregate):
-        i, op, threshold = index[condition.name], _OPS[condition.op], condition.threshold
+        i, op, threshold = index[condition.name], COMPARE[condition.op], condition.threshold
 
         def agg(r: Mapping[str, Any], a: Aggs) -> bool:
             vals = a[i]
@@ -767,7 +768,7 @@ def _best(vals: tuple[AggValue, ...] | None, a: Aggregate) -> AggValue | None:
         return None
     if len(vals) == 1:
         return vals[0]
-    op = _OPS[a.op]
+    op = COMPARE[a.op]
     for v in vals:
         if op(v, a.threshold):
             return v
