@@ -24,7 +24,15 @@ Contract:
 - state changes are kept in memory (a write-back cache) and leave as changelog records only
   through ``flush()``: the latest state per (stage, group key) since the last flush, with the
   input partition as partition; the runtime calls it right before each commit and writes what
-  it returns in the same transaction.
+  it returns in the same transaction. Each such record is bounded (``max_record_bytes``; see
+  topology/state/bounds.py);
+- transactions: ``committed()`` after the commit of the transaction holding every flush since
+  the last ``committed()``/``aborted()``; ``aborted()`` when it aborted (or the runtime rewinds):
+  the state is then exactly the state at the last ``committed()`` (or the end of the restore).
+  Rebalances: ``assigned``, then per changelog partition ``restore_from`` (the offset to replay
+  from) and ``restore`` for each record; ``checkpoint`` after a commit; ``revoked``. A runtime that
+  never calls ``committed``/``aborted`` must rebuild state after an abort (revoked, assigned,
+  restore): from its second flush on, each flush then also commits.
 Exceptions other than bad input (bugs) propagate.
 
 Batches: with a ``columnar`` decoder, a stateless topology also routes whole batches of source
