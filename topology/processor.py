@@ -24,7 +24,13 @@ Contract:
 - state changes are kept in memory (a write-back cache) and leave as changelog records only
   through ``flush()``: the latest state per (stage, group key) since the last flush, with the
   input partition as partition; the runtime calls it right before each commit and writes what
-  it returns in the same transaction.
+  it returns in the same transaction. Each such record is bounded (``max_record_bytes``; see
+  topology/state/bounds.py);
+- transactions: ``committed()`` after the commit of the transaction holding every flush since
+  the last ``committed()``/``aborted()``; ``aborted()`` when it aborted (or the runtime rewinds):
+  the state is then exactly the state at the last ``committed()`` (or the end of the restore).
+  Rebalances: ``assigned``, then per changelog partition ``restore_from`` (the offset to replay
+  from) and ``restore`` for each record; ``checkpoint`` after a commit; ``revoked``;
 - a record of a stage with a next stage goes on as ONE repartition record, unless no store of a
   later stage would aggregate it (all their filters false, or a null group key or field): then its
   decision cannot depend on their state, and this stage decides it as the last stage would;
@@ -99,7 +105,8 @@ EVALUATION_ERRORS: tuple[type[Exception], ...] = (TypeError, ArithmeticError, Ke
 _ALERT_ERRORS: tuple[type[Exception], ...] = (EncodeError, *EVALUATION_ERRORS)
 _KEY_ALLOWANCE = 1024  # bytes of a changelog record's group key (and record overhead) assumed in size checks
 
-_OPS: Mapping[str, Callable[[Any, Any], bool]] = {
+# An aggregate comparison (``Aggregate.op``) as a function of (window value, threshold).
+COMPARE: Mapping[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
     "<=": operator.le,
@@ -562,7 +569,7 @@ class TopologyProcessor:
         ident = "" if tid is None else str(tid)
         vals = store.add(partition, k, t, v, ident)
         a = store.aggregate
-        if vals and _OPS[a.op](vals[0], a.threshold):
+        if vals and COMPARE[a.op](vals[0], a.threshold):
             ids = store.related_ids(partition, k, t)
             if ident in ids:
                 ids.remove(ident)  # the record itself (the alert's own transaction)
@@ -748,7 +755,7 @@ class _RuleFailed(Exception):
 
 def _compile(condition: Condition, index: Mapping[str, int]) -> Cond:
     if isinstance(condition, Aggregate):
-        i, op, threshold = index[condition.name], _OPS[condition.op], condition.threshold
+        i, op, threshold = index[condition.name], COMPARE[condition.op], condition.threshold
 
         def agg(r: Mapping[str, Any], a: Aggs) -> bool:
             vals = a[i]
@@ -798,7 +805,7 @@ def _best(vals: tuple[AggValue, ...] | None, a: Aggregate) -> AggValue | None:
         return None
     if len(vals) == 1:
         return vals[0]
-    op = _OPS[a.op]
+    op = COMPARE[a.op]
     for v in vals:
         if op(v, a.threshold):
             return v

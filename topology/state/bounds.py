@@ -17,7 +17,7 @@ cap starts fresh state, a change within it keeps the state):
   can never change a comparison with S again: they are dropped, and the value reported is the sum
   of what is kept (exact while the window sum is at most ``sum_cap``, a lower bound above it).
   A part that is still long (tiny amounts, or negative ones, which are never dropped) has its events
-  older than the newest ``EXACT`` merged into time buckets of ``bucket_ms`` = (size + grace) / 128:
+  older than the newest ``EXACT`` merged into time buckets of ``bucket_ms`` = (size + grace) / 64:
   an approximation; a bucket counts while its newest event is in the window, so a window sum may
   include events up to one bucket width older than the window's old edge.
 - tumbling/hopping windows: at most (size + grace) / advance + 1 windows per key; their distinct
@@ -37,8 +37,9 @@ records among the oldest kept ones, but may undercount the window of a record th
 order later than those while more than 2 * ``cap`` events of its key lie in the grace period: the
 only case where a count or distinct count decision can differ from keeping everything
 (``WindowStore.inexact`` counts such reductions, and bucket merges). The record being added is
-always decided before any reduction. Reductions run when a key holds more than ``high`` events,
-and leave at most about three quarters of that.
+always decided before any reduction. Reductions run when a key holds more than ``high`` events
+(4 * ``cap``; sums: 6 * ``EXACT``) and leave at most three quarters of that (sums of tiny amounts,
+bucketed: at most ~85%; typically half).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ EXACT = 64  # events kept exactly at least (sums), and the smallest count cap
 MAX_TEXT_BYTES = 128  # JSON text of a kept distinct value or transaction id, quotes included
 MAX_NUMBER_CHARS = 64  # text of an amount a sum keeps (longer ones are bad input)
 RELATED_IDS = 50  # transaction ids an alert names per related aggregate
-BUCKETS = 128  # sums: time buckets per window size + grace
+BUCKETS = 64  # sums: time buckets per window size + grace
 _TIME_BYTES = 21  # an event time in JSON, and its comma
 _NUMBER_BYTES = MAX_NUMBER_CHARS + 8  # a kept sum (bucket sums round to 28 digits) as JSON text
 _DUMPS_TEXT = json.JSONEncoder(ensure_ascii=False).encode
@@ -106,7 +107,7 @@ class Bounds:
         t = a.threshold
         cap = max(EXACT, _next_pow2(max(math.floor(t), 0) + 1))
         sum_cap = Decimal(_next_pow2(max(math.ceil(t), 1)))
-        high = 4 * cap if a.function != "sum" else 16 * EXACT
+        high = 4 * cap if a.function != "sum" else 6 * EXACT
         advance = w.advance_ms or w.size_ms
         windows = -(-(w.size_ms + w.grace_ms) // advance) + 1
         bucket = max(1, -(-(w.size_ms + w.grace_ms) // BUCKETS))

@@ -34,9 +34,19 @@ class KeyState:
     values: list[Any] = field(default_factory=list)  # sliding sum/distinct_count: parallel to times
     ids: list[str] = field(default_factory=list)  # sliding, related: transaction ids parallel to times
 
-    def copy(self) -> KeyState:
-        windows = {s: Win(w.count, w.total, set(w.distinct)) for s, w in self.windows.items()}
-        return KeyState(self.max_time, windows, self.times[:], self.values[:], self.ids[:])
+    def saved(self) -> Saved:
+        """A copy of this state, cheap to take (``restored`` makes it a ``KeyState`` again)."""
+        windows = self.windows
+        windows = {s: Win(w.count, w.total, set(w.distinct)) for s, w in windows.items()} if windows else {}
+        values, ids = self.values, self.ids
+        return (self.max_time, windows, self.times[:], values[:] if values else [], ids[:] if ids else [])
+
+
+Saved = tuple[int, dict[int, Win], list[int], list[Any], list[str]]
+
+
+def restored(saved: Saved | KeyState) -> KeyState:
+    return saved if isinstance(saved, KeyState) else KeyState(*saved)
 
 
 @dataclass(slots=True)
@@ -46,7 +56,7 @@ class Partition:
     expired: set[bytes] = field(default_factory=set)  # swept since the last flush
     stream_time: int = NO_TIME
     next_sweep: int = NO_TIME
-    undo: dict[bytes, KeyState | None] = field(default_factory=dict)  # state at the last commit
+    undo: dict[bytes, Saved | KeyState | None] = field(default_factory=dict)  # state at the last commit
     base: tuple[int, int] | None = None  # (stream_time, next_sweep) at the last commit, once changed
 
     def touch(self, key: bytes, ks: KeyState | None) -> None:
@@ -55,7 +65,7 @@ class Partition:
             return
         if self.base is None:
             self.base = (self.stream_time, self.next_sweep)
-        self.undo[key] = None if ks is None else ks.copy()
+        self.undo[key] = None if ks is None else ks.saved()
 
     def touch_removed(self, key: bytes, ks: KeyState) -> None:
         """Before ``key`` is deleted (``ks`` is not changed, only dropped: no copy)."""
@@ -77,7 +87,7 @@ class Partition:
             if ks is None:
                 keys.pop(k, None)
             else:
-                keys[k] = ks
+                keys[k] = restored(ks)
         if self.base is not None:
             self.stream_time, self.next_sweep = self.base
         self.undo, self.base = {}, None

@@ -3,33 +3,41 @@
 Selected with ``FRAUDSTREAM_DETECTOR_STORE=rocksdb`` (``TopologyProcessor(state=KVState(...))``);
 the default stays in memory (``topology.state.memory``): see README, "State stores", for the figures of
 ``fraudstream bench stores``. Same contract as ``StateGroup``/``WindowStore`` (``add``, ``flush``,
-``restore``, ``clear``, ``drop``, ``snapshot``). The changelog stays the source of truth; the
-embedded store holds every key's committed state, and memory only a write-back cache of the keys
-touched lately (as Kafka Streams' record cache in front of RocksDB):
+``restore``, ``clear``, ``drop``, ``snapshot``, ``committed``, ``aborted``). The changelog stays
+the source of truth; the embedded store holds every key's *committed* state, and memory a
+write-back cache of the keys touched lately (as Kafka Streams' record cache in front of RocksDB):
 
 - ``add`` faults the key in (one ``get``, one JSON decode of its document) the first time it is
-  touched while not cached, then updates it in memory like the in-memory store;
-- ``flush`` returns the same changelog entries as ``StateGroup.flush`` and writes them, in one
-  batch, to the embedded store as they are (the value in the store *is* the changelog value); then
-  the cache keeps at most ``cache_keys`` keys per partition (0: none), dropping the first loaded;
+  touched while not cached, then updates it in memory like the in-memory store (with its undo log);
+- ``flush`` returns the same changelog entries as ``StateGroup.flush`` and keeps them as the
+  transaction's batch (the value in the store *is* the changelog value);
+- ``committed`` writes the batch to the embedded store in one write; then the cache keeps at most
+  ``cache_keys`` keys per partition (0: none), dropping the first loaded. ``aborted`` drops the
+  batch and puts the cached keys back (undo log): the embedded store only ever holds committed state;
 - ``restore`` writes a changelog record as it is (no decode): a fast restore;
 - keys expired in every store of the group are deleted by a scan of the partition, once per
   sweep interval of the group's longest window (an expired entry read back is harmless: ``add``
   prunes it, as it does restored in-memory state).
 
-Exactly once: local state may run ahead of the committed changelog (it is written at flush, right
-before the commit, and the commit may fail), so ``clear`` (assigned, or rebuilt after an abort)
-wipes the partition and the changelog is replayed from its start, as Kafka Streams does under EOS
-without KIP-892. The detector always does so. ``close(partition, offset)`` after a clean commit
-writes a checkpoint (the changelog end offset the local state matches); ``resume`` then keeps the
-local state and returns that offset, so only the changelog tail is replayed, and deletes the
-checkpoint at once, since from then on local state may again run ahead of what is committed. Only
-the benchmark uses these two: the runtime has no hook yet that tells a clean close after a commit.
+Restarts. ``checkpoint(partition, offset)`` (after a commit) flushes the store (the WAL is off, so
+memtables first) and then writes ``offset`` atomically (temporary file + rename): the store on disk
+now covers the changelog up to there. ``restore_from`` after ``clear`` (assigned) keeps the local
+state if a checkpoint file is valid and returns its offset; else it wipes the partition's state
+and returns 0. The checkpoint stays valid after later commits and after a crash, because:
+replaying changelog records (full per-key documents, last write wins) from any offset <= the true
+coverage over a store that holds only committed state gives exactly the committed state. Every
+key written after the offset is written again by the replay with its last committed document; every
+other key's last document is before the offset and already in the store. A crash loses only
+unflushed memtables, which leaves a prefix of the committed writes, still covering the checkpoint.
+(A tombstone compacted away after ``delete.retention.ms`` can leave an expired key behind, which is
+harmless.) A runtime that never calls ``restore_from`` gets the partition wiped at the first
+``restore`` or ``add`` after ``clear``, and a full replay, as before.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -49,6 +57,7 @@ class KeyValue(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
     def write(self, changes: Iterable[tuple[bytes, bytes | None]]) -> None: ...
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+    def flush(self) -> None: ...  # make every write so far durable
     def close(self) -> None: ...
 
 
@@ -84,6 +93,9 @@ class RocksKV:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         yield from self._db.items()  # raw mode: bytes keys and values
+
+    def flush(self) -> None:
+        self._db.flush()
 
     def close(self) -> None:
         self._db.flush()
@@ -142,15 +154,18 @@ class KVStateGroup(StateGroup):
         cache_keys: int = 0,
     ) -> None:
         super().__init__(changelog_topic, stores)
-        self._cache_keys = cache_keys  # per partition, kept across flushes (0: emptied at each flush)
+        self._cache_keys = cache_keys  # per partition, kept across commits (0: emptied at each commit)
         self._kvs: list[KVWindowStore] = [s for s in self.stores if isinstance(s, KVWindowStore)]
         if len(self._kvs) != len(self.stores):
             raise TypeError("a KVStateGroup holds KVWindowStores only")
         self._dir = directory / changelog_topic
         self._open_kv = open_kv
         self._db: dict[int, KeyValue] = {}
+        self._verified: set[int] = set()  # partitions whose local state is known to be committed state
         self._seen: dict[int, dict[bytes, None]] = {}  # cached keys, oldest first
+        self._batch: dict[int, dict[bytes, bytes | None]] = {}  # flushed, not committed yet
         self._next_sweep: dict[int, int] = {}
+        self._sweep_base: dict[int, int | None] | None = None  # _next_sweep at the last commit, once changed
         self._restoring: dict[int, list[tuple[bytes, bytes | None]]] = {}  # restored, not written yet
         self._sweep_every = max(s.sweep_every for s in self._kvs) if self._kvs else 1000
         for s in self._kvs:
@@ -161,76 +176,77 @@ class KVStateGroup(StateGroup):
     def _path(self, partition: int) -> Path:
         return self._dir / str(partition)
 
-    def _checkpoint(self, partition: int) -> Path:
+    def _checkpoint_path(self, partition: int) -> Path:
         return self._dir / f"{partition}.checkpoint"
 
-    def _open(self, partition: int) -> KeyValue:
+    def _db_of(self, partition: int) -> KeyValue:
+        """The partition's store, open (wiped first if ``restore_from`` did not vouch for it)."""
+        if partition not in self._verified:
+            self._wipe(partition)
         db = self._db.get(partition)
         if db is None:
             self._path(partition).parent.mkdir(parents=True, exist_ok=True)
             db = self._db[partition] = self._open_kv(self._path(partition))
             self._seen[partition] = {}
-        return db
-
-    def _db_of(self, partition: int) -> KeyValue:
-        db = self._db.get(partition)
-        if db is None:
-            db = self._open(partition)
         pending = self._restoring.pop(partition, None)
         if pending:
             db.write(pending)
         return db
 
-    def clear(self, partition: int) -> None:
-        """Assigned (or rebuilt after an abort) under exactly once: wipe local state; replay the changelog."""
-        self.drop(partition)
-        super().clear(partition)
-        self._open(partition)
-
-    def resume(self, partition: int) -> int | None:
-        """Assigned after a clean close: keep local state, return the changelog offset to replay from
-        (``None``: no checkpoint, the partition was wiped, replay it all). The checkpoint is deleted."""
-        checkpoint = self._checkpoint(partition)
-        if not checkpoint.exists():
-            self.clear(partition)
-            return None
-        offset = int(checkpoint.read_text())
-        checkpoint.unlink()
-        self._close_db(partition)
-        super().clear(partition)
-        db = self._open(partition)
-        meta = db.get(_META)
-        if meta is not None:
-            times = json.loads(meta)
-            for s in self._kvs:
-                s.advance_stream_time(partition, int(times.get(s.state_id, NO_TIME)))
-        return offset
-
-    def drop(self, partition: int) -> None:
-        """Revoked (or rebuilt): forget the partition's cache and delete its local state and checkpoint."""
-        super().drop(partition)
+    def _wipe(self, partition: int) -> None:
+        self._restoring.pop(partition, None)
         self._close_db(partition)
         shutil.rmtree(self._path(partition), ignore_errors=True)
-        self._checkpoint(partition).unlink(missing_ok=True)
+        self._checkpoint_path(partition).unlink(missing_ok=True)
+        self._verified.add(partition)
 
-    def close(self, partition: int, changelog_offset: int) -> None:
-        """After a clean commit (nothing unflushed): keep local state with a checkpoint of the changelog
-        end offset it matches, so ``resume`` can skip replaying the changelog up to there."""
-        self._write_meta(partition)
+    def clear(self, partition: int) -> None:
+        """Assigned: start from the local state as the next ``restore_from`` finds it (unverified until then)."""
         self._close_db(partition)
-        super().drop(partition)
-        self._checkpoint(partition).write_text(str(changelog_offset))
+        self._verified.discard(partition)
+        super().clear(partition)
 
-    def release(self, partition: int) -> None:
-        """Close the partition's embedded store without a checkpoint (after a fatal error; also what a
-        crash leaves): the next ``resume`` wipes it."""
+    def restore_from(self, partition: int) -> int:
+        """Keep the local state if its checkpoint is valid and return its changelog offset; else wipe it, 0."""
         self._close_db(partition)
+        offset = _read_checkpoint(self._checkpoint_path(partition))
+        if offset is None or not self._path(partition).exists():
+            self._wipe(partition)
+            self._db_of(partition)
+            return 0
+        self._verified.add(partition)
+        meta = self._db_of(partition).get(_META)
+        times = {} if meta is None else json.loads(meta)
+        for s in self._kvs:
+            s.advance_stream_time(partition, int(times.get(s.state_id, NO_TIME)))
+        return offset
+
+    def checkpoint(self, partition: int, offset: int) -> None:
+        """Committed state covers the changelog up to ``offset``: flush the store, then record it."""
+        if partition not in self._db:
+            return
+        if self._batch.get(partition):
+            raise RuntimeError(f"checkpoint of partition {partition} with an uncommitted batch")
+        db = self._db_of(partition)
+        times = {s.state_id: s.stream_time(partition) for s in self._kvs}
+        db.write([(_META, json.dumps(times).encode())])
+        db.flush()
+        path = self._checkpoint_path(partition)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(offset))
+        os.replace(tmp, path)
+
+    def drop(self, partition: int) -> None:
+        """Revoked: close the partition's store, keeping its files (and checkpoint); uncommitted changes go."""
         super().drop(partition)
+        self._close_db(partition)
+        self._verified.discard(partition)
 
     def adopt(self, old: KVStateGroup) -> None:
         """Take over ``old``'s embedded stores (the processor regroups its stores when rules change
         at run time; ``old`` was flushed). The cache starts empty: keys are read back as needed."""
         self._db, self._restoring, self._next_sweep = old._db, old._restoring, old._next_sweep
+        self._verified, self._batch, self._sweep_base = old._verified, old._batch, old._sweep_base
         for n in self._db:
             self._seen[n] = {}
         for s in self._kvs:
@@ -241,15 +257,12 @@ class KVStateGroup(StateGroup):
         if self._restoring.get(partition):
             self._db_of(partition)  # writes what was restored
         self._restoring.pop(partition, None)
+        self._batch.pop(partition, None)
         db = self._db.pop(partition, None)
         self._seen.pop(partition, None)
         self._next_sweep.pop(partition, None)
         if db is not None:
             db.close()
-
-    def _write_meta(self, partition: int) -> None:
-        times = {s.state_id: s.stream_time(partition) for s in self._kvs}
-        self._db_of(partition).write([(_META, json.dumps(times).encode())])
 
     def write_restored(self) -> None:
         """Write the restored records still batched (they are also written before any read)."""
@@ -261,6 +274,7 @@ class KVStateGroup(StateGroup):
         return sum(1 for p in parts if p in self._db for k, _ in self._db_of(p).items() if k != _META)
 
     def documents(self, partition: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Every key's committed document in the embedded store."""
         if partition not in self._db:
             return
         for k, v in self._db_of(partition).items():
@@ -270,10 +284,11 @@ class KVStateGroup(StateGroup):
     # ------------------------------------------------------------ update
 
     def fault_in(self, partition: int, key: bytes) -> None:
-        """Load ``key``'s committed state into every store's cache (once per key between flushes)."""
+        """Load ``key``'s latest state into every store's cache (once per key until evicted)."""
         db = self._db_of(partition)
         self._seen[partition][key] = None
-        raw = db.get(key)
+        batch = self._batch.get(partition)
+        raw = batch[key] if batch is not None and key in batch else db.get(key)
         if raw is None:
             return
         doc = json.loads(raw)
@@ -283,19 +298,47 @@ class KVStateGroup(StateGroup):
                 s.load(partition, key, entry)
 
     def flush(self) -> list[tuple[int, bytes, bytes | None]]:
-        """``StateGroup.flush``'s entries, also written to the embedded store; the cache is emptied."""
+        """``StateGroup.flush``'s entries, kept in the transaction's batch (written at ``committed``)."""
         out = super().flush()
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for n, key, value in out:
-            by_partition.setdefault(n, []).append((key, value))
-        for n, changes in by_partition.items():
-            self._db_of(n).write(changes)
+        self._keep(out)
+        swept = self._sweep_due()  # keys not written by this flush
+        self._keep(swept)
+        return out + swept
+
+    def _keep(self, entries: Iterable[tuple[int, bytes, bytes | None]]) -> None:
+        for n, key, value in entries:
+            batch = self._batch.get(n)
+            if batch is None:
+                batch = self._batch[n] = {}
+            batch[key] = value
+
+    def committed(self, *, confirmed: bool = True) -> None:
+        """Write the batch to the embedded store (one write per partition), then trim the cache.
+        ``confirmed=False`` (a runtime that does not tell outcomes): the checkpoints go too."""
+        super().committed()
+        for n, batch in self._batch.items():
+            if batch:
+                self._db_of(n).write(batch.items())
+                if not confirmed:
+                    self._checkpoint_path(n).unlink(missing_ok=True)
+        self._batch = {n: {} for n in self._batch}
+        self._sweep_base = None
         self._evict()
-        out.extend(self._sweep_due())
-        return out
+
+    def aborted(self) -> int:
+        """Drop the batch and put the cached keys back: the state at the last commit."""
+        self._batch = {n: {} for n in self._batch}
+        if self._sweep_base is not None:
+            for n, due in self._sweep_base.items():
+                if due is None:
+                    self._next_sweep.pop(n, None)
+                else:
+                    self._next_sweep[n] = due
+            self._sweep_base = None
+        return super().aborted()
 
     def _evict(self) -> None:
-        """Forget the first-loaded cached keys beyond ``cache_keys`` per partition (all are flushed now)."""
+        """Forget the first-loaded cached keys beyond ``cache_keys`` per partition (all are committed now)."""
         for n, seen in self._seen.items():
             extra = len(seen) - self._cache_keys
             if extra <= 0:
@@ -319,27 +362,27 @@ class KVStateGroup(StateGroup):
             if st == NO_TIME:
                 continue
             due = self._next_sweep.get(n)
-            if due is None:
-                self._next_sweep[n] = st + self._sweep_every
+            if due is not None and st < due:
                 continue
-            if st < due:
-                continue
+            if self._sweep_base is None:
+                self._sweep_base = {}
+            self._sweep_base.setdefault(n, due)
             self._next_sweep[n] = st + self._sweep_every
+            if due is None:
+                continue
             horizons = {s.state_id: s.stream_time(n) - s.retention for s in self._kvs}
-            dead = [
-                key
+            batch = self._batch.get(n, {})
+            out.extend(
+                (n, key, None)
                 for key, doc in self.documents(n)
-                if all(int(entry[0]) <= horizons.get(sid, NO_TIME) for sid, entry in doc.items())
-            ]
-            if dead:
-                self._db[n].write([(k, None) for k in dead])
-                out.extend((n, k, None) for k in dead)
+                if key not in batch and all(int(e[0]) <= horizons.get(sid, NO_TIME) for sid, e in doc.items())
+            )
         return out
 
     def restore(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Write one changelog record as it is (batched); stream time from its entries' largest event times."""
-        if partition not in self._db:
-            self._open(partition)
+        if partition not in self._db or partition not in self._verified:
+            self._db_of(partition)
         pending = self._restoring.setdefault(partition, [])
         pending.append((key, value))
         if len(pending) >= 10_000:
@@ -350,6 +393,15 @@ class KVStateGroup(StateGroup):
             t = _max_time(value, s.state_id)
             if t is not None:
                 s.advance_stream_time(partition, t)
+
+
+def _read_checkpoint(path: Path) -> int | None:
+    """The offset in a checkpoint file (None: missing or not valid)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return int(text) if text.strip().isdigit() else None
 
 
 class KVState:

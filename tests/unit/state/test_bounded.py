@@ -3,9 +3,8 @@ store as it was before bounds) over random seeded streams, and stays bounded for
 
 from __future__ import annotations
 
-import operator
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -18,20 +17,13 @@ from services.generator.scenarios import TransactionStream
 from tests.unit.state import reference_store as ref
 from tests.unit.topology_support import serde
 from topology.plan import Aggregate, PlanError, Window
-from topology.processor import H_RULES, TopologyProcessor
+from topology.processor import COMPARE, H_RULES, TopologyProcessor
 from topology.state import StateBackend, StateGroup, WindowStore
 from topology.state.bounds import EXACT, Bounds
 from topology.testing.driver import TopologyTestDriver
 from topology.yaml_loader import DEFAULT_PATH, load_topology
 
-OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
+OPS = COMPARE
 S = 1000
 
 

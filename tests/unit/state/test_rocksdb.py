@@ -88,7 +88,9 @@ def _run(group: StateGroup, calls: list[Call], flush_every: int) -> tuple[list[A
         values.append((store.add(p, k, t, v, ident), store.related_ids(p, k, t)))
         if (i + 1) % flush_every == 0:
             changelog.extend(group.flush())
+            group.committed()
     changelog.extend(group.flush())
+    group.committed()
     return values, changelog
 
 
@@ -139,39 +141,79 @@ def test_restored_from_a_changelog_it_decides_as_memory_does(kind: str, tmp_path
 
 
 @pytest.mark.parametrize("kind", KV)
-def test_clear_wipes_what_an_aborted_transaction_wrote(kind: str, tmp_path: Path) -> None:
+def test_the_embedded_store_holds_only_committed_state(kind: str, tmp_path: Path) -> None:
     kv = _group(kind, tmp_path)
     store = kv.stores[0]
+    assert kv.restore_from(0) == 0
     assert store.add(0, b"a", 1_000, True) == (1,)
-    kv.flush()  # written locally, then the commit fails: the partition is rebuilt
-    kv.clear(0)
-    assert store.size(0) == 0
-    assert store.add(0, b"a", 2_000, True) == (1,)
+    kv.flush()
+    assert store.snapshot(0) == {}  # flushed, not committed: not in the embedded store
+    kv.committed()
+    committed = store.snapshot(0)
+    assert store.add(0, b"a", 2_000, True) == (2,)
+    assert store.add(0, b"b", 2_000, True) == (1,)
+    kv.flush()  # then the commit fails
+    assert kv.aborted() == 2  # the two keys touched since the commit
+    assert store.snapshot(0) == committed
+    assert store.add(0, b"a", 2_000, True) == (2,)  # as if the aborted transaction never ran
+    assert store.add(0, b"b", 2_000, True) == (1,)
+
+
+def _replay(kv: StateGroup, changelog: list[Entry], start: int = 0) -> None:
+    for p, k, v in changelog[start:]:
+        kv.restore(p, k, v)
 
 
 @pytest.mark.parametrize("kind", KV)
-def test_a_checkpoint_skips_the_replay_once(kind: str, tmp_path: Path) -> None:
+def test_a_checkpoint_plus_the_changelog_tail_equals_a_full_replay_even_after_a_crash(
+    kind: str, tmp_path: Path
+) -> None:
+    first, then = _calls(1_500, seed=4), _calls(1_500, seed=5, start=1_500 * 2_000)
+    live = _group(kind, tmp_path / "live")
+    for p in range(3):
+        live.restore_from(p)
+    _, changelog = _run(live, first, 30)
+    offsets = {p: sum(1 for e in changelog if e[0] == p) for p in range(3)}
+    for p in range(3):
+        live.checkpoint(p, offsets[p])  # after the commit: covers the changelog so far
+    _, later = _run(live, then, 30)  # committed later, no new checkpoint: then a crash
+    for p in range(3):
+        live.drop(p)
+    changelog += later
+
+    def per_partition(entries: list[Entry], p: int) -> list[Entry]:
+        return [e for e in entries if e[0] == p]
+
+    full = _group("memory", tmp_path)
+    _replay(full, changelog)
+    again = _group(kind, tmp_path / "live")  # a new process on the same directory
+    for p in range(3):
+        again.clear(p)
+        start = again.restore_from(p)
+        assert start == offsets[p] > 0  # the old checkpoint is still valid
+        _replay(again, per_partition(changelog, p), start)
+    for i, s in enumerate(again.stores):
+        for p in range(3):
+            assert s.snapshot(p) == full.stores[i].snapshot(p), (i, p)
+            assert s.stream_time(p) == full.stores[i].stream_time(p)
+    more = _calls(500, seed=6, start=3_000 * 2_000)
+    assert _run(again, more, 30)[0] == _run(full, more, 30)[0]
+
+
+@pytest.mark.parametrize("kind", KV)
+def test_without_a_valid_checkpoint_local_state_is_wiped(kind: str, tmp_path: Path) -> None:
     kv = _group(kind, tmp_path)
-    assert isinstance(kv, KVStateGroup)
-    for t in (1_000, 2_000):
-        kv.stores[0].add(1, b"a", t, True)
+    kv.restore_from(1)
+    kv.stores[0].add(1, b"a", 1_000, True)
     kv.flush()
-    before = kv.stores[0].snapshot(1)
-    kv.close(1, 42)  # clean shutdown after a commit: the changelog ends at 42
-
+    kv.committed()
+    kv.drop(1)  # revoked without a checkpoint
     again = _group(kind, tmp_path)
-    assert isinstance(again, KVStateGroup)
-    assert again.resume(1) == 42
-    assert again.stores[0].snapshot(1) == before
-    assert again.stores[0].stream_time(1) == 2_000
-    assert again.stores[0].add(1, b"a", 3_000, True) == (3,)
-    again.flush()
-    again.release(1)  # stops without a clean close (a crash)
-
-    crashed = _group(kind, tmp_path)  # no clean close since the resume: no checkpoint, wiped
-    assert isinstance(crashed, KVStateGroup)
-    assert crashed.resume(1) is None
-    assert crashed.stores[0].size(1) == 0
+    again.clear(1)
+    assert again.restore_from(1) == 0
+    assert again.stores[0].size(1) == 0
+    (tmp_path / TOPIC / "1.checkpoint").write_text("not an offset")
+    assert again.restore_from(1) == 0
 
 
 def test_only_window_stores_of_the_embedded_kind_fit_its_group(tmp_path: Path) -> None:
