@@ -44,6 +44,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings
@@ -51,6 +52,7 @@ from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
 from topology.columnar import ColumnarDecoder
+from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectionDecoder
 from topology.runtime import (
@@ -302,6 +304,18 @@ def renamed_topology(text: str, prefix: str, stateless: bool = False) -> str:
     return out
 
 
+def bench_processor(registry: SchemaRegistryClient, topology: Topology) -> TopologyProcessor:
+    """The processor ``fraudstream detect`` builds for ``topology`` (projection and columnar decoders, alerts)."""
+    schema = schemas.schema_text("transaction")
+    encode_alert = None
+    if topology.alerts is not None:
+        encode_alert = AvroEncoder(registry, schemas.schema_text("fraud_alert"), f"{topology.alerts}-value").encode
+    return TopologyProcessor(
+        topology, ProjectionDecoder.for_topology(registry, topology, schema), version="bench",
+        encode_alert=encode_alert, columnar=ColumnarDecoder(registry, schema),
+    )
+
+
 def profile_text(profiler: cProfile.Profile, top: int = 25) -> str:
     """The ``top`` functions by cumulative time, then by own time."""
     buf = io.StringIO()
@@ -480,9 +494,7 @@ class DetectorBench:
         """The runtime with ``row``'s topology over the preloaded input, until every output is committed."""
         prefix = f"bench-{self.run_id}-{row}-r{round_}"  # also the prefix of its changelog/repartition topics
         topology = loads_topology(topology_text(row, prefix, self.input), filename=f"<{row} bench topology>")
-        decoder = ProjectionDecoder.for_topology(self.registry, topology, schemas.schema_text("transaction"))
-        columnar = ColumnarDecoder(self.registry, schemas.schema_text("transaction"))
-        processor = TopologyProcessor(topology, decoder, version="bench", columnar=columnar)
+        processor = bench_processor(self.registry, topology)
         settings = self._settings(
             prefix, dlq_topic=topology.dlq, transient_errors=(RegistryError,), topic_partitions=self.partitions
         )
