@@ -124,6 +124,7 @@ class Throughput:
     row: str = ""
     round: int = 1
     cpu_seconds: float | None = None  # this process's CPU time over the pass (every thread)
+    load_after: float | None = None  # the machine's 1-minute load average when the pass ended
 
     @property
     def per_second(self) -> float:
@@ -431,9 +432,9 @@ class DetectorBench:
     def run_pass(self, row: str, round_: int = 1, profile: bool = False) -> tuple[Throughput, str | None]:
         """One pass of ``row`` (a key of ``ROWS``) over the preloaded input, with its own group id."""
         gc.collect()  # no garbage of the previous pass is collected during this one
-        if row == RAW:
-            return self.raw_copy(round_), None
-        return self.run_detector(row, round_, profile)
+        result, text = (self.raw_copy(round_), None) if row == RAW else self.run_detector(row, round_, profile)
+        result.load_after = round(os.getloadavg()[0], 2)
+        return result, text
 
     def raw_copy(self, round_: int = 1) -> Throughput:
         """The baseline: consume -> produce -> send offsets -> commit, directly on confluent_kafka."""

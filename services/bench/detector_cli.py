@@ -89,7 +89,7 @@ def _run(bench: DetectorBench, report: Report, rows: Sequence[str], log: Callabl
             result.ratio_to_raw = round(result.per_second / raw[round_], 3)
         log(
             f"  round {round_}/{report.rounds} {row}: {result.per_second:,.0f} tx/s, {result.seconds:.1f} s, "
-            f"{result.cpu_us_per_record or 0:.1f} µs CPU/record"
+            f"{result.cpu_us_per_record or 0:.1f} µs CPU/record, load average {result.load_after}"
         )
 
 
