@@ -5,8 +5,8 @@
 ``bench detector`` topologies) runs ``TopologyProcessor.process_batch`` over batches of ``--batch``
 records as the runtime does: repartition records go straight back in (the next stage), the other outputs
 to a stand-in ``_produce``, and ``flush()`` (the changelog) ends each batch. It prints µs per record
-(unprofiled, then profiled), the share of named stages in the profiled time, and the top functions by
-cumulative and by own time.
+(unprofiled, then profiled), the share of named stages in the profiled time, the top functions by
+cumulative and by own time, and with ``--callees`` what the hot functions spend their time on.
 """
 
 from __future__ import annotations
@@ -109,7 +109,37 @@ def stage_shares(stats: pstats.Stats, total: float) -> list[tuple[str, float]]:
     return out
 
 
-def profile_row(row: str, registry: Any, records: list[RawRecord], batch: int, partitions: int, top: int) -> str:
+# (file suffix, function) whose direct callees ``--callees`` lists.
+CALLEES: list[tuple[str, str]] = [
+    ("topology/processor.py", "process"),
+    ("topology/processor.py", "_aggregate"),
+    ("topology/state.py", "add"),
+    ("topology/processor.py", "_forward"),
+    ("topology/processor.py", "_process_repartitioned"),
+    ("topology/state.py", "flush"),
+    ("topology/processor.py", "_route"),
+]
+
+
+def callees(stats: pstats.Stats, total: float, top: int = 6) -> list[str]:
+    """For each ``CALLEES`` function, its ``top`` direct callees by cumulative time spent under it."""
+    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    lines = []
+    for suffix, name in CALLEES:
+        for fn, (_, _, _, ct, _) in table.items():
+            if fn[2] != name or not fn[0].endswith(suffix) or not ct:
+                continue
+            lines.append(f"  {suffix.rsplit('/', 1)[-1]}:{fn[1]} {name}: {ct / total:.1%}")
+            under = [(v[4][fn][3], v[4][fn][1], f) for f, v in table.items() if fn in v[4]]
+            for c_ct, calls, f in sorted(under, reverse=True)[:top]:
+                where = f"{f[0].rsplit('/', 1)[-1]}:{f[1]}({f[2]})"
+                lines.append(f"      {c_ct / total:6.1%} {calls:>9,} {where}")
+    return lines
+
+
+def profile_row(
+    row: str, registry: Any, records: list[RawRecord], batch: int, partitions: int, top: int, show_callees: bool
+) -> str:
     """The report of one row: µs/record unprofiled and profiled, stage shares, top functions."""
     gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
@@ -132,6 +162,7 @@ def profile_row(row: str, registry: Any, records: list[RawRecord], batch: int, p
         "produced: " + ", ".join(f"{t} {c:,}" for t, c in sorted(produced.items())),
         "share of the profiled time (cumulative, nested rows overlap):",
         *(f"  {label:<45} {share:6.1%}" for label, share in stage_shares(stats, total)),
+        *(["direct callees (share of the profiled time, calls):", *callees(stats, total)] if show_callees else []),
     ]
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
@@ -144,11 +175,12 @@ def main(
     batch: Annotated[int, typer.Option(help="Records per batch (the runtime's consume batch), then flush.")] = 2_000,
     partitions: Annotated[int, typer.Option(help="Partitions (stores are per partition).")] = 6,
     top: Annotated[int, typer.Option(help="Functions listed per ordering.")] = 15,
+    show_callees: Annotated[bool, typer.Option("--callees", help="Also the callees of the hot functions.")] = False,
 ) -> None:
     """Profile the in-memory processor over generated transactions, one row after the other."""
     registry, records = generated(count, partitions)
     for row in (r.strip() for r in rows.split(",") if r.strip()):
-        print(profile_row(row, registry, records, batch, partitions, top))
+        print(profile_row(row, registry, records, batch, partitions, top, show_callees))
 
 
 if __name__ == "__main__":
