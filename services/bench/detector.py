@@ -223,6 +223,14 @@ class Latency:
     p99_ms: float
     max_ms: float
     row: str = "fraud"
+    first_p50_ms: float | None = None  # median of the first tenth of the outputs (in the order seen)
+    last_p50_ms: float | None = None  # median of the last tenth
+
+    @property
+    def fell_behind(self) -> bool:
+        """Latency grew over the run: the detector did not sustain the rate (a backlog, not a latency)."""
+        first, last = self.first_p50_ms, self.last_p50_ms
+        return first is not None and last is not None and last > 2 * first + 100
 
     @property
     def verdict(self) -> str | None:
@@ -256,6 +264,7 @@ class Report:
         doc["rows"] = [{**asdict(s), "verdict": s.verdict} for s in self.rows()]
         if self.latency is not None:
             doc["latency"]["verdict"] = self.latency.verdict
+            doc["latency"]["fell_behind"] = self.latency.fell_behind
         return doc
 
 
@@ -620,6 +629,7 @@ class LatencyBench:
             samples, achieved = self._paced(producer, reader, topic, values[self.warmup :], rate)
         finally:
             reader.close()
+        tenth = max(1, len(samples) // 10)
         return Latency(
             rate,
             round(achieved, 1),
@@ -627,6 +637,8 @@ class LatencyBench:
             round(quantile(samples, 0.5) or 0.0, 1),
             round(quantile(samples, 0.99) or 0.0, 1),
             round(max(samples), 1),
+            first_p50_ms=round(statistics.median(samples[:tenth]), 1),
+            last_p50_ms=round(statistics.median(samples[-tenth:]), 1),
         )
 
     @staticmethod

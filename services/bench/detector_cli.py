@@ -138,5 +138,11 @@ def _print(console: Console, report: Report) -> None:
             f"(achieved {lat.achieved_rate:,.0f}): p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, "
             f"max {lat.max_ms:.1f} ms over {lat.records:,} records{target if verdict else ''}"
         )
+        if lat.fell_behind:
+            console.print(
+                f"  latency grew from p50 {lat.first_p50_ms:.0f} ms (first tenth) to {lat.last_p50_ms:.0f} ms (last "
+                "tenth): the detector did not sustain the rate, so this is mostly a backlog",
+                style="yellow",
+            )
     if report.profile:
         console.print(report.profile, markup=False, highlight=False)

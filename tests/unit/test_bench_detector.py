@@ -75,6 +75,13 @@ def test_verdicts() -> None:
     assert Latency(5_000, 5_000, 50_000, 20.0, 100.0, 300.0, row="window").verdict is None
 
 
+def test_latency_that_grows_over_the_run_is_a_backlog() -> None:
+    steady = Latency(5_000, 5_000, 100, 50.0, 90.0, 120.0, first_p50_ms=50.0, last_p50_ms=60.0)
+    growing = Latency(5_000, 5_000, 100, 900.0, 2_000.0, 2_100.0, first_p50_ms=80.0, last_p50_ms=1_900.0)
+    assert not steady.fell_behind and growing.fell_behind
+    assert not Latency(5_000, 5_000, 100, 1.0, 2.0, 3.0).fell_behind  # no tenths known
+
+
 def test_report_json_has_every_pass_and_the_row_summaries() -> None:
     report = Report({"cpus": 2}, 1_000, 6, 100, 50_000.0, rounds=1)
     report.results = [_pass(RAW, 1, 100.0), _pass("fraud", 1, 25.0)]
