@@ -49,8 +49,8 @@ def generator_command(
 
 @app.command("detector")
 def detector_command(
-    count: Annotated[int, typer.Option(help="Transactions to preload once and process in every pass.")] = 1_000_000,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds (each runs every row once).")] = 3,
+    count: Annotated[int, typer.Option(min=1, help="Transactions to preload once, read by every pass.")] = 1_000_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (each runs every row once).")] = 3,
     rows: Annotated[str, typer.Option(help="Rows of each round (raw required).")] = "raw,stateless,window,fraud",
     partitions: Partitions = 6,
     commit_interval_ms: Annotated[int, typer.Option(help="Transaction commit interval (every loop).")] = 100,

@@ -39,9 +39,14 @@ def run_detector_bench(
 ) -> int:
     """Preload, run every pass interleaved over ``rounds``, then the latency; print the table (or JSON)."""
     console = Console(stderr=json_output, width=None if sys.stdout.isatty() else 160)
-    unknown = [r for r in (*rows, latency_row, *([profile] if profile else [])) if r not in ROWS]
-    if unknown or RAW not in rows:
-        console.print(f"error: rows are {', '.join(ROWS)} ({RAW} is required); not {', '.join(unknown)}", style="red")
+    detectors = [r for r in ROWS if r != RAW]
+    bad = [r for r in rows if r not in ROWS] + [r for r in (latency_row, profile) if r and r not in detectors]
+    if bad or RAW not in rows:
+        console.print(
+            f"error: --rows takes {', '.join(ROWS)} ({RAW} among them); --latency-row and --profile one of "
+            f"{', '.join(detectors)}" + (f"; not {', '.join(bad)}" if bad else ""),
+            style="red",
+        )
         return 2
     kafka = KafkaSettings()
 

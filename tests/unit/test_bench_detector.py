@@ -20,7 +20,7 @@ from services.bench.detector import (
     summarise,
     topology_text,
 )
-from services.bench.detector_cli import _run
+from services.bench.detector_cli import _run, run_detector_bench
 from topology.yaml_loader import DEFAULT_PATH, loads_topology
 
 
@@ -130,3 +130,18 @@ def test_renamed_fraud_topology_writes_no_shared_topic() -> None:
     text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), "bench-y")
     assert "streaming.transactions" not in text and "queueing.transactions" not in text
     assert loads_topology(text).alerts == "bench-y.alerts"
+
+
+@pytest.mark.parametrize(
+    ("rows", "latency_row", "profile"),
+    [
+        (["stateless"], "fraud", None), (["raw", "nope"], "fraud", None),
+        (["raw"], "raw", None), (["raw"], "fraud", "raw"),
+    ],
+)
+def test_bad_rows_are_refused_before_any_broker_call(rows: list[str], latency_row: str, profile: str | None) -> None:
+    code = run_detector_bench(
+        count=10, rounds=1, rows=rows, partitions=1, commit_interval_ms=100, rate=1.0, latency_seconds=0,
+        latency_row=latency_row, profile=profile, json_output=False,
+    )
+    assert code == 2
