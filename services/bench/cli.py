@@ -14,6 +14,10 @@ from services.kafka import Unreachable
 
 app = typer.Typer(help="Benchmarks that print throughput figures.", no_args_is_help=True)
 
+# Options every broker benchmark takes.
+Partitions = Annotated[int, typer.Option(help="Partitions of the benchmark topics.")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")]
+
 
 @app.command("generator")
 def generator_command(
@@ -45,28 +49,27 @@ def generator_command(
 
 @app.command("detector")
 def detector_command(
-    count: Annotated[int, typer.Option(help="Transactions to preload and process.")] = 1_000_000,
-    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark topics.")] = 6,
-    commit_interval_ms: Annotated[int, typer.Option(help="Transaction commit interval (both loops).")] = 100,
-    rate: Annotated[float, typer.Option(help="Input rate of the latency measurement (tx/s).")] = 10_000.0,
-    latency_seconds: Annotated[float, typer.Option(help="Duration of the latency measurement.")] = 10.0,
-    stateless: Annotated[bool, typer.Option(help="Also measure the stateless tutorial rule alone.")] = True,
-    profile: Annotated[bool, typer.Option(help="cProfile the detector pass; print the top functions.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    count: Annotated[int, typer.Option(min=1, help="Transactions to preload once, read by every pass.")] = 1_000_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (each runs every row once).")] = 3,
+    rows: Annotated[str, typer.Option(help="Rows of each round (raw required).")] = "raw,stateless,window,fraud",
+    partitions: Partitions = 6,
+    commit_interval_ms: Annotated[int, typer.Option(help="Transaction commit interval (every loop).")] = 100,
+    rate: Annotated[float, typer.Option(help="Input rate of the latency measurement (tx/s).")] = 5_000.0,
+    latency_seconds: Annotated[float, typer.Option(help="Duration of the latency measurement (0: none).")] = 10.0,
+    latency_row: Annotated[str, typer.Option(help="Topology of the latency measurement.")] = "fraud",
+    profile: Annotated[
+        str | None, typer.Option(help="cProfile one extra pass of this row (not in the table); print the top.")
+    ] = None,
+    json_output: JsonOutput = False,
 ) -> None:
-    """Detector throughput vs a raw exactly-once copy loop (same run), then end-to-end latency."""
+    """Detector throughput vs a raw exactly-once copy loop, interleaved rounds; end-to-end latency; targets."""
     from services.bench.detector_cli import run_detector_bench
 
     raise typer.Exit(
         run_detector_bench(
-            count=count,
-            partitions=partitions,
-            commit_interval_ms=commit_interval_ms,
-            rate=rate,
-            latency_seconds=latency_seconds,
-            stateless=stateless,
-            profile=profile,
-            json_output=json_output,
+            count=count, rounds=rounds, rows=[r.strip() for r in rows.split(",") if r.strip()],
+            partitions=partitions, commit_interval_ms=commit_interval_ms, rate=rate,
+            latency_seconds=latency_seconds, latency_row=latency_row, profile=profile, json_output=json_output,
         )
     )
 
@@ -75,10 +78,10 @@ def detector_command(
 def state_command(
     keys: Annotated[int, typer.Option(help="Distinct keys in the changelog to restore.")] = 1_000_000,
     count: Annotated[int, typer.Option(help="Transactions for the stateful vs stateless throughput.")] = 200_000,
-    partitions: Annotated[int, typer.Option(help="Partitions of the benchmark topics.")] = 6,
+    partitions: Partitions = 6,
     restore: Annotated[bool, typer.Option("--restore/--no-restore", help="Measure the restore.")] = True,
     throughput: Annotated[bool, typer.Option("--throughput/--no-throughput", help="Measure throughput.")] = True,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """State: changelog restore time for N keys; throughput with stateful rules vs stateless (same run)."""
     from services.bench.state import run_state_bench
@@ -102,7 +105,7 @@ def stores_command(
         str, typer.Option(help="Implementations, memory first (also: rocksdb-cached, lmdb-cached).")
     ] = "memory,rocksdb,rocksdb-cached,lmdb",
     restore: Annotated[bool, typer.Option("--restore/--no-restore", help="Replay a changelog (needs Kafka).")] = True,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """State stores: in-memory vs embedded (RocksDB, LMDB): update, flush, restore, RSS, restart (same run)."""
     from services.bench.stores import run_stores_bench

@@ -1,12 +1,19 @@
 """Detector benchmark: the exactly-once runtime against a raw exactly-once copy loop, then latency.
 
-In one run, on unique topics of the broker:
-1. preload N Avro transactions (the generator's pure stream + the Avro encoder);
-2. (a) a raw consume -> produce exactly-once copy loop written directly on confluent_kafka, with the
-   runtime's own producer/consumer configuration, commit interval and batch sizes;
-3. (b) the detector runtime with the fraud topology (``topology/fraud.yaml``, stateful rules and a
-   repartition stage), and (b') with the stateless tutorial rule only; each until every output is
-   committed. Throughput is N / (last commit - first record consumed);
+In one run, on unique topics of the broker (all deleted at the end):
+1. preload N Avro transactions once (the generator's pure stream + the Avro encoder);
+2. over several rounds, interleaved (raw, stateless, window, fraud, raw, stateless, ...), each pass
+   reading the same preloaded topic with its own application (group) id:
+   - ``raw``: a consume -> produce exactly-once copy loop written directly on confluent_kafka, with
+     the runtime's own producer/consumer configuration, commit interval and batch sizes;
+   - ``stateless``: the runtime with the rule ``amount >= 900`` only;
+   - ``window``: the runtime with one sliding-window count (``count by source_account over sliding
+     3m >= 10``) plus the amount rule;
+   - ``fraud``: the runtime with ``topology/fraud.yaml`` (9 window stores, one repartition stage);
+   each until every output is committed. Throughput is N / (last commit - first record consumed);
+   CPU is this process's CPU time (every thread, librdkafka's included) over the pass;
+3. per row: the median tx/s and its spread, the median ratio to the raw pass of the same round and
+   that ratio's spread, against the targets of issue 14;
 4. end-to-end latency at a fixed input rate: the detector runs as a subprocess
    (``python -m services detect``); this process produces at the rate and reads the outputs with a
    read_committed consumer; latency = time visible - the input's produce timestamp (the runtime keeps
@@ -17,24 +24,27 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import gc
 import io
 import os
 import platform
 import pstats
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings
@@ -42,6 +52,7 @@ from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
 from topology.columnar import ColumnarDecoder
+from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectionDecoder
 from topology.runtime import (
@@ -56,6 +67,50 @@ from topology.yaml_loader import DEFAULT_PATH, loads_topology
 
 Log = Callable[[str], None]
 
+RAW = "raw"
+ROWS: dict[str, str] = {  # the rows of the table (their labels), in run order within a round
+    RAW: "raw EOS copy loop",
+    "stateless": "stateless amount >= 900",
+    "window": "one window + amount",  # count by source_account over sliding 3m >= 10, plus amount >= 900
+    "fraud": "fraud.yaml (9 stores, repartition)",
+}
+RATIO_TARGETS: dict[str, float] = {"window": 0.40, "fraud": 0.20}  # issue 14: share of the raw loop
+LATENCY_TARGET_MS = 150.0  # issue 14: end-to-end p99 for fraud.yaml ...
+LATENCY_TARGET_RATE = 5_000.0  # ... at this input rate (tx/s)
+
+# The stateless and one-window rows, in the format of topology/fraud.yaml (topology/yaml_loader.py).
+_SMALL_TOPOLOGY = """\
+topology: {prefix}
+source:
+  topic: {source}
+  key: [source_account]
+  time: event_time
+dlq: {prefix}.dlq
+rules:
+{rules}branches:
+  - name: fraud
+    to: {prefix}.fraud
+    rules: [{ids}]
+default_branch:
+  name: legit
+  to: {prefix}.legit
+"""
+_RULES: dict[str, str] = {
+    "large-amount": "  - id: large-amount\n    version: 1\n    when: amount >= 900\n",
+    "velocity-many": """\
+  - id: velocity-many
+    version: 1
+    when:
+      aggregate:
+        function: count
+        group_by: [source_account]
+        window: {kind: sliding, size: 3m, grace: 30s}
+        op: ">="
+        threshold: 10
+""",
+}
+_ROW_RULES: dict[str, tuple[str, ...]] = {"stateless": ("large-amount",), "window": ("large-amount", "velocity-many")}
+
 
 @dataclass
 class Throughput:
@@ -66,10 +121,95 @@ class Throughput:
     seconds: float
     transactions: int
     ratio_to_raw: float | None = None
+    row: str = ""
+    round: int = 1
+    cpu_seconds: float | None = None  # this process's CPU time over the pass (every thread)
+    load_after: float | None = None  # the machine's 1-minute load average when the pass ended
 
     @property
     def per_second(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_record(self) -> float | None:
+        if self.cpu_seconds is None or not self.records:
+            return None
+        return self.cpu_seconds / self.records * 1e6
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of some figures and their range."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        ordered = sorted(values)
+        if not ordered:
+            raise ValueError("a spread of no values")
+        return cls(statistics.median(ordered), ordered[0], ordered[-1])
+
+
+@dataclass(frozen=True)
+class RowSummary:
+    """A row of the table: its passes over every round, summed up."""
+
+    row: str
+    name: str
+    passes: int
+    rate: Spread  # tx/s
+    ratio: Spread | None  # to the raw pass of the same round; None for the raw row
+    cpu_us: Spread | None  # CPU µs per record
+    target: float | None  # the ratio issue 14 asks for
+
+    @property
+    def verdict(self) -> str | None:
+        if self.target is None or self.ratio is None:
+            return None
+        return ratio_verdict(self.ratio.median, self.target)
+
+
+def schedule(rounds: int, rows: Sequence[str]) -> list[tuple[int, str]]:
+    """The passes in run order: every row once per round (rounds 1-based), so noise hits all rows alike."""
+    return [(r, row) for r in range(1, rounds + 1) for row in rows]
+
+
+def round_ratios(results: Sequence[Throughput], row: str) -> list[float]:
+    """``row``'s tx/s over the tx/s of the raw pass of the same round, for each round that has both."""
+    raw = {r.round: r.per_second for r in results if r.row == RAW}
+    return [r.per_second / raw[r.round] for r in results if r.row == row and raw.get(r.round)]
+
+
+def summarise(results: Sequence[Throughput]) -> list[RowSummary]:
+    """One summary per row, in the order the rows first ran."""
+    out = []
+    for row in dict.fromkeys(r.row for r in results):
+        mine = [r for r in results if r.row == row]
+        ratios = round_ratios(results, row) if row != RAW else []
+        cpu = [c for c in (r.cpu_us_per_record for r in mine) if c is not None]
+        out.append(
+            RowSummary(
+                row,
+                mine[0].name,
+                len(mine),
+                Spread.of(r.per_second for r in mine),
+                Spread.of(ratios) if ratios else None,
+                Spread.of(cpu) if cpu else None,
+                RATIO_TARGETS.get(row),
+            )
+        )
+    return out
+
+
+def ratio_verdict(ratio: float, target: float) -> str:
+    """``met``, or how far the ratio is from its target (points of the raw loop, and the speed-up needed)."""
+    if ratio >= target:
+        return "met"
+    needed = f", needs {target / ratio:.2f}x" if ratio > 0 else ""
+    return f"short by {(target - ratio) * 100:.0f} pts{needed}"
 
 
 @dataclass
@@ -82,6 +222,22 @@ class Latency:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    row: str = "fraud"
+    first_p50_ms: float | None = None  # median of the first tenth of the outputs (in the order seen)
+    last_p50_ms: float | None = None  # median of the last tenth
+
+    @property
+    def fell_behind(self) -> bool:
+        """Latency grew over the run: the detector did not sustain the rate (a backlog, not a latency)."""
+        first, last = self.first_p50_ms, self.last_p50_ms
+        return first is not None and last is not None and last > 2 * first + 100
+
+    @property
+    def verdict(self) -> str | None:
+        """Against issue 14's target (fraud.yaml at 5,000 tx/s); None for any other measurement."""
+        if self.row != "fraud" or self.achieved_rate < 0.95 * LATENCY_TARGET_RATE:
+            return None
+        return "met" if self.p99_ms <= LATENCY_TARGET_MS else f"short by {self.p99_ms - LATENCY_TARGET_MS:.0f} ms"
 
 
 @dataclass
@@ -91,14 +247,24 @@ class Report:
     partitions: int
     commit_interval_ms: int
     preload_per_second: float
+    rounds: int = 1
     results: list[Throughput] = field(default_factory=list)
     latency: Latency | None = None
     profile: str | None = None
+    deleted_topics: int = 0
+
+    def rows(self) -> list[RowSummary]:
+        return summarise(self.results)
 
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
         for r, d in zip(self.results, doc["results"], strict=True):
             d["per_second"] = round(r.per_second, 1)
+            d["cpu_us_per_record"] = None if r.cpu_us_per_record is None else round(r.cpu_us_per_record, 2)
+        doc["rows"] = [{**asdict(s), "verdict": s.verdict} for s in self.rows()]
+        if self.latency is not None:
+            doc["latency"]["verdict"] = self.latency.verdict
+            doc["latency"]["fell_behind"] = self.latency.fell_behind
         return doc
 
 
@@ -119,31 +285,58 @@ def machine() -> dict[str, Any]:
     }
 
 
+def topology_text(row: str, prefix: str, source: str | None = None) -> str:
+    """The YAML of a detector row (``stateless``, ``window``, ``fraud``) on topics ``<prefix>.*`` reading ``source``."""
+    source = source or f"{prefix}.transactions"
+    if row == "fraud":
+        text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), prefix)
+        return text.replace(f"{prefix}.transactions", source)
+    ids = _ROW_RULES[row]
+    return _SMALL_TOPOLOGY.format(
+        prefix=prefix, source=source, rules="".join(_RULES[i] for i in ids), ids=", ".join(ids)
+    )
+
+
 def renamed_topology(text: str, prefix: str, stateless: bool = False) -> str:
     """``fraud.yaml`` with unique topic names (and topology name, the prefix of its internal topics)."""
+    if stateless:
+        return topology_text("stateless", prefix)
     names = {
         "queueing.transactions": f"{prefix}.transactions",
         "streaming.transactions.legit": f"{prefix}.legit",
         "streaming.transactions.fraud": f"{prefix}.fraud",
         "streaming.transactions.dlq": f"{prefix}.dlq",
+        "streaming.transactions.alerts": f"{prefix}.alerts",  # never the shared stack's alerts topic
     }
-    if stateless:
-        return (
-            f"topology: {prefix}\nsource:\n  topic: {names['queueing.transactions']}\n"
-            f"  key: [source_account]\n  time: event_time\ndlq: {names['streaming.transactions.dlq']}\n"
-            "rules:\n  - id: large-amount\n    version: 1\n    when: amount >= 900\n"
-            f"branches:\n  - name: fraud\n    to: {names['streaming.transactions.fraud']}\n"
-            "    rules: [large-amount]\n"
-            f"default_branch:\n  name: legit\n  to: {names['streaming.transactions.legit']}\n"
-        )
     out = re.sub(r"^topology:.*$", f"topology: {prefix}", text, count=1, flags=re.M)
     for old, new in names.items():
         out = re.sub(rf"(?<![\w.]){re.escape(old)}(?![\w.])", new, out)
     return out
 
 
+def bench_processor(registry: SchemaRegistryClient, topology: Topology) -> TopologyProcessor:
+    """The processor ``fraudstream detect`` builds for ``topology`` (projection and columnar decoders, alerts)."""
+    schema = schemas.schema_text("transaction")
+    encode_alert = None
+    if topology.alerts is not None:
+        encode_alert = AvroEncoder(registry, schemas.schema_text("fraud_alert"), f"{topology.alerts}-value").encode
+    return TopologyProcessor(
+        topology, ProjectionDecoder.for_topology(registry, topology, schema), version="bench",
+        encode_alert=encode_alert, columnar=ColumnarDecoder(registry, schema),
+    )
+
+
+def profile_text(profiler: cProfile.Profile, top: int = 25) -> str:
+    """The ``top`` functions by cumulative time, then by own time."""
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
 class DetectorBench:
-    """The whole benchmark; every topic and group is unique to one run and deleted at the end."""
+    """The throughput passes; every topic and group is unique to one run and deleted by ``cleanup``."""
 
     def __init__(
         self,
@@ -170,6 +363,7 @@ class DetectorBench:
         self.admin = check_broker(bootstrap)
         self.registry = check_registry(registry_url)
         self.created: set[str] = set()
+        self.groups: set[str] = set()
 
     # ----------------------------------------------------------- helpers
 
@@ -181,15 +375,22 @@ class DetectorBench:
             future.result(timeout=30)
             self.created.add(name)
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> list[str]:
+        """Delete this run's topics (``bench-<run id>...``) and consumer groups; the topics deleted."""
         existing = set(self.admin.list_topics(timeout=30).topics)
-        mine = [t for t in existing if t.startswith((f"bench-{self.run_id}", f"bench-{self.run_id}-"))]
+        mine = sorted(t for t in existing if t.startswith(f"bench-{self.run_id}"))
         if mine:
             for future in self.admin.delete_topics(mine).values():
                 with contextlib.suppress(KafkaException):
                     future.result(timeout=30)
+        if self.groups:
+            for future in self.admin.delete_consumer_groups(sorted(self.groups)).values():
+                with contextlib.suppress(KafkaException):
+                    future.result(timeout=30)
+        return mine
 
     def _settings(self, app: str, **extra: Any) -> RuntimeSettings:
+        self.groups.add(app)
         return RuntimeSettings(
             bootstrap_servers=self.bootstrap,
             application_id=app,
@@ -231,23 +432,39 @@ class DetectorBench:
                     break
                 except BufferError:
                     producer.poll(0.05)
-            if i % 50_000 == 0 and i:
+            if i % 100_000 == 0 and i:
                 self.log(f"  preloaded {i:,}")
         if producer.flush(120) != 0:
             raise RuntimeError("preload: records left unsent")
         return count / (time.perf_counter() - started)
 
-    def raw_copy(self, headers: list[tuple[str, str | bytes | None]] | None = None) -> Throughput:
-        """(a) consume -> produce -> send offsets -> commit, directly on confluent_kafka; with ``headers``,
-        (a') the same loop writing those headers on every record instead of copying the input's."""
-        tag = "raw-headers" if headers is not None else "raw-copy"
+    def run_pass(self, row: str, round_: int = 1, profile: bool = False) -> tuple[Throughput, str | None]:
+        """One pass of ``row`` (a key of ``ROWS``) over the preloaded input, with its own group id."""
+        gc.collect()  # no garbage of the previous pass is collected during this one
+        result, text = (self.raw_copy(round_), None) if row == RAW else self.run_detector(row, round_, profile)
+        result.load_after = round(os.getloadavg()[0], 2)
+        return result, text
+
+    def raw_copy(self, round_: int = 1) -> Throughput:
+        """The baseline: consume -> produce -> send offsets -> commit, directly on confluent_kafka."""
+        tag = f"{RAW}-r{round_}"
         out = f"bench-{self.run_id}.{tag}"
         self._topics([out])
         s = self._settings(f"bench-{self.run_id}-{tag}")
+        cpu = time.process_time()
         producer = Producer(producer_config(s))
         producer.init_transactions(30)
         consumer = Consumer(consumer_config(s))
         consumer.subscribe([self.input])
+        try:
+            copied, txns, first, last = self._copy(consumer, producer, out)
+        finally:
+            consumer.close()
+        cpu = time.process_time() - cpu
+        return Throughput(ROWS[RAW], copied, last - first, txns, row=RAW, round=round_, cpu_seconds=cpu)
+
+    def _copy(self, consumer: Consumer, producer: Producer, out: str) -> tuple[int, int, float, float]:
+        """Copy ``count`` records; (records, transactions, first record consumed, last commit) (monotonic)."""
         interval = self.commit_interval_ms / 1000.0
         copied = in_txn = txns = 0
         offsets: dict[tuple[str, int], int] = {}
@@ -256,18 +473,16 @@ class DetectorBench:
         produce = producer.produce
         while copied < self.count:
             timeout = max(0.0, min(0.1, started + interval - time.monotonic())) if in_txn else 0.1
-            messages = consumer.consume(min(self.consume_batch, self.max_batch - in_txn), timeout)
-            for m in messages:
+            for m in consumer.consume(min(self.consume_batch, self.max_batch - in_txn), timeout):
                 if m.error() is not None:
                     continue
                 if not in_txn:
                     producer.begin_transaction()
                     started = time.monotonic()
-                    if first is None:
-                        first = started
+                    first = started if first is None else first
                 while True:
                     try:
-                        produce(out, m.value(), m.key(), headers=m.headers() if headers is None else headers)
+                        produce(out, m.value(), m.key(), headers=m.headers())
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -282,36 +497,18 @@ class DetectorBench:
                     30,
                 )
                 producer.commit_transaction(30)
-                copied += in_txn
-                in_txn = 0
-                txns += 1
-                offsets = {}
-        seconds = time.monotonic() - (first or time.monotonic())
-        consumer.close()
-        name = "(a) raw exactly-once copy loop (confluent_kafka)"
-        if headers is not None:
-            name = f"(a') the same loop, writing the detector's {len(headers)} decision headers"
-        return Throughput(name, copied, seconds, txns)
+                copied, in_txn, txns, offsets = copied + in_txn, 0, txns + 1, {}
+        return copied, txns, first or 0.0, time.monotonic()
 
-    def detector(self, name: str, stateless: bool, profile: bool = False) -> tuple[Throughput, str | None]:
-        """(b) the runtime with a topology over the preloaded input, until every output is committed."""
-        tag = "stateless" if stateless else "fraud"
-        prefix = f"bench-{self.run_id}-{tag}"
-        text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), prefix, stateless)
-        text = text.replace(f"{prefix}.transactions", self.input)
-        topology = loads_topology(text, filename=f"<{tag} bench topology>")
-        decoder = ProjectionDecoder.for_topology(self.registry, topology, schemas.schema_text("transaction"))
-        columnar = ColumnarDecoder(self.registry, schemas.schema_text("transaction"))
-        processor = TopologyProcessor(topology, decoder, version="bench", columnar=columnar)
-        runtime = ExactlyOnceRuntime(
-            processor,
-            self._settings(
-                f"bench-{self.run_id}-{tag}",
-                dlq_topic=topology.dlq,
-                transient_errors=(RegistryError,),
-                topic_partitions=self.partitions,
-            ),
+    def run_detector(self, row: str, round_: int = 1, profile: bool = False) -> tuple[Throughput, str | None]:
+        """The runtime with ``row``'s topology over the preloaded input, until every output is committed."""
+        prefix = f"bench-{self.run_id}-{row}-r{round_}"  # also the prefix of its changelog/repartition topics
+        topology = loads_topology(topology_text(row, prefix, self.input), filename=f"<{row} bench topology>")
+        processor = bench_processor(self.registry, topology)
+        settings = self._settings(
+            prefix, dlq_topic=topology.dlq, transient_errors=(RegistryError,), topic_partitions=self.partitions
         )
+        runtime = ExactlyOnceRuntime(processor, settings)
         stats = runtime.stats
         source = self.input
         repartition = tuple(processor.repartition_topics)
@@ -321,65 +518,57 @@ class DetectorBench:
             return by[source] >= self.count and all(by[r] >= stats.records_out[r] for r in repartition)
 
         profiler = cProfile.Profile() if profile else None
+        cpu = time.process_time()
         if profiler is not None:
             profiler.enable()
-        runtime.run(stop=done)
-        if profiler is not None:
-            profiler.disable()
+        try:
+            runtime.run(stop=done)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+        cpu = time.process_time() - cpu
         seconds = (stats.last_commit_at or 0.0) - (stats.first_record_at or 0.0)
-        text_profile = None
-        if profiler is not None:
-            buf = io.StringIO()
-            pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(25)
-            text_profile = buf.getvalue()
-        result = Throughput(name, stats.records_in_by_topic[source], seconds, stats.transactions_committed)
-        return result, text_profile
+        result = Throughput(
+            ROWS[row], stats.records_in_by_topic[source], seconds, stats.transactions_committed,
+            row=row, round=round_, cpu_seconds=cpu,
+        )
+        return result, None if profiler is None else profile_text(profiler)
 
-    def latency(self, rate: float, seconds: float) -> Latency:
-        """Run ``fraudstream detect`` as a subprocess; produce at ``rate``; time outputs to visibility."""
-        prefix = f"bench-{self.run_id}-lat"
-        text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), prefix)
+    def detector(self, name: str, stateless: bool, profile: bool = False) -> tuple[Throughput, str | None]:
+        """``run_detector`` of the stateless or the fraud.yaml row, named ``name`` (``bench state``'s call)."""
+        result, text = self.run_detector("stateless" if stateless else "fraud", profile=profile)
+        result.name = name
+        return result, text
+
+    def latency(self, rate: float, seconds: float, row: str = "fraud") -> Latency:
+        """End-to-end latency of ``row``'s topology at ``rate`` tx/s for ``seconds`` (see ``LatencyBench``)."""
+        return LatencyBench(self).run(rate, seconds, row)
+
+
+class LatencyBench:
+    """``fraudstream detect`` as a subprocess; produce at a fixed rate; time outputs to visibility."""
+
+    warmup = 2_000
+
+    def __init__(self, bench: DetectorBench) -> None:
+        self.bench = bench
+        self.prefix = f"bench-{bench.run_id}-lat"
+
+    def run(self, rate: float, seconds: float, row: str = "fraud") -> Latency:
+        b, prefix = self.bench, self.prefix
         outputs = [f"{prefix}.legit", f"{prefix}.fraud", f"{prefix}.dlq"]
-        self._topics([f"{prefix}.transactions", *outputs])
-        total = int(rate * seconds)
-        warmup = 2_000
-        encoder = AvroEncoder(self.registry, schemas.schema_text("transaction"), f"{prefix}.transactions-value")
-        stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=43, rate=0)))
-        values = []
-        for _ in range(total + warmup):
-            g = next(stream)
-            values.append((encoder.encode(g.record), g.record["source_account"].encode()))
+        b._topics([f"{prefix}.transactions", *outputs])
+        values = self._values(int(rate * seconds) + self.warmup)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "topology.yaml"
-            path.write_text(text, encoding="utf-8")
-            env = dict(
-                os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap, SCHEMA_REGISTRY_URL=self.registry_url, COLUMNS="200"
-            )
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "services",
-                    "detect",
-                    "--topology",
-                    str(path),
-                    "--application-id",
-                    f"{prefix}-detector",
-                    "--instance-id",
-                    "bench",
-                    "--commit-interval-ms",
-                    str(self.commit_interval_ms),
-                    "--stats-interval-s",
-                    "5",
-                ],
-                env=env,
-                stdout=(Path(tmp) / "detector.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
+            path.write_text(topology_text(row, prefix), encoding="utf-8")
+            log_path = Path(tmp) / "detector.log"
+            with log_path.open("wb") as out:
+                proc = self._start(path, out)
             try:
-                return self._measure(proc, f"{prefix}.transactions", outputs, values, warmup, rate)
+                lat = self._measure(proc, f"{prefix}.transactions", outputs, values, rate)
             except RuntimeError as exc:
-                tail = (Path(tmp) / "detector.log").read_text(errors="replace")[-3000:]
+                tail = log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{exc}; detector output:\n{tail}") from exc
             finally:
                 proc.send_signal(signal.SIGTERM)
@@ -388,6 +577,30 @@ class DetectorBench:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        lat.row = row
+        return lat
+
+    def _values(self, n: int) -> list[tuple[bytes, bytes]]:
+        encoder = AvroEncoder(
+            self.bench.registry, schemas.schema_text("transaction"), f"{self.prefix}.transactions-value"
+        )
+        stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=43, rate=0)))
+        values = []
+        for _ in range(n):
+            g = next(stream)
+            values.append((encoder.encode(g.record), g.record["source_account"].encode()))
+        return values
+
+    def _start(self, topology: Path, out: Any) -> subprocess.Popen[bytes]:
+        b = self.bench
+        app = f"{self.prefix}-detector"
+        b.groups.add(app)
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=b.bootstrap, SCHEMA_REGISTRY_URL=b.registry_url, COLUMNS="200")
+        command = [
+            sys.executable, "-m", "services", "detect", "--topology", str(topology), "--application-id", app,
+            "--instance-id", "bench", "--commit-interval-ms", str(b.commit_interval_ms), "--stats-interval-s", "5",
+        ]
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def _measure(
         self,
@@ -395,41 +608,70 @@ class DetectorBench:
         topic: str,
         outputs: list[str],
         values: list[tuple[bytes, bytes]],
-        warmup: int,
         rate: float,
     ) -> Latency:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 1})
+        b = self.bench
+        producer = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True, "linger.ms": 1})
+        group = f"{self.prefix}-reader"
+        b.groups.add(group)
         reader = Consumer(
             {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"bench-{self.run_id}-lat-reader",
+                "bootstrap.servers": b.bootstrap,
+                "group.id": group,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
             }
         )
-        reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in outputs for p in range(self.partitions)])
-        seen = 0
+        reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in outputs for p in range(b.partitions)])
+        try:
+            self._warm_up(proc, producer, reader, topic, values[: self.warmup])
+            samples, achieved = self._paced(producer, reader, topic, values[self.warmup :], rate)
+        finally:
+            reader.close()
+        tenth = max(1, len(samples) // 10)
+        return Latency(
+            rate,
+            round(achieved, 1),
+            len(samples),
+            round(quantile(samples, 0.5) or 0.0, 1),
+            round(quantile(samples, 0.99) or 0.0, 1),
+            round(max(samples), 1),
+            first_p50_ms=round(statistics.median(samples[:tenth]), 1),
+            last_p50_ms=round(statistics.median(samples[-tenth:]), 1),
+        )
 
-        def drain(timeout: float, record: list[float] | None) -> int:
-            n = 0
-            for m in reader.consume(5_000, timeout):
-                if m.error() is None:
-                    n += 1
-                    if record is not None:
-                        record.append(time.time() * 1000.0 - m.timestamp()[1])
-            return n
+    @staticmethod
+    def _drain(reader: Consumer, timeout: float, samples: list[float] | None) -> int:
+        """Read what is visible; with ``samples``, append each output's latency (ms)."""
+        n = 0
+        for m in reader.consume(5_000, timeout):
+            if m.error() is None:
+                n += 1
+                if samples is not None:
+                    samples.append(time.time() * 1000.0 - m.timestamp()[1])
+        return n
 
-        for value, key in values[:warmup]:
+    def _warm_up(
+        self, proc: subprocess.Popen[bytes], producer: Producer, reader: Consumer, topic: str,
+        values: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Wait until the detector is up and has processed the warm-up records."""
+        for value, key in values:
             producer.produce(topic, value, key)
         producer.flush(30)
         deadline = time.monotonic() + 120
-        while seen < warmup:  # the detector is up and has processed the warm-up records
+        seen = 0
+        while seen < len(values):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the detector did not process the warm-up records")
-            seen += drain(0.2, None)
+            seen += self._drain(reader, 0.2, None)
+
+    def _paced(
+        self, producer: Producer, reader: Consumer, topic: str, todo: list[tuple[bytes, bytes]], rate: float
+    ) -> tuple[list[float], float]:
+        """Produce ``todo`` at ``rate`` while reading outputs; (latencies in ms, achieved rate)."""
         samples: list[float] = []
-        todo = values[warmup:]
         started = time.monotonic()
         sent = 0
         while sent < len(todo):
@@ -442,20 +684,12 @@ class DetectorBench:
                 except BufferError:
                     producer.poll(0.01)
             producer.poll(0)
-            drain(0.002, samples)
+            self._drain(reader, 0.002, samples)
         achieved = sent / (time.monotonic() - started)
         producer.flush(30)
         deadline = time.monotonic() + 120
         while len(samples) < len(todo) and time.monotonic() < deadline:
-            drain(0.2, samples)
-        reader.close()
+            self._drain(reader, 0.2, samples)
         if len(samples) < len(todo):
             raise RuntimeError(f"only {len(samples)} of {len(todo)} outputs became visible")
-        return Latency(
-            rate,
-            round(achieved, 1),
-            len(samples),
-            round(quantile(samples, 0.5) or 0.0, 1),
-            round(quantile(samples, 0.99) or 0.0, 1),
-            round(max(samples), 1),
-        )
+        return samples, achieved
