@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from services.config import KafkaSettings
+
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -27,6 +29,13 @@ class Endpoints:
     bootstrap_servers: str
     registry_url: str
     origin: str  # "env", "testcontainers" or "local-jvm"
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """The connection section of these endpoints (env security settings, if any, included)."""
+        from tests.integration.eos_support import connection
+
+        return connection(self.bootstrap_servers, self.registry_url)
 
 
 def _docker_answers() -> bool:

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import NewTopic
 
 import schemas
-from services.config import GeneratorSettings
+from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
-from services.kafka import check_broker, check_registry
+from services.kafka import check_broker, check_registry, ensure_topics
+from services.kafka import consumer_config as kafka_consumer_config
+from services.kafka import producer_config as kafka_producer_config
 from topology.columnar import ColumnarDecoder
 from topology.processor import TopologyProcessor
 from topology.projection import ProjectionDecoder
@@ -147,8 +148,7 @@ class DetectorBench:
 
     def __init__(
         self,
-        bootstrap: str,
-        registry_url: str,
+        kafka: KafkaSettings,
         *,
         count: int,
         partitions: int = 6,
@@ -157,8 +157,9 @@ class DetectorBench:
         consume_batch: int = 2_000,
         log: Log = print,
     ) -> None:
-        self.bootstrap = bootstrap
-        self.registry_url = registry_url
+        self.kafka = kafka
+        self.bootstrap = kafka.bootstrap_servers
+        self.registry_url = kafka.schema_registry_url
         self.count = count
         self.partitions = partitions
         self.commit_interval_ms = commit_interval_ms
@@ -167,19 +168,16 @@ class DetectorBench:
         self.log = log
         self.run_id = uuid.uuid4().hex[:8]
         self.input = f"bench-{self.run_id}.transactions"
-        self.admin = check_broker(bootstrap)
-        self.registry = check_registry(registry_url)
+        self.admin = check_broker(kafka)
+        self.registry = check_registry(kafka)
         self.created: set[str] = set()
 
     # ----------------------------------------------------------- helpers
 
     def _topics(self, names: list[str]) -> None:
-        new = [NewTopic(n, self.partitions, -1) for n in names if n not in self.created]
-        if not new:
-            return
-        for name, future in self.admin.create_topics(new).items():
-            future.result(timeout=30)
-            self.created.add(name)
+        new = [n for n in names if n not in self.created]
+        ensure_topics(self.admin, new, partitions=self.partitions, replication_factor=-1, timeout_s=30)
+        self.created.update(new)
 
     def cleanup(self) -> None:
         existing = set(self.admin.list_topics(timeout=30).topics)
@@ -192,6 +190,7 @@ class DetectorBench:
     def _settings(self, app: str, **extra: Any) -> RuntimeSettings:
         return RuntimeSettings(
             bootstrap_servers=self.bootstrap,
+            client_config=self.kafka.client_config(),
             application_id=app,
             instance_id="bench",
             commit_interval_ms=self.commit_interval_ms,
@@ -209,16 +208,7 @@ class DetectorBench:
         self._topics([topic])
         encoder = AvroEncoder(self.registry, schemas.schema_text("transaction"), f"{topic}-value")
         stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=42, rate=0)))
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "batch.size": 1_000_000,
-                "queue.buffering.max.messages": 1_000_000,
-                "compression.type": "lz4",
-            }
-        )
+        producer = Producer(kafka_producer_config(self.kafka))
         started = time.perf_counter()
         encode, produce = encoder.encode, producer.produce
         for i in range(count):
@@ -398,16 +388,9 @@ class DetectorBench:
         warmup: int,
         rate: float,
     ) -> Latency:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 1})
-        reader = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"bench-{self.run_id}-lat-reader",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
+        producer = Producer(kafka_producer_config(self.kafka, **{"linger.ms": 1}))
+        fast: dict[str, Any] = {"fetch.wait.max.ms": 10}
+        reader = Consumer(kafka_consumer_config(self.kafka, f"bench-{self.run_id}-lat-reader", **fast))
         reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in outputs for p in range(self.partitions)])
         seen = 0
 

@@ -35,8 +35,7 @@ def run_detector_bench(
     kafka = KafkaSettings()
     try:
         bench = DetectorBench(
-            kafka.bootstrap_servers,
-            kafka.schema_registry_url,
+            kafka,
             count=count,
             partitions=partitions,
             commit_interval_ms=commit_interval_ms,

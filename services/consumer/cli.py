@@ -51,8 +51,8 @@ def consume_command(
         raise typer.BadParameter(str(exc), param_hint="--offset") from None
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
     try:
-        admin = check_broker(kafka.bootstrap_servers)
-        registry = check_registry(kafka.schema_registry_url)
+        admin = check_broker(kafka)
+        registry = check_registry(kafka)
         partitions = topic_partitions(admin, topic)
         if partitions is None:
             console.print(f"[red]error:[/red] topic {topic!r} does not exist on {kafka.bootstrap_servers}")
@@ -61,7 +61,7 @@ def consume_command(
             console.print(f"[red]error:[/red] topic {topic!r} has {partitions} partitions (0-{partitions - 1})")
             raise typer.Exit(1)
         result = consume(
-            kafka.bootstrap_servers,
+            kafka,
             registry,
             topic,
             group_id=group,

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 from aiohttp import web
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.config import DashboardSettings, KafkaSettings
 from services.dashboard.feed import KafkaFeed, consumer_config, default_group_id
 from services.dashboard.hub import Hub, TopicRoles
 from services.dashboard.server import create_app
+from services.kafka import registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
 from topology.serde import AvroDecoder
@@ -25,10 +25,13 @@ def build_app(settings: DashboardSettings, kafka: KafkaSettings) -> web.Applicat
         recent=settings.recent, client_buffer=settings.client_buffer, history_s=settings.history_s, metrics=metrics
     )
     roles = TopicRoles(legit=settings.legit_topic, fraud=settings.fraud_topic, alerts=settings.alerts_topic)
-    decoder = AvroDecoder(SchemaRegistryClient({"url": kafka.schema_registry_url}))
-    config = consumer_config(
-        kafka.bootstrap_servers, settings.group_id or default_group_id(), from_beginning=settings.from_beginning
-    )
+    decoder = AvroDecoder(registry_client(kafka))
+    config = {  # the connection section (security, pass-through) under the feed's own settings
+        **kafka.client_config(),
+        **consumer_config(
+            kafka.bootstrap_servers, settings.group_id or default_group_id(), from_beginning=settings.from_beginning
+        ),
+    }
     feed = KafkaFeed(config, roles, decoder.decode, hub, metrics, max_batch=settings.max_batch)
     return create_app(hub, metrics, feed)
 
