@@ -35,6 +35,10 @@ class AuthFailed(Unreachable):
     """A broker or registry that answers but refuses the credentials (one line naming the cause)."""
 
 
+class NotAuthorized(Exception):
+    """Authenticated, but the broker's ACLs do not allow this principal the operation."""
+
+
 def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """Idempotent producer (acks=all, ordered per partition), compressed and batched."""
     config: dict[str, Any] = {
@@ -93,6 +97,7 @@ def check_broker(kafka: KafkaSettings, *, timeout_s: float = 5.0, attempts: int 
                 try:
                     admin.list_topics(timeout=timeout_s)
                 except KafkaException:
+                    admin.poll(0)  # serves error_cb
                     _raise_auth(kafka, errors)
                     raise
     except RetryError as exc:
@@ -185,8 +190,12 @@ def ensure_topics(
 
 
 def topic_partitions(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> int | None:
-    """How many partitions ``topic`` has (None: it does not exist)."""
+    """How many partitions ``topic`` has (None: it does not exist); ``NotAuthorized`` if the ACLs hide it."""
     metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is not None and metadata.error is not None and metadata.error.code() == (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    ):
+        raise NotAuthorized(f"not authorized to access topic {topic!r} (the broker's ACLs refuse this principal)")
     if metadata is None or metadata.error is not None:
         return None
     return len(metadata.partitions)

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from services.config import KafkaSettings
 from services.consumer import consume, parse_offset
-from services.kafka import Unreachable, check_broker, check_registry, topic_partitions
+from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
 from topology.serde import RegistryError
 
 
@@ -74,7 +74,7 @@ def consume_command(
             partition=partition,
             offset=start,
         )
-    except (Unreachable, RegistryError, KafkaException) as exc:
+    except (Unreachable, NotAuthorized, RegistryError, KafkaException) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
