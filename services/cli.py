@@ -19,6 +19,7 @@ from services.demo import demo_command
 from services.detector.cli import detect_command
 from services.evaluate.cli import evaluate_command
 from services.generator.cli import generate
+from services.producer.cli import produce_command
 from services.rules.cli import app as rules_app
 from services.schemas.cli import app as schemas_app
 from services.stack.cli import app as stack_app
@@ -38,6 +39,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(rules_app, name="rules")
 app.command("generate")(generate)
 app.command("consume")(consume_command)
+app.command("produce")(produce_command)
 app.command("demo")(demo_command)
 app.command("detect")(detect_command)
 app.command("dashboard")(dashboard)
