@@ -53,6 +53,11 @@ _SECRET_ENV = {
 }
 
 
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    """The set ones of ``values`` (None = unset), secrets revealed: client properties."""
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items() if v is not None}
+
+
 class KafkaSettings(_Section):
     """Where the broker and the Schema Registry are, and how every client connects and authenticates.
 
@@ -143,9 +148,7 @@ class KafkaSettings(_Section):
             "sasl.oauthbearer.scope": self.sasl_oauthbearer_scope,
             "sasl.oauthbearer.extensions": self.sasl_oauthbearer_extensions,
         }
-        for name, value in typed.items():
-            if value is not None:
-                config[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        config.update(_present(typed))
         return config
 
     def registry_config(self) -> dict[str, Any]:
@@ -158,9 +161,7 @@ class KafkaSettings(_Section):
             "ssl.key.location": self.registry_ssl_key_location,
             "ssl.key.password": self.registry_ssl_key_password,
         }
-        for name, value in optional.items():
-            if value is not None:
-                config[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        config.update(_present(optional))
         return config
 
     def secrets(self) -> list[str]:

@@ -103,7 +103,8 @@ def test_a_schema_evolved_to_v2_both_ways(stack: Endpoints, unique: str) -> None
     topic = f"interop-{unique}.alerts"
     registry = registry_client(stack.kafka)
     history = SCHEMA_DIR / "history" / "fraud_alert"
-    alert: dict[str, Any] = {"transaction_id": "a1", "source_account": "ACC1", "target_account": "MER1", "amount": "-12.50",
+    alert: dict[str, Any] = {
+             "transaction_id": "a1", "source_account": "ACC1", "target_account": "MER1", "amount": "-12.50",
              "event_time": "2026-01-01T00:00:00.000Z", "rules": [{"id": "velocity", "version": 2}],
              "score": 0.75, "detector_version": "0.1.0+test",
              "evidence": [{"rule_id": "velocity", "aggregate": "n", "function": "count", "value": None,

@@ -104,3 +104,10 @@ def test_stderr_is_redacted() -> None:
     inner = io.StringIO()
     RedactingStream(inner, ["hunter2-secret"]).write("auth with hunter2-secret at http://u:p@h:1\n")
     assert inner.getvalue() == "auth with *** at http://***@h:1\n"
+
+
+@pytest.mark.parametrize("command", [["consume"], ["produce"], ["generate"], ["detect"], ["evaluate"], ["stack", "up"]])
+def test_help_shows_no_secret(command: list[str]) -> None:
+    env = {"KAFKA_SASL_PASSWORD": "help-secret-1", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "u:help-secret-2"}
+    result = CliRunner().invoke(app, [*command, "--help"], env=env)
+    assert result.exit_code == 0 and "help-secret" not in result.output
