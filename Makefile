@@ -7,7 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser-deps demo test lint typecheck unit integration stack-up stack-down clean
+INTEROP := tests/interop
+
+.PHONY: install browser-deps interop-deps demo test lint typecheck unit integration stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +23,7 @@ demo: install
 	$(BIN)/fraudstream demo
 
 ## Create the venv, install, lint, type-check and run the whole suite.
-test: install browser-deps
+test: install browser-deps interop-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/fraudstream schemas check --offline
@@ -31,6 +33,13 @@ test: install browser-deps
 browser-deps:
 	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+## Confluent's JavaScript serdes for the interop tests, pinned by tests/interop/package-lock.json
+## (installed only when missing: offline once installed).
+interop-deps: $(INTEROP)/node_modules/.package-lock.json
+
+$(INTEROP)/node_modules/.package-lock.json: $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error
 
 lint: install
 	$(BIN)/ruff check .

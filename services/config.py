@@ -4,18 +4,23 @@ Every setting is read from an environment variable (12-factor) and may be
 overridden by a CLI flag: commands build a settings object with
 ``Settings.with_overrides(flag=value, ...)``; ``None`` flags keep the env/default.
 Environment names are ``FRAUDSTREAM_<SECTION>_<FIELD>`` (for example
-``FRAUDSTREAM_STACK_KAFKA_PORT``), except the two endpoints every Kafka tool
-knows: ``KAFKA_BOOTSTRAP_SERVERS`` and ``SCHEMA_REGISTRY_URL``.
+``FRAUDSTREAM_STACK_KAFKA_PORT``), except the connection (``KafkaSettings``), named
+as Kafka tools name it: ``KAFKA_BOOTSTRAP_SERVERS``, ``SCHEMA_REGISTRY_URL``,
+``KAFKA_SASL_USERNAME``, ``KAFKA_CONFIG_<PROPERTY>``, ...
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.client_properties import from_env, is_secret, redact
+from services.client_properties import load as load_properties
 
 
 class _Section(BaseSettings):
@@ -29,8 +34,37 @@ class _Section(BaseSettings):
         return cls(**{k: v for k, v in overrides.items() if v is not None})
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+
+def _env(*names: str) -> Any:
+    """An optional field read from the environment variable ``names[0]`` (or a flag named ``names[1]``)."""
+    return Field(None, validation_alias=AliasChoices(*names))
+
+
+# Secret fields, and the variable whose ``_FILE`` twin may name a file holding the secret.
+_SECRET_ENV = {
+    "sasl_password": "KAFKA_SASL_PASSWORD",
+    "ssl_key_password": "KAFKA_SSL_KEY_PASSWORD",
+    "sasl_oauthbearer_client_secret": "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+    "registry_basic_auth_user_info": "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+    "registry_ssl_key_password": "SCHEMA_REGISTRY_SSL_KEY_PASSWORD",
+}
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    """The set ones of ``values`` (None = unset), secrets revealed: client properties."""
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items() if v is not None}
+
+
 class KafkaSettings(_Section):
-    """Where the broker and the Schema Registry are."""
+    """Where the broker and the Schema Registry are, and how every client connects and authenticates.
+
+    The one connection section: ``client_config()`` is the base of every Kafka client's config and
+    ``registry_config()`` of every registry client. Secrets come from the environment, or from a file
+    named by the variable's ``_FILE`` twin (``KAFKA_SASL_PASSWORD_FILE``); never from flags.
+    """
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092",
@@ -40,6 +74,109 @@ class KafkaSettings(_Section):
         "http://127.0.0.1:8081",
         validation_alias=AliasChoices("SCHEMA_REGISTRY_URL", "schema_registry_url"),
     )
+    security_protocol: SecurityProtocol | None = _env("KAFKA_SECURITY_PROTOCOL", "security_protocol")
+    sasl_mechanism: SaslMechanism | None = _env("KAFKA_SASL_MECHANISM", "sasl_mechanism")
+    sasl_username: str | None = _env("KAFKA_SASL_USERNAME", "sasl_username")
+    sasl_password: SecretStr | None = _env("KAFKA_SASL_PASSWORD", "sasl_password")
+    ssl_ca_location: str | None = _env("KAFKA_SSL_CA_LOCATION", "ssl_ca_location")
+    ssl_certificate_location: str | None = _env("KAFKA_SSL_CERTIFICATE_LOCATION", "ssl_certificate_location")
+    ssl_key_location: str | None = _env("KAFKA_SSL_KEY_LOCATION", "ssl_key_location")
+    ssl_key_password: SecretStr | None = _env("KAFKA_SSL_KEY_PASSWORD", "ssl_key_password")
+    sasl_oauthbearer_method: Literal["default", "oidc"] | None = _env(
+        "KAFKA_SASL_OAUTHBEARER_METHOD", "sasl_oauthbearer_method")
+    sasl_oauthbearer_client_id: str | None = _env("KAFKA_SASL_OAUTHBEARER_CLIENT_ID", "sasl_oauthbearer_client_id")
+    sasl_oauthbearer_client_secret: SecretStr | None = _env(
+        "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "sasl_oauthbearer_client_secret")
+    sasl_oauthbearer_token_endpoint_url: str | None = _env(
+        "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "sasl_oauthbearer_token_endpoint_url")
+    sasl_oauthbearer_scope: str | None = _env("KAFKA_SASL_OAUTHBEARER_SCOPE", "sasl_oauthbearer_scope")
+    sasl_oauthbearer_extensions: str | None = _env("KAFKA_SASL_OAUTHBEARER_EXTENSIONS", "sasl_oauthbearer_extensions")
+    # Any other librdkafka property: a Java-style properties file, then KAFKA_CONFIG_<NAME> variables.
+    client_properties: Path | None = _env("KAFKA_CLIENT_PROPERTIES", "client_properties")
+    config_env: dict[str, str] = Field(default_factory=lambda: from_env(os.environ), exclude=True, repr=False)
+    registry_basic_auth_user_info: SecretStr | None = _env(
+        "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "registry_basic_auth_user_info")
+    registry_ssl_ca_location: str | None = _env("SCHEMA_REGISTRY_SSL_CA_LOCATION", "registry_ssl_ca_location")
+    registry_ssl_certificate_location: str | None = _env(
+        "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION", "registry_ssl_certificate_location")
+    registry_ssl_key_location: str | None = _env("SCHEMA_REGISTRY_SSL_KEY_LOCATION", "registry_ssl_key_location")
+    registry_ssl_key_password: SecretStr | None = _env(
+        "SCHEMA_REGISTRY_SSL_KEY_PASSWORD", "registry_ssl_key_password")
+
+    @classmethod
+    def only(cls, **fields: Any) -> KafkaSettings:
+        """These fields and the defaults, nothing from the environment (the local stack's own clients)."""
+        return cls.model_construct(config_env={}, **fields)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, values: Any) -> Any:
+        """Fill each secret missing from the environment from the file its ``<VAR>_FILE`` names."""
+        if not isinstance(values, dict):
+            return values
+        for field, env in _SECRET_ENV.items():
+            path = os.environ.get(f"{env}_FILE")
+            if path and values.get(field) is None and values.get(env) is None:
+                try:
+                    values[field] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(f"{env}_FILE={path!r}: cannot read the secret file ({exc.strerror})") from None
+        return values
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties every client gets: the properties file, then ``KAFKA_CONFIG_*``, then
+        the typed fields that are set (bootstrap.servers: the file's unless set by env or flag)."""
+        config: dict[str, Any] = {}
+        if self.client_properties is not None:
+            config.update(load_properties(self.client_properties))
+        config.update(self.config_env)
+        if "bootstrap_servers" in self.model_fields_set or "bootstrap.servers" not in config:
+            config["bootstrap.servers"] = self.bootstrap_servers
+        typed = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+            "sasl.oauthbearer.method": self.sasl_oauthbearer_method,
+            "sasl.oauthbearer.client.id": self.sasl_oauthbearer_client_id,
+            "sasl.oauthbearer.client.secret": self.sasl_oauthbearer_client_secret,
+            "sasl.oauthbearer.token.endpoint.url": self.sasl_oauthbearer_token_endpoint_url,
+            "sasl.oauthbearer.scope": self.sasl_oauthbearer_scope,
+            "sasl.oauthbearer.extensions": self.sasl_oauthbearer_extensions,
+        }
+        config.update(_present(typed))
+        return config
+
+    def registry_config(self) -> dict[str, Any]:
+        """The ``SchemaRegistryClient`` config: URL, basic auth, CA and client certificate."""
+        config: dict[str, Any] = {"url": self.schema_registry_url}
+        optional = {
+            "basic.auth.user.info": self.registry_basic_auth_user_info,
+            "ssl.ca.location": self.registry_ssl_ca_location,
+            "ssl.certificate.location": self.registry_ssl_certificate_location,
+            "ssl.key.location": self.registry_ssl_key_location,
+            "ssl.key.password": self.registry_ssl_key_password,
+        }
+        config.update(_present(optional))
+        return config
+
+    def secrets(self) -> list[str]:
+        """Every secret value of this section (for redaction)."""
+        found = [v.get_secret_value() for v in (getattr(self, f) for f in _SECRET_ENV) if v is not None]
+        user_info = self.registry_basic_auth_user_info
+        if user_info is not None:
+            found.append(user_info.get_secret_value().partition(":")[2])
+        extra = load_properties(self.client_properties) if self.client_properties is not None else {}
+        found += [str(v) for k, v in {**extra, **self.config_env}.items() if is_secret(k)]
+        return [s for s in found if s]
+
+    def redact(self, text: str) -> str:
+        """``text`` with this section's secrets and any URL credentials replaced by ``***``."""
+        return redact(text, self.secrets())
 
 
 class Topics(BaseModel):
@@ -77,6 +214,9 @@ class StackSettings(_Section):
     registry_heap: str = "512m"
     partitions: int = 6
     start_timeout_s: float = 180.0
+    # SASL_SSL (SCRAM-SHA-512) listener, ACLs and registry basic auth (services/stack/secure.py). A data
+    # dir set up secured stays secured.
+    secure: bool = False
 
     @property
     def bootstrap_servers(self) -> str:

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic_settings import BaseSettings
 
 from services.config import AlertsSettings, DashboardSettings, DetectorSettings, GeneratorSettings, KafkaSettings
+from services.kafka import admin_config
 
 TIMEOUT_S = 4.0
 
@@ -43,8 +44,9 @@ def check(service: str) -> str:
     if url is not None:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # non-2xx raises HTTPError (an OSError)
             return f"{url} -> HTTP {resp.status}"
-    bootstrap = KafkaSettings().bootstrap_servers
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=TIMEOUT_S)
+    kafka = KafkaSettings()
+    bootstrap = kafka.bootstrap_servers
+    metadata = AdminClient(admin_config(kafka)).list_topics(timeout=TIMEOUT_S)
     if not metadata.brokers:
         raise RuntimeError(f"no broker in the metadata from {bootstrap}")
     return f"Kafka at {bootstrap}: {len(metadata.brokers)} broker(s)"

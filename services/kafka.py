@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
-from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
+from tenacity import RetryError, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
+
+from services.client_properties import redact_url
+from services.config import KafkaSettings
 
 # librdkafka logs routed nowhere: for clients whose connection failures are reported another way.
 QUIET_LOGGER = logging.getLogger("fraudstream.librdkafka")
@@ -28,10 +31,18 @@ class Unreachable(Exception):
     """A broker or Schema Registry that does not answer (the message is one readable line)."""
 
 
-def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+class AuthFailed(Unreachable):
+    """A broker or registry that answers but refuses the credentials (one line naming the cause)."""
+
+
+class NotAuthorized(Exception):
+    """Authenticated, but the broker's ACLs do not allow this principal the operation."""
+
+
+def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """Idempotent producer (acks=all, ordered per partition), compressed and batched."""
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
+        **kafka.client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -45,7 +56,7 @@ def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
 
 
 def consumer_config(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     group_id: str,
     *,
     from_beginning: bool = False,
@@ -54,7 +65,7 @@ def consumer_config(
 ) -> dict[str, Any]:
     """Consumer reading only committed transactional records by default."""
     config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
+        **kafka.client_config(),
         "group.id": group_id,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
@@ -64,57 +75,87 @@ def consumer_config(
     return config
 
 
-def admin_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+def admin_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """Admin client config (quiet: connection failures are reported by ``check_broker``)."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "logger": QUIET_LOGGER}
+    config: dict[str, Any] = {**kafka.client_config(), "logger": QUIET_LOGGER}
     config.update(overrides)
     return config
 
 
-def check_broker(bootstrap_servers: str, *, timeout_s: float = 5.0, attempts: int = 3) -> AdminClient:
-    """An admin client on a broker that answers; raises ``Unreachable`` after ``attempts`` tries."""
-    admin = AdminClient(admin_config(bootstrap_servers))
+def check_broker(kafka: KafkaSettings, *, timeout_s: float = 5.0, attempts: int = 3) -> AdminClient:
+    """An admin client on a broker that answers; raises ``Unreachable`` after ``attempts`` tries, or
+    ``AuthFailed`` at once when the broker refuses the credentials or the TLS handshake."""
+    errors: list[KafkaError] = []
+    admin = AdminClient(admin_config(kafka, error_cb=errors.append))
     try:
         for attempt in Retrying(
-            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False
+            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False,
+            retry=retry_if_not_exception_type(AuthFailed),
         ):
             with attempt:
-                _tcp_probe(bootstrap_servers, timeout_s)  # connection refused fails fast
-                admin.list_topics(timeout=timeout_s)
+                _tcp_probe(kafka.bootstrap_servers, timeout_s)  # connection refused fails fast
+                try:
+                    admin.list_topics(timeout=timeout_s)
+                except KafkaException:
+                    admin.poll(0)  # serves error_cb
+                    _raise_auth(kafka, errors)
+                    raise
     except RetryError as exc:
         cause = exc.last_attempt.exception()
         raise Unreachable(
-            f"Kafka broker at {bootstrap_servers} is unreachable after {attempts} attempts ({_reason(cause)}). "
+            f"Kafka broker at {kafka.bootstrap_servers} is unreachable after {attempts} attempts ({_reason(cause)}). "
             "Is the stack up? Try `fraudstream stack up` or set KAFKA_BOOTSTRAP_SERVERS."
         ) from exc
     return admin
 
 
-def registry_client(url: str) -> SchemaRegistryClient:
+def _raise_auth(kafka: KafkaSettings, errors: list[KafkaError]) -> None:
+    for err in errors:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED):
+            what = "TLS handshake" if err.code() == KafkaError._SSL else "authentication"
+            raise AuthFailed(
+                f"Kafka broker at {kafka.bootstrap_servers}: {what} failed ({kafka.redact(err.str())}). "
+                "Check KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD, KAFKA_SECURITY_PROTOCOL and the CA."
+            )
+
+
+def registry_client(kafka: KafkaSettings) -> SchemaRegistryClient:
     """A Schema Registry client (``mock://`` URLs give the in-memory mock, for unit tests)."""
-    return SchemaRegistryClient.new_client({"url": url})
+    return SchemaRegistryClient.new_client(kafka.registry_config())
 
 
-def check_registry(url: str, *, attempts: int = 3) -> SchemaRegistryClient:
-    """A client on a registry that answers; raises ``Unreachable`` after ``attempts`` tries."""
-    if url.startswith("mock://"):
-        return registry_client(url)
-    probe = SchemaRegistryClient({"url": url, "max.retries": 0, "timeout": 5})
+def check_registry(kafka: KafkaSettings, *, attempts: int = 3) -> SchemaRegistryClient:
+    """A client on a registry that answers; raises ``Unreachable`` after ``attempts`` tries, or
+    ``AuthFailed`` at once on HTTP 401/403."""
+    url = redact_url(kafka.schema_registry_url)
+    if kafka.schema_registry_url.startswith("mock://"):
+        return registry_client(kafka)
+    probe = SchemaRegistryClient({**kafka.registry_config(), "max.retries": 0, "timeout": 5})
     try:
         for attempt in Retrying(
             stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False
         ):
             with attempt:
-                probe.get_subjects()
+                try:
+                    probe.get_subjects()
+                except SchemaRegistryError as exc:
+                    if exc.http_status_code in (401, 403):
+                        raise AuthFailed(
+                            f"Schema Registry at {url}: authentication failed ({_reason(exc)}). "
+                            "Check SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO."
+                        ) from None
+                    raise
     except RetryError as exc:
         cause = exc.last_attempt.exception()
+        if isinstance(cause, AuthFailed):
+            raise cause from None
         raise Unreachable(
-            f"Schema Registry at {url} is unreachable after {attempts} attempts ({_reason(cause)}). "
+            f"Schema Registry at {url} is unreachable after {attempts} attempts ({kafka.redact(_reason(cause))}). "
             "Is the stack up? Try `fraudstream stack up` or set SCHEMA_REGISTRY_URL."
         ) from exc
     finally:
         probe.close()
-    return registry_client(url)
+    return registry_client(kafka)
 
 
 def ensure_topics(
@@ -123,15 +164,18 @@ def ensure_topics(
     *,
     partitions: int,
     replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
     timeout_s: float = 15.0,
 ) -> list[str]:
-    """Create those of ``topics`` that do not exist yet; returns the names created."""
+    """Create those of ``topics`` that do not exist yet (with topic ``config``); returns the names created.
+    ``replication_factor=-1`` takes the broker's default."""
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor) for t in missing],
+        [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {}))
+         for t in missing],
         operation_timeout=timeout_s,
     )
     created: list[str] = []
@@ -146,8 +190,12 @@ def ensure_topics(
 
 
 def topic_partitions(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> int | None:
-    """How many partitions ``topic`` has (None: it does not exist)."""
+    """How many partitions ``topic`` has (None: it does not exist); ``NotAuthorized`` if the ACLs hide it."""
     metadata = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is not None and metadata.error is not None and metadata.error.code() == (
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    ):
+        raise NotAuthorized(f"not authorized to access topic {topic!r} (the broker's ACLs refuse this principal)")
     if metadata is None or metadata.error is not None:
         return None
     return len(metadata.partitions)

@@ -16,8 +16,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from services.config import KafkaSettings, StackSettings
+from services.stack.secure import SecureFiles
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,13 @@ class Endpoints:
     bootstrap_servers: str
     registry_url: str
     origin: str  # "env", "testcontainers" or "local-jvm"
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """The connection section of these endpoints (env security settings, if any, included)."""
+        from tests.integration.eos_support import connection
+
+        return connection(self.bootstrap_servers, self.registry_url)
 
 
 def _docker_answers() -> bool:
@@ -91,11 +102,9 @@ def _testcontainers_stack() -> Iterator[Endpoints]:
                 yield Endpoints(kafka.get_bootstrap_server(), url, "testcontainers")
 
 
-def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
-    from services.config import StackSettings
-    from services.stack import LocalStack
-
-    settings = StackSettings.with_overrides(
+def _free_ports_stack(data_dir: Path, **extra: Any) -> StackSettings:
+    """Local stack settings on free ports, data under ``data_dir``."""
+    return StackSettings.with_overrides(
         data_dir=data_dir,
         kafka_port=_free_port(),
         controller_port=_free_port(),
@@ -103,11 +112,53 @@ def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
         apicurio_port=_free_port(),
         apicurio_management_port=_free_port(),
         partitions=3,
+        **extra,
     )
+
+
+def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
+    from services.stack import LocalStack
+
+    settings = _free_ports_stack(data_dir)
     local = LocalStack(settings)
     try:
         local.up(echo=lambda _line: None)
         yield Endpoints(settings.bootstrap_servers, settings.registry_url, "local-jvm")
+    finally:
+        local.down()
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    """The secured local stack of this session (SASL_SSL, ACLs, registry basic auth)."""
+
+    settings: StackSettings
+    files: SecureFiles
+
+    def env(self, principal: str = "detector", **extra: str) -> dict[str, str]:
+        """A child process's environment as ``principal`` (secrets as ``_FILE`` paths)."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SCHEMA_REGISTRY_"))}
+        return {**base, **self.files.client_env(self.settings, principal), "PYTHONUNBUFFERED": "1", **extra}
+
+    def connection(self, principal: str = "detector") -> KafkaSettings:
+        return self.files.connection(self.settings, principal)
+
+    def secrets(self) -> list[str]:
+        """Every password and the registry's user info (none may appear in a log)."""
+        found = [self.files.password(p) for p in ("admin", "detector", "reader", "store")]
+        return [*found, self.files.registry_user_info.read_text(encoding="utf-8").strip().partition(":")[2]]
+
+
+@pytest.fixture(scope="session")
+def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
+    """``fraudstream stack up --secure`` on free ports, once per session (always local: it tests the stack)."""
+    from services.stack import LocalStack
+
+    settings = _free_ports_stack(tmp_path_factory.mktemp("secure-stack"), secure=True)
+    local = LocalStack(settings)
+    try:
+        local.up(echo=lambda _line: None)
+        yield SecureStack(settings, SecureFiles.of(settings))
     finally:
         local.down()
 

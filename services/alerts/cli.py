@@ -12,11 +12,11 @@ from typing import Annotated
 import aiohttp
 import typer
 from aiohttp import web
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from services.alerts.service import AlertService, DeadLetters, consumer_config
+from services.alerts.service import AlertService, DeadLetters, alerts_consumer_config
 from services.alerts.webhook import RetryPolicy, WebhookPoster
 from services.config import AlertsSettings, KafkaSettings
+from services.kafka import registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
 from topology.serde import AvroDecoder
@@ -49,16 +49,16 @@ async def run_alerts(settings: AlertsSettings, kafka: KafkaSettings, webhook_url
         backoff_max_s=settings.backoff_max_s, give_up_after_s=settings.give_up_after_s,
         request_timeout_s=settings.request_timeout_s,
     )
-    decoder = AvroDecoder(SchemaRegistryClient({"url": kafka.schema_registry_url}))
+    decoder = AvroDecoder(registry_client(kafka))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with aiohttp.ClientSession() as session:
         service = AlertService(
-            consumer_config(kafka.bootstrap_servers, settings.group_id, from_beginning=settings.from_beginning),
+            alerts_consumer_config(kafka, settings.group_id, from_beginning=settings.from_beginning),
             settings.topic, decoder.decode, WebhookPoster(session, webhook_url, policy, metrics),
-            DeadLetters(kafka.bootstrap_servers, settings.dead_letter_topic), metrics,
+            DeadLetters(kafka, settings.dead_letter_topic), metrics,
         )
         runner: web.AppRunner | None = None
         if settings.metrics_port is not None:

@@ -21,33 +21,28 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.aio import AIOConsumer
 
 from services.alerts.webhook import ShuttingDown, WebhookGaveUp, WebhookPoster, alert_text
+from services.config import KafkaSettings
 from services.dashboard.feed import Decode, message_headers
+from services.kafka import consumer_config, producer_config
 from services.metrics import RULES_HEADER, Metrics, header, rule_ids
 from topology.serde import DecodeError, RegistryError
 
 log = logging.getLogger(__name__)
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": group_id,
-        "isolation.level": "read_committed",  # alert only on decisions whose transaction committed
-        "enable.auto.commit": False,  # committed by hand, after delivery or dead-lettering
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "client.id": "fraudstream-alerts",
-    }
+def alerts_consumer_config(kafka: KafkaSettings, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
+    """Read committed decisions only; offsets committed by hand, after delivery or dead-lettering."""
+    extra: dict[str, Any] = {"partition.assignment.strategy": "cooperative-sticky", "client.id": "fraudstream-alerts"}
+    return consumer_config(kafka, group_id, from_beginning=from_beginning, **extra)
 
 
 class DeadLetters:
     """Writes given-up alerts to a topic (idempotent producer, flushed per record), or only logs them."""
 
-    def __init__(self, bootstrap_servers: str, topic: str | None) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str | None) -> None:
         self.topic = topic or None
         self.producer = (
-            Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True,
-                      "client.id": "fraudstream-alerts-dlq"})
+            Producer(producer_config(kafka, **{"client.id": "fraudstream-alerts-dlq", "linger.ms": 0}))
             if self.topic else None
         )
 

@@ -38,9 +38,7 @@ def generator_command(
     if kafka:
         settings = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
         try:
-            figure = generator_bench.kafka(
-                settings.bootstrap_servers, settings.schema_registry_url, count, repeat=repeat
-            )
+            figure = generator_bench.kafka(settings, count, repeat=repeat)
             print(figure)
         except Unreachable as exc:
             print(f"error: {exc}")

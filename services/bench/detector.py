@@ -47,7 +47,7 @@ from confluent_kafka.admin import NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
-from services.config import GeneratorSettings
+from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
@@ -340,8 +340,7 @@ class DetectorBench:
 
     def __init__(
         self,
-        bootstrap: str,
-        registry_url: str,
+        kafka: KafkaSettings,
         *,
         count: int,
         partitions: int = 6,
@@ -350,8 +349,9 @@ class DetectorBench:
         consume_batch: int = 2_000,
         log: Log = print,
     ) -> None:
-        self.bootstrap = bootstrap
-        self.registry_url = registry_url
+        self.kafka = kafka
+        self.bootstrap = kafka.bootstrap_servers
+        self.registry_url = kafka.schema_registry_url
         self.count = count
         self.partitions = partitions
         self.commit_interval_ms = commit_interval_ms
@@ -360,8 +360,8 @@ class DetectorBench:
         self.log = log
         self.run_id = uuid.uuid4().hex[:8]
         self.input = f"bench-{self.run_id}.transactions"
-        self.admin = check_broker(bootstrap)
-        self.registry = check_registry(registry_url)
+        self.admin = check_broker(kafka)
+        self.registry = check_registry(kafka)
         self.created: set[str] = set()
         self.groups: set[str] = set()
 
@@ -412,6 +412,7 @@ class DetectorBench:
         stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=42, rate=0)))
         producer = Producer(
             {
+                **self.kafka.client_config(),
                 "bootstrap.servers": self.bootstrap,
                 "enable.idempotence": True,
                 "linger.ms": 20,
@@ -611,11 +612,14 @@ class LatencyBench:
         rate: float,
     ) -> Latency:
         b = self.bench
-        producer = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True, "linger.ms": 1})
+        producer = Producer(
+            {**b.kafka.client_config(), "bootstrap.servers": b.bootstrap, "enable.idempotence": True, "linger.ms": 1}
+        )
         group = f"{self.prefix}-reader"
         b.groups.add(group)
         reader = Consumer(
             {
+                **b.kafka.client_config(),
                 "bootstrap.servers": b.bootstrap,
                 "group.id": group,
                 "isolation.level": "read_committed",

@@ -55,7 +55,7 @@ def run_detector_bench(
 
     try:
         bench = DetectorBench(
-            kafka.bootstrap_servers, kafka.schema_registry_url, count=count, partitions=partitions,
+            kafka, count=count, partitions=partitions,
             commit_interval_ms=commit_interval_ms, log=log,
         )
     except Unreachable as exc:

@@ -20,14 +20,14 @@ from collections import Counter
 from typing import Annotated, Any
 
 import typer
+from topology.driver import default_partition
 
 import schemas
 from services.bench.detector import bench_processor, topology_text
-from services.config import GeneratorSettings
+from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import registry_client
-from topology.driver import default_partition
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.serde import AvroEncoder
@@ -50,7 +50,7 @@ STAGES: list[tuple[str, str, str]] = [
 
 def generated(count: int, partitions: int) -> tuple[Any, list[RawRecord]]:
     """(registry, ``count`` Avro transactions as source records keyed by source account)."""
-    registry = registry_client("mock://detector-profile")
+    registry = registry_client(KafkaSettings.with_overrides(schema_registry_url="mock://detector-profile"))
     encoder = AvroEncoder(registry, schemas.schema_text("transaction"), f"{SOURCE}-value")
     stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=42, rate=0)))
     offsets = [0] * partitions

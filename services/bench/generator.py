@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import parse_schema, schemaless_writer
 
 import schemas
-from services.config import GeneratorSettings
+from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import Progress, Sender, stream_config
 from services.generator.scenarios import Generated, TransactionStream
 from services.kafka import check_broker, check_registry
@@ -155,12 +155,12 @@ def _fastavro_loop(schema_text: str, schema_id: int, records: list[dict[str, Any
     return run
 
 
-def kafka(bootstrap_servers: str, registry_url: str, count: int, seed: int = 7, repeat: int = 1) -> Figure:
+def kafka(connection: KafkaSettings, count: int, seed: int = 7, repeat: int = 1) -> Figure:
     """Generate + encode + produce ``count`` transactions and labels to fresh topics, until all are
     delivered; the best of ``repeat`` runs (each on its own fresh topics). ``cpu_seconds`` is the
     Python thread's CPU time in that run (librdkafka's threads do the network I/O and compression)."""
-    registry = check_registry(registry_url)
-    admin = check_broker(bootstrap_servers)
+    registry = check_registry(connection)
+    admin = check_broker(connection)
     best = Figure("generate + encode + produce to Kafka (delivered)", count, float("inf"))
     for _ in range(max(repeat, 1)):
         suffix = uuid.uuid4().hex[:10]
@@ -171,7 +171,7 @@ def kafka(bootstrap_servers: str, registry_url: str, count: int, seed: int = 7, 
             labels_topic=f"bench-generator-{suffix}.labels",
             partitions=3,
         )
-        sender = Sender(settings, bootstrap_servers, registry, admin)
+        sender = Sender(settings, connection, registry, admin)
         stream = TransactionStream(stream_config(settings))
         start, cpu = time.perf_counter(), time.thread_time()
         result = sender.run(stream, count=count, rate=0, report=_quiet)

@@ -22,13 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka.admin import NewTopic
-
 from services.bench.detector import DetectorBench, Log, Throughput, renamed_topology
 from services.bench.stores import write_changelog
 from services.config import GeneratorSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
+from services.kafka import ensure_topics
 from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
@@ -159,13 +158,11 @@ class StateBench:
         (changelog,) = processor.changelog_topics
         self.log(f"  {len(templates):,} template values from {transactions:,} transactions; writing {changelog}")
         b._topics([topology.source])
-        for name, future in b.admin.create_topics(
-            [NewTopic(changelog, b.partitions, -1, config={"cleanup.policy": "compact"})]
-        ).items():
-            future.result(timeout=30)
-            b.created.add(name)
+        ensure_topics(b.admin, [changelog], partitions=b.partitions, replication_factor=-1,
+                      config={"cleanup.policy": "compact"}, timeout_s=30)
+        b.created.add(changelog)
         started = time.perf_counter()
-        write_changelog(self.bench.bootstrap, changelog, self.keys, self.bench.partitions, templates, self.log)
+        write_changelog(self.bench.kafka, changelog, self.keys, self.bench.partitions, templates, self.log)
         write_seconds = time.perf_counter() - started
 
         timed = _Timed(processor)
@@ -236,7 +233,7 @@ def run_state_bench(
     kafka = KafkaSettings()
     try:
         bench = DetectorBench(
-            kafka.bootstrap_servers, kafka.schema_registry_url, count=count, partitions=partitions, log=log
+            kafka, count=count, partitions=partitions, log=log
         )
     except Unreachable as exc:
         console.print(f"error: {exc}", style="red")

@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from services.config import GeneratorSettings
+from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from topology.expr import to_epoch_ms
@@ -348,19 +348,14 @@ def template_documents(records: int = 20_000) -> list[bytes]:
     return docs
 
 
-def write_changelog(bootstrap: str, topic: str, keys: int, partitions: int, docs: Sequence[bytes], log: Log) -> None:
+def write_changelog(
+    kafka: KafkaSettings, topic: str, keys: int, partitions: int, docs: Sequence[bytes], log: Log
+) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "compression.type": "lz4",
-        }
-    )
+    from services.kafka import producer_config
+
+    producer = Producer(producer_config(kafka))
     n = len(docs)
     for i in range(keys):
         args = (topic, docs[i % n], f"bench-key-{i:08d}".encode(), i % partitions)
@@ -384,11 +379,13 @@ def _rss_mb() -> float:
 
 
 def restore_in_process(
-    bootstrap: str, topic: str, partitions: int, kind: str, directory: str, resume: bool
+    kafka: KafkaSettings, topic: str, partitions: int, kind: str, directory: str, resume: bool
 ) -> dict[str, Any]:
     """In a fresh process: replay ``topic`` into a ``kind`` store of ``fraud.yaml``'s first stage
     (``kind="none"``: read only). An embedded store closes with a checkpoint; ``resume`` starts from it."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from services.kafka import consumer_config
 
     (_, slots) = workloads()[-1]
     first = [dataclasses.replace(s) for s in slots if s.stage == 0]
@@ -405,21 +402,13 @@ def restore_in_process(
                 offset = group.restore_from(p)  # 0: no valid checkpoint, wiped
                 if offset > 0:
                     starts[p] = offset
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-stores", "isolation.level": "read_committed"})
+    probe = Consumer(consumer_config(kafka, "bench-stores"))
     ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)[1] for p in starts}
     probe.close()
     pending = {p for p in ends if ends[p] > 0 and (starts[p] < 0 or starts[p] < ends[p])}
     records = 0
     if pending:
-        reader = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "bench-stores",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-            }
-        )
+        reader = Consumer(consumer_config(kafka, "bench-stores", **{"enable.partition.eof": False}))
         reader.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
         restore = group.restore if group is not None else None
         while pending:
@@ -452,24 +441,24 @@ def _memory_keys(group: StateGroup, partitions: int) -> int:
 
 
 def run_restores(
-    bootstrap: str, keys: int, partitions: int, kinds: Sequence[str], log: Log
+    kafka: KafkaSettings, keys: int, partitions: int, kinds: Sequence[str], log: Log
 ) -> tuple[list[Restore], float]:
     """Write the changelog once; replay it in a new process per implementation; then restart the embedded ones."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no info lines amid the tables
+    from services.kafka import admin_config, ensure_topics
+
+    admin = AdminClient(admin_config(kafka, log_level=4))  # no info lines amid the tables
     topic = f"bench-{uuid.uuid4().hex[:8]}-stores-changelog"
-    for future in admin.create_topics(
-        [NewTopic(topic, partitions, -1, config={"cleanup.policy": "compact"})]
-    ).values():
-        future.result(timeout=30)
+    ensure_topics(admin, [topic], partitions=partitions, replication_factor=-1,
+                  config={"cleanup.policy": "compact"}, timeout_s=30)
     out: list[Restore] = []
     ctx = multiprocessing.get_context("spawn")
     try:
         docs = template_documents()
         avg = sum(map(len, docs)) / len(docs)
         log(f"writing {keys:,} keys to {topic} ({len(docs):,} real documents cycled, avg {avg:.0f} B) ...")
-        write_changelog(bootstrap, topic, keys, partitions, docs, log)
+        write_changelog(kafka, topic, keys, partitions, docs, log)
         with tempfile.TemporaryDirectory(prefix="fraudstream-bench-restore-") as tmp:
             plan = [("read only (Kafka)", "none", False)]
             replayed = [k for k in kinds if not k.endswith(CACHED)]  # a cache plays no part in a replay
@@ -481,7 +470,7 @@ def run_restores(
             for name, kind, resume in plan:
                 log(f"  {name} ...")
                 with ctx.Pool(1) as pool:
-                    r = pool.apply(restore_in_process, (bootstrap, topic, partitions, kind, f"{tmp}/{kind}", resume))
+                    r = pool.apply(restore_in_process, (kafka, topic, partitions, kind, f"{tmp}/{kind}", resume))
                 out.append(Restore(name, kind, r["records"], r["keys"], r["seconds"], r["rss_mb"]))
         return out, round(avg, 1)
     finally:
@@ -509,7 +498,6 @@ def run_stores_bench(
     from rich.table import Table
 
     from services.bench.detector import machine
-    from services.config import KafkaSettings
     from services.kafka import Unreachable, check_broker
 
     console = Console(stderr=json_output, width=150)
@@ -522,16 +510,16 @@ def run_stores_bench(
         console.print(f"error: --stores must start with memory and name only {', '.join(KINDS)}", style="red")
         return 2
     report = StoresReport(machine(), records, flush_every, repeat, keys, partitions)
-    bootstrap = KafkaSettings().bootstrap_servers
+    kafka = KafkaSettings()
     if restore:
         try:
-            check_broker(bootstrap)
+            check_broker(kafka)
         except Unreachable as exc:
             console.print(f"error: {exc}", style="red")
             return 2
     report.updates = run_updates(records, flush_every, partitions, kinds, log, repeat)
     if restore:
-        report.restores, report.value_bytes_avg = run_restores(bootstrap, keys, partitions, kinds, log)
+        report.restores, report.value_bytes_avg = run_restores(kafka, keys, partitions, kinds, log)
         report.first_stage_stores = sum(1 for s in workloads()[-1][1] if s.stage == 0)
     if json_output:
         json.dump(report.as_json(), sys.stdout, indent=2)

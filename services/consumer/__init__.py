@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from services.config import KafkaSettings
 from services.kafka import consumer_config
 from topology.serde import AvroDecoder, DecodeError
 
@@ -83,7 +84,7 @@ class ConsumeResult:
 
 
 def consume(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     registry: SchemaRegistryClient,
     topic: str,
     *,
@@ -111,7 +112,7 @@ def consume(
     err = sys.stderr if err is None else err
     commit = group_id is not None
     config = consumer_config(
-        bootstrap_servers,
+        kafka,
         group_id or f"fraudstream-console-{uuid.uuid4().hex[:12]}",
         from_beginning=from_beginning,
         read_committed=read_committed,

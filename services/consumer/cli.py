@@ -11,7 +11,7 @@ from rich.console import Console
 
 from services.config import KafkaSettings
 from services.consumer import consume, parse_offset
-from services.kafka import Unreachable, check_broker, check_registry, topic_partitions
+from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
 from topology.serde import RegistryError
 
 
@@ -51,8 +51,8 @@ def consume_command(
         raise typer.BadParameter(str(exc), param_hint="--offset") from None
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
     try:
-        admin = check_broker(kafka.bootstrap_servers)
-        registry = check_registry(kafka.schema_registry_url)
+        admin = check_broker(kafka)
+        registry = check_registry(kafka)
         partitions = topic_partitions(admin, topic)
         if partitions is None:
             console.print(f"[red]error:[/red] topic {topic!r} does not exist on {kafka.bootstrap_servers}")
@@ -61,7 +61,7 @@ def consume_command(
             console.print(f"[red]error:[/red] topic {topic!r} has {partitions} partitions (0-{partitions - 1})")
             raise typer.Exit(1)
         result = consume(
-            kafka.bootstrap_servers,
+            kafka,
             registry,
             topic,
             group_id=group,
@@ -74,7 +74,7 @@ def consume_command(
             partition=partition,
             offset=start,
         )
-    except (Unreachable, RegistryError, KafkaException) as exc:
+    except (Unreachable, NotAuthorized, RegistryError, KafkaException) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

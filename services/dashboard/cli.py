@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from aiohttp import web
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.config import DashboardSettings, DetectorSettings, KafkaSettings
 from services.dashboard.catalog import RuleCatalog
@@ -16,7 +15,7 @@ from services.dashboard.health import Health
 from services.dashboard.hub import Hub, TopicRoles
 from services.dashboard.probe import Probe
 from services.dashboard.server import create_app
-from services.kafka import admin_config
+from services.kafka import admin_config, registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
 from services.rules.feed import RulesFeed
@@ -35,14 +34,17 @@ def build_app(settings: DashboardSettings, kafka: KafkaSettings) -> web.Applicat
     )
     roles = TopicRoles(legit=settings.legit_topic, fraud=settings.fraud_topic, alerts=settings.alerts_topic,
                        dlq=settings.dlq_topic)
-    decoder = AvroDecoder(SchemaRegistryClient({"url": kafka.schema_registry_url}))
-    config = consumer_config(
-        kafka.bootstrap_servers, settings.group_id or default_group_id(), from_beginning=settings.from_beginning
-    )
+    decoder = AvroDecoder(registry_client(kafka))
+    config = {  # the connection section (security, pass-through) under the feed's own settings
+        **kafka.client_config(),
+        **consumer_config(
+            kafka.bootstrap_servers, settings.group_id or default_group_id(), from_beginning=settings.from_beginning
+        ),
+    }
     feed = KafkaFeed(config, roles, decoder.decode, hub, metrics, max_batch=settings.max_batch)
-    rules = (RulesFeed(kafka.bootstrap_servers, kafka.schema_registry_url, settings.rules_topic)
+    rules = (RulesFeed(kafka, settings.rules_topic)
              if settings.rules_topic else None)
-    probe = Probe(admin_config(kafka.bootstrap_servers), group_id, hub, interval_s=settings.probe_interval_s,
+    probe = Probe(admin_config(kafka), group_id, hub, interval_s=settings.probe_interval_s,
                   rules=rules)
     return create_app(hub, metrics, feed, probe)
 

@@ -68,8 +68,8 @@ def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
     from services.detector.service import StatsLine, build_runtime, install_stop_signals, start_rules
 
     try:
-        check_broker(kafka.bootstrap_servers)
-        registry = check_registry(kafka.schema_registry_url)
+        check_broker(kafka)
+        registry = check_registry(kafka)
     except Unreachable as exc:
         log.error("%s", exc)
         return 2

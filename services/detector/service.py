@@ -59,7 +59,7 @@ def build_runtime(
     topology = dataclasses.replace(load_topology(path), name=settings.application_id)
     version = detector_version(path.read_text(encoding="utf-8"))
     # Builds only the fields the rules read (whole record still validated): see topology/projection.py.
-    registry = registry or registry_client(kafka.schema_registry_url)
+    registry = registry or registry_client(kafka)
     decoder = ProjectionDecoder.for_topology(registry, topology, schema_text("transaction"))
     encode_alert = None
     if topology.alerts is not None:
@@ -80,6 +80,7 @@ def build_runtime(
         consumer_extra = {"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}
     runtime_settings = RuntimeSettings(
         bootstrap_servers=kafka.bootstrap_servers,
+        client_config=kafka.client_config(),  # security and pass-through: every client the runtime makes
         application_id=settings.application_id,
         instance_id=settings.instance_id,
         commit_interval_ms=settings.commit_interval_ms,
@@ -122,7 +123,7 @@ def start_rules(
 
     if not settings.rules_topic or not isinstance(runtime.processor, TopologyProcessor):
         return None
-    feed = RulesFeed(kafka.bootstrap_servers, kafka.schema_registry_url, settings.rules_topic, registry=registry)
+    feed = RulesFeed(kafka, settings.rules_topic, registry=registry)
     applier = RuleApplier(runtime.processor)
     applier.apply(feed.read_to_end())
     return lambda: applier.apply(feed.poll())

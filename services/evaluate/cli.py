@@ -9,25 +9,23 @@ from typing import Annotated
 
 import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from rich.console import Console
 from rich.table import Table
 
 from services.config import TOPICS, KafkaSettings
 from services.evaluate.score import Decision, Label, Report, Scores, evaluate, related_from_alerts, with_related
-from services.kafka import end_offsets, not_at_end
+from services.kafka import consumer_config, end_offsets, not_at_end, registry_client
 from topology.serde import AvroDecoder, DecodeError
 
 RULES_HEADER = "fraudstream.rules"
 
 
-def drain(bootstrap: str, topic: str, *, idle_timeout_s: float = 10.0, missing_ok: bool = False) -> Iterator[Message]:
+def drain(
+    kafka: KafkaSettings, topic: str, *, idle_timeout_s: float = 10.0, missing_ok: bool = False
+) -> Iterator[Message]:
     """Every committed record of ``topic`` from the beginning to the end offsets seen at the start
     (none when the topic does not exist and ``missing_ok``)."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "fraudstream-evaluate", "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-    })
+    consumer = Consumer(consumer_config(kafka, "fraudstream-evaluate"))
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -60,20 +58,20 @@ def _rules(msg: Message) -> tuple[str, ...]:
 def collect(settings: KafkaSettings, labels_topic: str, legit_topic: str, fraud_topic: str, alerts_topic: str = ""
             ) -> tuple[list[Label], dict[str, Decision], dict[str, tuple[str, ...]]]:
     """Labels, decisions and (when ``alerts_topic`` is set) the transactions alerts named as related."""
-    decoder = AvroDecoder(SchemaRegistryClient({"url": settings.schema_registry_url}))
+    decoder = AvroDecoder(registry_client(settings))
     labels = []
-    for msg in drain(settings.bootstrap_servers, labels_topic):
+    for msg in drain(settings, labels_topic):
         v = decoder.decode(msg.value())
         labels.append(Label(v["transaction_id"], v["scenario"], v["is_fraud"], v.get("incident_id")))
     decisions: dict[str, Decision] = {}
     for topic, fraud in ((legit_topic, False), (fraud_topic, True)):
-        for msg in drain(settings.bootstrap_servers, topic):
+        for msg in drain(settings, topic):
             try:
                 tx_id = decoder.decode(msg.value())["transaction_id"]
             except DecodeError:
                 continue  # not ours to judge: the detector dead-letters what it cannot decode
             decisions[tx_id] = Decision(tx_id, fraud, _rules(msg) if fraud else ())
-    alert_messages = drain(settings.bootstrap_servers, alerts_topic, missing_ok=True) if alerts_topic else iter(())
+    alert_messages = drain(settings, alerts_topic, missing_ok=True) if alerts_topic else iter(())
     alerts = (decoder.decode(msg.value()) for msg in alert_messages)
     return labels, decisions, related_from_alerts(alerts)
 

@@ -96,9 +96,9 @@ def generate(
     )
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
     try:
-        admin = check_broker(kafka.bootstrap_servers)
-        registry = check_registry(kafka.schema_registry_url)
-        sender = Sender(settings, kafka.bootstrap_servers, registry, admin)
+        admin = check_broker(kafka)
+        registry = check_registry(kafka)
+        sender = Sender(settings, kafka, registry, admin)
     except (Unreachable, RegistryError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

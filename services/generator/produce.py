@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
-from services.config import GeneratorSettings
+from services.config import GeneratorSettings, KafkaSettings
 from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream, default_accounts
 from services.kafka import ensure_topics, producer_config
 from topology.serde import AvroEncoder
@@ -89,7 +89,7 @@ class Sender:
     def __init__(
         self,
         settings: GeneratorSettings,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         registry: SchemaRegistryClient,
         admin: Any,
     ) -> None:
@@ -105,7 +105,7 @@ class Sender:
         self.progress = Progress(started=time.monotonic())
         self._producer = Producer(
             producer_config(
-                bootstrap_servers,
+                kafka,
                 **{
                     "compression.type": settings.compression,
                     "linger.ms": settings.linger_ms,

@@ -55,7 +55,7 @@ def put(file: Annotated[Path, typer.Option("--file", help="Rule YAML.")], topic:
 
     rule_id, value = rule_value(file.read_text(encoding="utf-8"), str(file))
     kafka = KafkaSettings()
-    publish(kafka.bootstrap_servers, kafka.schema_registry_url, _topic(topic), rule_id, value)
+    publish(kafka, _topic(topic), rule_id, value)
     typer.echo(f"rule {rule_id}@{value['version']} published")
 
 
@@ -65,7 +65,7 @@ def delete(rule_id: str, topic: TopicOpt = None) -> None:
     from services.rules.feed import publish
 
     kafka = KafkaSettings()
-    publish(kafka.bootstrap_servers, kafka.schema_registry_url, _topic(topic), rule_id, None)
+    publish(kafka, _topic(topic), rule_id, None)
     typer.echo(f"rule {rule_id} deleted")
 
 
@@ -75,7 +75,7 @@ def list_rules(topic: TopicOpt = None) -> None:
     from services.rules.feed import RulesFeed
 
     kafka = KafkaSettings()
-    feed = RulesFeed(kafka.bootstrap_servers, kafka.schema_registry_url, _topic(topic))
+    feed = RulesFeed(kafka, _topic(topic))
     try:
         live: dict[str, dict[str, Any] | None] = dict(feed.read_to_end())
     finally:

@@ -9,10 +9,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from schemas import schema_text
-from services.kafka import end_offsets, not_at_end, registry_client
+from services.config import KafkaSettings
+from services.kafka import (
+    admin_config,
+    consumer_config,
+    end_offsets,
+    ensure_topics,
+    not_at_end,
+    producer_config,
+    registry_client,
+)
 from topology.plan import Topology
 from topology.processor import TopologyProcessor
 from topology.rules_topic import RuleError, apply_rule
@@ -26,18 +35,11 @@ RuleRecord = tuple[str, dict[str, Any] | None]
 class RulesFeed:
     """Its own consumer on every partition of ``topic`` from the beginning (read_committed, no group commits)."""
 
-    def __init__(self, bootstrap: str, registry_url: str, topic: str, *, registry: Any = None) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, *, registry: Any = None) -> None:
         self.topic = topic
-        self._decoder = AvroDecoder(registry or registry_client(registry_url), schema_text("rule"))
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{topic}-reader",  # required by the client; never joined nor committed
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": False,
-            }
-        )
+        self._decoder = AvroDecoder(registry or registry_client(kafka), schema_text("rule"))
+        # group.id is required by the client; never joined nor committed.
+        self._consumer = Consumer(consumer_config(kafka, f"{topic}-reader", **{"enable.partition.eof": False}))
         self._assigned = False
         self._next_lookup = 0.0
 
@@ -132,27 +134,19 @@ class RuleApplier:
             log.info("rule %s %s", ref, "removed" if removing else "applied")
 
 
-def ensure_topic(bootstrap: str, topic: str) -> None:
+def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
     """Create ``topic`` compacted (one partition) if it is missing."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    futures = admin.create_topics([NewTopic(topic, 1, -1, config={"cleanup.policy": "compact"})])
-    for future in futures.values():
-        try:
-            future.result()
-        except Exception as exc:  # a concurrent creator is fine
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+    admin = AdminClient(admin_config(kafka))
+    ensure_topics(admin, [topic], partitions=1, replication_factor=-1, config={"cleanup.policy": "compact"})
 
 
-def publish(bootstrap: str, registry_url: str, topic: str, rule_id: str, value: Mapping[str, Any] | None) -> None:
+def publish(kafka: KafkaSettings, topic: str, rule_id: str, value: Mapping[str, Any] | None) -> None:
     """Write one rule (or a tombstone for ``None``) keyed by ``rule_id`` and wait for the broker's ack."""
-    ensure_topic(bootstrap, topic)
+    ensure_topic(kafka, topic)
     payload = None
     if value is not None:
-        payload = AvroEncoder(registry_client(registry_url), schema_text("rule"), f"{topic}-value").encode(value)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        payload = AvroEncoder(registry_client(kafka), schema_text("rule"), f"{topic}-value").encode(value)
+    producer = Producer(producer_config(kafka, **{"linger.ms": 0}))
     errors: list[str] = []
     producer.produce(
         topic, key=rule_id.encode(), value=payload, on_delivery=lambda e, _m: errors.append(str(e)) if e else None

@@ -48,9 +48,9 @@ def check_command(
     settings = SchemaSettings.with_overrides(compatibility=compatibility)
     findings = check_offline(settings, schema_dir=schemas_dir)
     if not offline:
-        url = KafkaSettings.with_overrides(schema_registry_url=registry_url).schema_registry_url
+        kafka = KafkaSettings.with_overrides(schema_registry_url=registry_url)
         try:
-            findings += check_online(check_registry(url), schema_dir=schemas_dir)
+            findings += check_online(check_registry(kafka), schema_dir=schemas_dir)
         except Unreachable as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -69,9 +69,9 @@ def register_command(
     """Set each subject's compatibility level and register its schema; exit 1 if the registry refuses one."""
     console = Console()
     settings = SchemaSettings.with_overrides(compatibility=compatibility)
-    url = KafkaSettings.with_overrides(schema_registry_url=registry_url).schema_registry_url
+    kafka = KafkaSettings.with_overrides(schema_registry_url=registry_url)
     try:
-        done, findings = register(check_registry(url), settings, schema_dir=schemas_dir)
+        done, findings = register(check_registry(kafka), settings, schema_dir=schemas_dir)
     except Unreachable as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from services.config import StackSettings
 from services.stack.kafka import KafkaNode
 from services.stack.registry import Registry
+from services.stack.secure import apply_acls
 from services.stack.toolchain import StackError, java, maven
 
 __all__ = ["LocalStack", "StackError", "StackStatus"]
@@ -54,8 +55,12 @@ class LocalStack:
             echo(f"starting Schema Registry on {s.registry_url}")
         else:
             echo(f"Schema Registry already running (pid {self.registry.apicurio.pid()})")
+        if self.kafka.secure:
+            self.kafka.files.ensure(s.host)  # the registry's basic auth too, before the proxy starts
         self.registry.start()
         self.kafka.wait_healthy(deadline)
+        if self.kafka.secure:
+            apply_acls(self.kafka.connection())
         self.registry.wait_healthy(deadline)
         self.registry.ensure_backward_default()
         return self.status()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -27,9 +28,10 @@ RegistryPort = Annotated[
 
 
 def _stack(data_dir: Path | None, kafka_port: int | None, controller_port: int | None,
-           registry_port: int | None) -> LocalStack:
+           registry_port: int | None, secure: bool | None = None) -> LocalStack:
     return LocalStack(StackSettings.with_overrides(
         data_dir=data_dir, kafka_port=kafka_port, controller_port=controller_port, registry_port=registry_port,
+        secure=secure or None,
     ))
 
 
@@ -40,9 +42,12 @@ def _fail(err: Exception) -> typer.Exit:
 
 @app.command()
 def up(data_dir: DataDir = None, kafka_port: KafkaPort = None, controller_port: ControllerPort = None,
-       registry_port: RegistryPort = None) -> None:
+       registry_port: RegistryPort = None,
+       secure: Annotated[bool, typer.Option(
+           "--secure", help="SASL_SSL (SCRAM-SHA-512) listener, ACLs and registry basic auth; secrets in files "
+           "under the data dir. [env: FRAUDSTREAM_STACK_SECURE]")] = False) -> None:
     """Start Kafka and the registry (if not running) and wait until both answer."""
-    stack = _stack(data_dir, kafka_port, controller_port, registry_port)
+    stack = _stack(data_dir, kafka_port, controller_port, registry_port, secure)
     started = time.monotonic()
     try:
         status = stack.up(echo=typer.echo)
@@ -53,7 +58,14 @@ def up(data_dir: DataDir = None, kafka_port: KafkaPort = None, controller_port: 
     typer.echo(f"  Kafka            {s.bootstrap_servers}  (pid {status.kafka_pid})")
     typer.echo(f"  Schema Registry  {s.registry_url}  (pid {status.registry_pid}, proxy pid {status.proxy_pid})")
     typer.echo(f"  data and logs    {s.data_dir.resolve()}")
-    typer.echo(f"  export KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} SCHEMA_REGISTRY_URL={s.registry_url}")
+    if not stack.kafka.secure:
+        typer.echo(f"  export KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers} SCHEMA_REGISTRY_URL={s.registry_url}")
+        return
+    typer.echo("  secured: SASL_SSL (SCRAM-SHA-512), ACLs, registry basic auth. The detector principal's env:")
+    for name, value in stack.kafka.files.client_env(s).items():
+        typer.echo(f"  export {name}={shlex.quote(value)}")
+    typer.echo(f"  (read-only principal: KAFKA_SASL_USERNAME=reader "
+               f"KAFKA_SASL_PASSWORD_FILE={shlex.quote(str(stack.kafka.files.password_file('reader')))})")
 
 
 @app.command()

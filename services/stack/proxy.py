@@ -11,6 +11,9 @@ Run: ``python -m services.stack.proxy --port 8081 --upstream http://127.0.0.1:80
 from __future__ import annotations
 
 import argparse
+import base64
+import hmac
+from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -18,9 +21,11 @@ CCOMPAT_PREFIX = "/apis/ccompat/v7"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "content-encoding"}
 
 
-def make_app(upstream: str) -> web.Application:
-    """The proxy as an aiohttp application forwarding every request to ``upstream`` + ccompat prefix."""
+def make_app(upstream: str, user_info: str | None = None) -> web.Application:
+    """The proxy as an aiohttp application forwarding every request to ``upstream`` + ccompat prefix;
+    with ``user_info`` (``user:password``), only requests with that HTTP basic auth (else 401)."""
     app = web.Application()
+    expected = None if user_info is None else "Basic " + base64.b64encode(user_info.encode()).decode()
     session_key = web.AppKey("session", ClientSession)
 
     async def open_session(app: web.Application) -> None:
@@ -30,7 +35,13 @@ def make_app(upstream: str) -> web.Application:
         await app[session_key].close()
 
     async def forward(request: web.Request) -> web.Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if expected is not None and not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+            return web.json_response(
+                {"error_code": 40101, "message": "Unauthorized: basic authentication required"},
+                status=401, headers={"WWW-Authenticate": 'Basic realm="fraudstream"'},
+            )
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in _HOP_BY_HOP and k.lower() != "authorization"}
         url = f"{upstream}{CCOMPAT_PREFIX}{request.rel_url.path_qs}"
         async with app[session_key].request(
             request.method, url, data=await request.read(), headers=headers, allow_redirects=False
@@ -50,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="Apicurio base URL, e.g. http://127.0.0.1:8085")
+    parser.add_argument("--basic-auth-file", type=Path, help="File holding user:password; requests need it")
     args = parser.parse_args(argv)
-    web.run_app(make_app(args.upstream.rstrip("/")), host=args.host, port=args.port, print=None,
+    user_info = args.basic_auth_file.read_text(encoding="utf-8").strip() if args.basic_auth_file else None
+    web.run_app(make_app(args.upstream.rstrip("/"), user_info), host=args.host, port=args.port, print=None,
                 access_log=None)
 
 

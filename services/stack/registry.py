@@ -8,6 +8,7 @@ dir, with its ccompat API made available at the root of ``registry_port``.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ import urllib.request
 
 from services.config import StackSettings
 from services.stack.process import Daemon
+from services.stack.secure import SecureFiles
 from services.stack.toolchain import StackError, apicurio_runner, java
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -30,6 +32,13 @@ class Registry:
         run = settings.data_dir / "run"
         self.apicurio = Daemon("apicurio", run)
         self.proxy = Daemon("registry-proxy", run)
+        self.files = SecureFiles.of(settings)
+
+    def _auth(self) -> str | None:
+        """The basic auth the proxy requires (secured stack), else None."""
+        if self.settings.secure or self.files.exists():
+            return self.files.registry_user_info.read_text(encoding="utf-8").strip()
+        return None
 
     @property
     def apicurio_url(self) -> str:
@@ -57,16 +66,17 @@ class Registry:
                 cwd=self.home,
             )
         if self.proxy.pid() is None:
+            auth = ["--basic-auth-file", str(self.files.registry_user_info)] if self._auth() else []
             self.proxy.start(
                 [sys.executable, "-m", "services.stack.proxy", "--host", s.host, "--port", str(s.registry_port),
-                 "--upstream", self.apicurio_url],
+                 "--upstream", self.apicurio_url, *auth],
                 cwd=self.home,
             )
 
     def healthy(self) -> bool:
         """True when ``GET /subjects`` through the proxy answers a JSON list."""
         try:
-            return isinstance(_request("GET", f"{self.settings.registry_url}/subjects"), list)
+            return isinstance(_request("GET", f"{self.settings.registry_url}/subjects", auth=self._auth()), list)
         except (OSError, ValueError):
             return False
 
@@ -83,14 +93,17 @@ class Registry:
     def ensure_backward_default(self) -> None:
         """Set the global compatibility to BACKWARD (Confluent's default; Apicurio's is NONE)."""
         url = f"{self.settings.registry_url}/config"
-        current = _request("GET", url)
+        current = _request("GET", url, auth=self._auth())
         if not isinstance(current, dict) or current.get("compatibilityLevel") != "BACKWARD":
-            _request("PUT", url, {"compatibility": "BACKWARD"})
+            _request("PUT", url, {"compatibility": "BACKWARD"}, auth=self._auth())
 
 
-def _request(method: str, url: str, body: object | None = None) -> object:
+def _request(method: str, url: str, body: object | None = None, *, auth: str | None = None) -> object:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": CONTENT_TYPE})
+    headers = {"Content-Type": CONTENT_TYPE}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read() or b"null")

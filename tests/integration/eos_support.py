@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import parse_schema, schemaless_reader
 
 from schemas import schema_text
+from services.config import KafkaSettings
 from services.rules.feed import publish
 from topology.serde import AvroEncoder
 
@@ -230,6 +231,11 @@ def read_all(bootstrap: str, topics: tuple[str, ...], isolation: str, timeout_s:
         c.close()
 
 
+def connection(bootstrap: str, registry_url: str) -> KafkaSettings:
+    """The connection section for these endpoints (and the environment's security settings)."""
+    return KafkaSettings.with_overrides(bootstrap_servers=bootstrap, schema_registry_url=registry_url)
+
+
 def rules_topology(bootstrap: str, registry_url: str, name: str, tmp_path: Path, partitions: int
                    ) -> tuple[Topics, str, Path]:
     """Topics named after ``name``, the input created with ``partitions``, the stateless topology
@@ -240,7 +246,7 @@ def rules_topology(bootstrap: str, registry_url: str, name: str, tmp_path: Path,
     create_topics(bootstrap, [t.transactions], partitions)
     topology = tmp_path / "topology.yaml"
     topology.write_text(stateless_topology(t))
-    publish(bootstrap, registry_url, rules_topic, "big",
+    publish(connection(bootstrap, registry_url), rules_topic, "big",
             {"id": "big", "version": 1, "definition": "when: amount >= 5000"})  # fmt: skip
     return t, rules_topic, topology
 

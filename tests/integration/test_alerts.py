@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
-from services.alerts.service import AlertService, DeadLetters, consumer_config
+from services.alerts.service import AlertService, DeadLetters, alerts_consumer_config
 from services.alerts.webhook import RetryPolicy, WebhookPoster
 from services.metrics import Metrics
 from tests.conftest import Endpoints
@@ -75,10 +75,10 @@ async def run_service(stack: Endpoints, topic: str, group: str, hook_app: web.Ap
     metrics = Metrics("alerts")
     async with TestServer(hook_app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
         service = AlertService(
-            consumer_config(stack.bootstrap_servers, group, from_beginning=True), topic,
+            alerts_consumer_config(stack.kafka, group, from_beginning=True), topic,
             AvroDecoder(SchemaRegistryClient({"url": stack.registry_url})).decode,
             WebhookPoster(session, str(server.make_url("/hook")), FAST, metrics),
-            DeadLetters(stack.bootstrap_servers, dead_letter_topic), metrics,
+            DeadLetters(stack.kafka, dead_letter_topic), metrics,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(service.run(stop))

@@ -11,6 +11,7 @@ from services.kafka import registry_client
 from services.rules.feed import publish
 from tests.integration.eos_support import (
     Detector,
+    connection,
     produce_transactions,
     read_until,
     rules_topology,
@@ -24,16 +25,18 @@ def test_rule_version_change_applies_without_restart(
 ) -> None:
     bootstrap, url = stack.bootstrap_servers, stack.registry_url  # type: ignore[attr-defined]
     t, rules_topic, topology = rules_topology(bootstrap, url, f"rules-{unique}", tmp_path, 2)
-    publish(bootstrap, url, rules_topic, "broken", {"id": "broken", "version": 1, "definition": "when: nope > 1"})
+    publish(connection(bootstrap, url), rules_topic, "broken",
+            {"id": "broken", "version": 1, "definition": "when: nope > 1"})
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_RULES_TOPIC", rules_topic)
     det = Detector(bootstrap, url, topology, t.application_id, "a", tmp_path / "detector.log")
     try:
         det.wait_for_log("rule big@1 applied")
         det.wait_for_log("rule broken@1 rejected")
-        registry = registry_client(url)
+        registry = registry_client(connection(bootstrap, url))
         first, _ = produce_transactions(bootstrap, registry, t.transactions, 200, seed=1)
         out = read_until(bootstrap, t.outputs, "read_committed", len(first), timeout_s=30)
-        publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 2, "definition": "when: amount >= 100"})
+        publish(connection(bootstrap, url), rules_topic, "big",
+                {"id": "big", "version": 2, "definition": "when: amount >= 100"})
         det.wait_for_log("rule big@2 applied")
         second, _ = produce_transactions(bootstrap, registry, t.transactions, 200, seed=2)
         out = read_until(bootstrap, t.outputs, "read_committed", len(first) + len(second), timeout_s=30)

@@ -20,6 +20,7 @@ from services.rules.feed import publish
 from tests.integration.eos_support import (
     Detector,
     Sent,
+    connection,
     produce_transactions,
     read_until,
     rules_topology,
@@ -39,12 +40,13 @@ def test_rule_change_waits_for_the_open_transaction_to_end(
         "--max-batch", "100", "--commit-interval-ms", "600000", "--transaction-timeout-ms", "900000",
         "--stats-interval-s", "0.2",  # the runtime's tick runs every 0.2 s
     )  # fmt: skip
-    registry = registry_client(url)
+    registry = registry_client(connection(bootstrap, url))
     try:
         det.wait_for_log("rule big@1 applied")
         first, _ = produce_transactions(bootstrap, registry, t.transactions, 50, seed=1)
         read_until(bootstrap, (t.legit, t.fraud), "read_uncommitted", 50)  # processed, in the open transaction
-        publish(bootstrap, url, rules_topic, "big", {"id": "big", "version": 2, "definition": "when: amount >= 100"})
+        publish(connection(bootstrap, url), rules_topic, "big",
+                {"id": "big", "version": 2, "definition": "when: amount >= 100"})
         # Time for the detector to read the new version (several ticks); it must not apply it yet.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not det.logged("rule big@2 applied"):

@@ -32,12 +32,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def registry(stack: Endpoints) -> SchemaRegistryClient:
-    return check_registry(stack.registry_url)
+    return check_registry(stack.kafka)
 
 
 @pytest.fixture
 def admin(stack: Endpoints) -> AdminClient:
-    return check_broker(stack.bootstrap_servers)
+    return check_broker(stack.kafka)
 
 
 def _schema_dir(tmp_path: Path, change: dict[str, Any] | None = None, retype: str | None = None) -> Path:
@@ -91,7 +91,7 @@ def test_register_and_evolve_through_the_registry(registry: SchemaRegistryClient
 def _consume_lines(stack: Endpoints, registry: SchemaRegistryClient, topic: str, n: int) -> tuple[list[str], str]:
     out, err = io.StringIO(), io.StringIO()
     result = consume(
-        stack.bootstrap_servers,
+        stack.kafka,
         registry,
         topic,
         from_beginning=True,
@@ -117,7 +117,7 @@ def test_generate_then_consume_round_trip_with_exact_decimals(
         partitions=3,
         fraud_fan_in=0.5,
     )
-    sender = Sender(settings, stack.bootstrap_servers, registry, admin)
+    sender = Sender(settings, stack.kafka, registry, admin)
     stream = TransactionStream(stream_config(settings))
 
     def ignore(_: Progress) -> None:
@@ -207,7 +207,7 @@ def test_consume_cli_prints_error_lines_for_undecodable_records_and_goes_on(
                 "event_time": 1_767_225_600_000,
             }
         )
-        producer = Producer(producer_config(stack.bootstrap_servers))
+        producer = Producer(producer_config(stack.kafka))
         for value in (good, b"not avro", good[:-3], good):
             producer.produce(topic, value, b"ACC1", headers=[("origin", b"test")])
         producer.flush(10)
@@ -268,7 +268,7 @@ def test_failed_deliveries_are_counted_and_never_called_delivered(
     for future in admin.create_topics([tiny]).values():
         future.result()
     try:
-        sender = Sender(settings, stack.bootstrap_servers, registry, admin)
+        sender = Sender(settings, stack.kafka, registry, admin)
         progress = sender.run(TransactionStream(stream_config(settings)), count=count, rate=0, report=lambda _: None)
         assert (progress.sent, progress.produced, progress.in_flight) == (count, 2 * count, 0)
         assert progress.failed == count  # every transaction record; the labels' topic takes them

@@ -108,6 +108,13 @@ def test_services_reach_the_cluster_by_its_network_names() -> None:
     assert kafka["kafka"]["hostname"] == "kafka" and kafka["schema-registry"]["hostname"] == "schema-registry"
 
 
+def test_host_ports_bind_to_loopback_by_default() -> None:
+    for file in ("docker-compose.yml", "docker-compose.kafka.yml"):
+        for name, service in load(file)["services"].items():
+            for port in service.get("ports", []):
+                assert str(port).startswith("${HOST_BIND:-127.0.0.1}:"), f"{file}: {name} publishes {port}"
+
+
 def test_detector_scales() -> None:
     services = load("docker-compose.yml")["services"]
     assert set(services) == set(SERVICES)
@@ -116,7 +123,7 @@ def test_detector_scales() -> None:
     # The instance id (hence transactional.id) must differ per replica: left to the container's host name.
     assert "FRAUDSTREAM_DETECTOR_INSTANCE_ID" not in detector["environment"]
     assert not any("container_name" in s for s in services.values())
-    assert services["dashboard"]["ports"] == ["${DASHBOARD_PORT:-5000}:5000"]
+    assert services["dashboard"]["ports"] == ["${HOST_BIND:-127.0.0.1}:${DASHBOARD_PORT:-5000}:5000"]
     assert services["alerts"]["profiles"] == ["alerts"]
 
 

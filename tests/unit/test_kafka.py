@@ -9,7 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
+from services.config import KafkaSettings
 from services.kafka import Unreachable, check_broker, check_registry, consumer_config, producer_config
+
+
+def _at(bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap)
 
 
 def closed_port() -> int:
@@ -19,29 +24,29 @@ def closed_port() -> int:
 
 
 def test_producer_is_idempotent_compressed_and_batched() -> None:
-    config = producer_config("b:9092", **{"compression.type": "zstd"})
+    config = producer_config(_at("b:9092"), **{"compression.type": "zstd"})
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert config["compression.type"] == "zstd" and config["linger.ms"] > 0
 
 
 def test_consumer_reads_committed_by_default() -> None:
-    config = consumer_config("b:9092", "g", from_beginning=True)
+    config = consumer_config(_at("b:9092"), "g", from_beginning=True)
     assert config["isolation.level"] == "read_committed" and config["auto.offset.reset"] == "earliest"
-    assert consumer_config("b", "g", read_committed=False)["isolation.level"] == "read_uncommitted"
+    assert consumer_config(_at("b:1"), "g", read_committed=False)["isolation.level"] == "read_uncommitted"
 
 
 def test_unreachable_broker_is_one_clear_message() -> None:
     port = closed_port()
     start = time.monotonic()
     with pytest.raises(Unreachable, match=rf"Kafka broker at 127.0.0.1:{port} is unreachable after 2 attempts"):
-        check_broker(f"127.0.0.1:{port}", timeout_s=1.0, attempts=2)
+        check_broker(_at(f"127.0.0.1:{port}"), timeout_s=1.0, attempts=2)
     assert time.monotonic() - start < 10
 
 
 def test_unreachable_registry_is_one_clear_message() -> None:
     port = closed_port()
     with pytest.raises(Unreachable, match=rf"Schema Registry at http://127.0.0.1:{port} is unreachable"):
-        check_registry(f"http://127.0.0.1:{port}", attempts=2)
+        check_registry(KafkaSettings(schema_registry_url=f"http://127.0.0.1:{port}"), attempts=2)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.config import StackSettings
 from services.stack.kafka import server_properties
 from services.stack.proxy import CCOMPAT_PREFIX, make_app
+from services.stack.secure import SecureFiles, acl_bindings
 
 
 def _props(text: str) -> dict[str, str]:
@@ -71,3 +73,42 @@ def test_missing_java_gives_one_actionable_message(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Java not found" in proc.stderr and "JDK 17" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def _basic(user_info: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(user_info.encode()).decode()}
+
+
+def test_proxy_with_basic_auth_refuses_requests_without_it() -> None:
+    async def upstream_handler(request: web.Request) -> web.Response:
+        assert "Authorization" not in request.headers  # the credentials stop at the proxy
+        return web.json_response([], status=200)
+
+    async def scenario() -> None:
+        upstream_app = web.Application()
+        upstream_app.router.add_route("*", "/{tail:.*}", upstream_handler)
+        async with TestServer(upstream_app) as upstream:
+            base = str(upstream.make_url("")).rstrip("/")
+            async with TestClient(TestServer(make_app(base, "sr:pw"))) as client:
+                assert (await client.get("/subjects")).status == 401
+                assert (await client.get("/subjects", headers=_basic("sr:wrong"))).status == 401
+                assert (await client.get("/subjects", headers=_basic("sr:pw"))).status == 200
+
+    asyncio.run(scenario())
+
+
+def test_secured_broker_has_sasl_ssl_scram_and_the_standard_authorizer(tmp_path: Path) -> None:
+    settings = StackSettings.with_overrides(kafka_port=19092, controller_port=19093, data_dir=tmp_path)
+    files = SecureFiles.of(settings)
+    files.root.mkdir(parents=True)
+    for name in ("admin", "detector", "reader", "store"):
+        files.password_file(name).write_text(f"{name}-pw\n")
+    props = _props(server_properties(settings, tmp_path, files.server_properties(settings)))
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert "--add-scram" in files.format_arguments()
+    reader = [b for b in acl_bindings() if b[0] == "reader"]
+    assert {(b[1], b[3], b[4]) for b in reader if b[1] == "TOPIC"} == {
+        ("TOPIC", "streaming.transactions.fraud", "READ"), ("TOPIC", "streaming.transactions.fraud", "DESCRIBE")}
