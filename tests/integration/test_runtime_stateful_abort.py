@@ -118,7 +118,17 @@ def test_aborts_mid_transaction_undo_state_without_replay_and_decide_as_an_unint
     offsets = {COUNT // PARTITIONS * k // 6 for k in range(1, 6)}  # five failures spread over each partition
     wrapped = FailOnce(built.processor, t.transactions, offsets)
     runtime = ExactlyOnceRuntime(wrapped, built.settings)
-    runtime.run(stop=lambda: runtime.stats.records_in_by_topic[t.transactions] >= COUNT and runtime.txn is None)
+    rep = f"{t.application_id}-by-target_account-amount-repartition"
+    st = runtime.stats
+
+    def done() -> bool:  # every input read, and every record sent to the fan-in stage read back
+        return (
+            st.records_in_by_topic[t.transactions] >= COUNT
+            and st.records_in_by_topic[rep] == st.records_out[rep]
+            and runtime.txn is None
+        )
+
+    runtime.run(stop=done)
 
     assert len(wrapped.failed) >= 5 and all(n > 0 for n in wrapped.failed), wrapped.failed
     assert runtime.stats.transactions_aborted == len(wrapped.failed)
