@@ -250,7 +250,11 @@ def test_the_processor_decides_the_same_on_rocksdb_across_a_restart_and_a_rule_c
         d.processor.revoked([(t, p) for t in d.processor.source_topics for p in range(3)])  # the old one stops
         if state is not None:  # a new process: a new backend on the same directory
             state = KVState(tmp_path / "state", cache_keys=25)
-        assert d.restart(processor()) > 0
+        replayed = d.restart(processor())
+        # In memory the changelog is replayed; RocksDB keeps its files and the checkpoint the runtime
+        # wrote after the last commit covers the whole changelog: nothing to replay, and the outputs
+        # below still equal the in-memory run's.
+        assert replayed > 0 if state is None else replayed == 0
         d.pipe_all(txs[1_500:2_200])
         d.processor.update(apply_rule(d.processor.topology, "card-testing", CARD_TESTING_V4))
         d.pipe_all(txs[2_200:])
