@@ -310,3 +310,31 @@ def stats_restored(log_text: str) -> int:
     """The largest count of changelog records one detector process logged as restored (0: none)."""
     found = re.findall(r"(\d+) records replayed", re.sub(r"\s+", " ", log_text))
     return max((int(n) for n in found), default=0)
+
+
+@dataclass(frozen=True)
+class StatefulInput:
+    """One stateful proof's input on the broker and what an uninterrupted detector decided for it."""
+
+    topics: Topics
+    transactions: list[Tx]
+    topology: Path
+    reference: dict[str, Decision]
+
+
+def stateful_input(
+    bootstrap: str, registry_url: str, unique: str, tmp_path: Path, count: int, seed: int, partitions: int
+) -> StatefulInput:
+    """Scenario input produced to a new topic, fraud.yaml on the test's topics, and the reference run."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from tests.integration.eos_support import create_topics
+
+    t = Topics.make(unique)
+    create_topics(bootstrap, [t.transactions], partitions)
+    txs = scenario_transactions(count, seed=seed, partitions=partitions)
+    produce(bootstrap, SchemaRegistryClient({"url": registry_url}), t.transactions, txs)
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(stateful_topology(t), encoding="utf-8")
+    reference = run_reference(bootstrap, registry_url, t, topology, count, partitions, tmp_path / "reference.log")
+    return StatefulInput(t, txs, topology, reference)

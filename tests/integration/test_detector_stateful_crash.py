@@ -26,19 +26,15 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from tests.conftest import Endpoints
-from tests.integration.eos_support import Detector, Topics, create_topics, read_all
+from tests.integration.eos_support import Detector, read_all
 from tests.integration.stateful_support import (
     OutputCounter,
     decisions,
     describe_difference,
-    produce,
     rule_counts,
-    run_reference,
-    scenario_transactions,
-    stateful_topology,
+    stateful_input,
     stats_records_in,
     stats_restored,
     wait_outputs,
@@ -55,17 +51,8 @@ RULES = ("large-amount", "velocity", "card-testing", "fan-in", "fan-out", "struc
 def test_stateful_rules_decide_the_same_after_sigkills_as_an_uninterrupted_run(
     stack: Endpoints, unique: str, tmp_path: Path
 ) -> None:
-    t = Topics.make(unique)
-    create_topics(stack.bootstrap_servers, [t.transactions], PARTITIONS)
-    registry = SchemaRegistryClient({"url": stack.registry_url})
-    txs = scenario_transactions(COUNT, seed=11, partitions=PARTITIONS)
-    produce(stack.bootstrap_servers, registry, t.transactions, txs)
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(stateful_topology(t), encoding="utf-8")
-
-    reference = run_reference(
-        stack.bootstrap_servers, stack.registry_url, t, topology, COUNT, PARTITIONS, tmp_path / "reference.log"
-    )
+    given = stateful_input(stack.bootstrap_servers, stack.registry_url, unique, tmp_path, COUNT, 11, PARTITIONS)
+    t, txs, topology, reference = given.topics, given.transactions, given.topology, given.reference
     fired = rule_counts(reference)
     assert all(fired[r] > 0 for r in RULES), f"the input does not exercise every rule: {dict(fired)}"
 

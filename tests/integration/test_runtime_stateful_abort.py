@@ -16,20 +16,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.config import DetectorSettings, KafkaSettings
 from services.detector.service import build_runtime
 from tests.conftest import Endpoints
-from tests.integration.eos_support import Topics, create_topics, read_all
+from tests.integration.eos_support import read_all
 from tests.integration.stateful_support import (
     decisions,
     describe_difference,
-    produce,
     rule_counts,
-    run_reference,
-    scenario_transactions,
-    stateful_topology,
+    stateful_input,
 )
 from topology.records import TP, BatchRouting, OutRecord, Processor, RawRecord
 from topology.runtime import ExactlyOnceRuntime
@@ -95,16 +91,8 @@ class FailOnce:
 def test_aborts_mid_transaction_undo_state_without_replay_and_decide_as_an_uninterrupted_run(
     stack: Endpoints, unique: str, tmp_path: Path
 ) -> None:
-    t = Topics.make(unique)
-    create_topics(stack.bootstrap_servers, [t.transactions], PARTITIONS)
-    registry = SchemaRegistryClient({"url": stack.registry_url})
-    txs = scenario_transactions(COUNT, seed=5, partitions=PARTITIONS)
-    produce(stack.bootstrap_servers, registry, t.transactions, txs)
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(stateful_topology(t), encoding="utf-8")
-    reference = run_reference(
-        stack.bootstrap_servers, stack.registry_url, t, topology, COUNT, PARTITIONS, tmp_path / "reference.log"
-    )
+    given = stateful_input(stack.bootstrap_servers, stack.registry_url, unique, tmp_path, COUNT, 5, PARTITIONS)
+    t, txs, topology, reference = given.topics, given.transactions, given.topology, given.reference
     assert sum(rule_counts(reference).values()) > 50
 
     settings = DetectorSettings.with_overrides(
@@ -131,7 +119,10 @@ def test_aborts_mid_transaction_undo_state_without_replay_and_decide_as_an_unint
     runtime.run(stop=done)
 
     assert len(wrapped.failed) >= 5 and all(n > 0 for n in wrapped.failed), wrapped.failed
-    assert runtime.stats.transactions_aborted == len(wrapped.failed)
+    # At least one abort per injected failure. librdkafka sometimes refuses the first produce of the
+    # transaction begun right after an abort (_STATE "Erroneous state"): that is one more abort and
+    # retry, counted as a failure of that record, and must not change any decision either.
+    assert runtime.stats.transactions_aborted >= len(wrapped.failed)
     assert runtime.stats.restored == 0, "an abort replayed a changelog"
     committed = read_all(stack.bootstrap_servers, t.outputs, "read_committed")
     uncommitted = read_all(stack.bootstrap_servers, t.outputs, "read_uncommitted")
