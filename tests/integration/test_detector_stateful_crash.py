@@ -49,8 +49,10 @@ RULES = ("large-amount", "velocity", "card-testing", "fan-in", "fan-out", "struc
 
 
 def test_stateful_rules_decide_the_same_after_sigkills_as_an_uninterrupted_run(
-    stack: Endpoints, unique: str, tmp_path: Path
+    stack: Endpoints, unique: str, tmp_path: Path, every_restart_replays: bool = True
 ) -> None:
+    """``every_restart_replays``: in memory each restart replays the changelog; a store behind a
+    checkpoint may find nothing after it (the RocksDB variant checks that checkpoints were used)."""
     given = stateful_input(stack.bootstrap_servers, stack.registry_url, unique, tmp_path, COUNT, 11, PARTITIONS)
     t, txs, topology, reference = given.topics, given.transactions, given.topology, given.reference
     fired = rule_counts(reference)
@@ -108,4 +110,5 @@ def test_stateful_rules_decide_the_same_after_sigkills_as_an_uninterrupted_run(
     assert set(crashed) == {tx.transaction_id for tx in txs}
     assert crashed == reference, describe_difference(reference, crashed)
     restored = [stats_restored(r.output()) for r in runs[1:]]
-    assert all(n > 0 for n in restored), f"a restart restored no state: {restored}"
+    if every_restart_replays:
+        assert all(n > 0 for n in restored), f"a restart restored no state: {restored}"
