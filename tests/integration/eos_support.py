@@ -263,21 +263,36 @@ def read_until(bootstrap: str, topics: tuple[str, ...], isolation: str, count: i
         time.sleep(0.3)
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on ``topic`` (0 for partitions without one).
+class GroupProgress:
+    """The sum of a group's committed offsets on one topic, read over one long-lived consumer.
 
     ``read_uncommitted`` on purpose: librdkafka asks a ``read_committed`` consumer's offset fetch
     for *stable* offsets, which blocks while a killed instance's transactional offset commit is
     pending (until the broker aborts it). The last committed offsets are what is wanted here.
+    The consumer never subscribes, so it never joins the group it reads.
     """
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_uncommitted",
-                  "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
-        got = c.committed([TopicPartition(topic, p) for p in parts], timeout=30)
-        return sum(max(tp.offset, 0) for tp in got)
-    finally:
-        c.close()
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                   "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+        parts = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        self._partitions = [TopicPartition(topic, p) for p in parts]
+
+    def __enter__(self) -> GroupProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._consumer.close()
+
+    def committed(self) -> int:
+        """Sum of the committed offsets (0 for partitions without one)."""
+        return sum(max(tp.offset, 0) for tp in self._consumer.committed(self._partitions, timeout=30))
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
+    """One reading of :class:`GroupProgress`."""
+    with GroupProgress(bootstrap, group, topic) as progress:
+        return progress.committed()
 
 
 RUNNING = " started: sources "  # the runtime's start line, logged once the stop handlers are set

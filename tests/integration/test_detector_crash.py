@@ -20,10 +20,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from tests.conftest import Endpoints
 from tests.integration.eos_support import (
     Detector,
+    GroupProgress,
     Output,
     Sent,
     Topics,
-    committed_offsets,
     create_topics,
     produce_transactions,
     read_all,
@@ -37,15 +37,15 @@ PARTITIONS = 3
 KILLS = 6
 
 
-def _wait_progress(stack: Endpoints, t: Topics, above: int, total: int, d: Detector, timeout: float) -> int:
-    """Wait until the group's committed offsets pass ``above`` (or reach ``total``); return them."""
+def _wait_progress(progress: GroupProgress, above: int, d: Detector, timeout: float) -> int:
+    """Wait until the group's committed offsets pass ``above``; return them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions)
-        if done > above or done >= total:
+        done = progress.committed()
+        if done > above:
             return done
         assert d.proc.poll() is None, f"detector exited early:\n{d.output()[-3000:]}"
-        time.sleep(0.2)
+        time.sleep(0.01)
     raise AssertionError(f"no progress past {above} in {timeout}s:\n{d.output()[-3000:]}")
 
 
@@ -64,31 +64,26 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     log = tmp_path / "detector.log"
     rnd = random.Random(unique)
 
-    kills = 0
-    done = 0
-    while kills < KILLS:
+    with GroupProgress(stack.bootstrap_servers, t.application_id, t.transactions) as progress:
+        for kills in range(KILLS):
+            d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
+            # Each run commits something of its own, then dies at a random point of its share of what
+            # is left, so that KILLS runs never reach the end of the input however fast they are.
+            done = progress.committed()
+            share = (total - done) / (KILLS - kills + 1)
+            _wait_progress(progress, done + int(rnd.uniform(0.2, 1.0) * share), d, timeout=120)
+            time.sleep(rnd.uniform(0.0, 0.05))  # somewhere inside the next transaction
+            d.signal(signal.SIGKILL)
+            d.wait()
+        assert progress.committed() < total, "a killed run finished the input: its kill was not mid-stream"
+        # The last run finishes the input and stops cleanly on SIGTERM (Detector.signal waits until it
+        # runs: the input may have been committed already, by a killed run's last transaction completing late).
         d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
-        done = _wait_progress(stack, t, done, total, d, timeout=120)
-        if done >= total:  # this run finished the input before its kill: it is the last run
-            break
-        # Somewhere inside a transaction; short enough that KILLS runs do not finish the input.
-        time.sleep(rnd.uniform(0.02, 0.4))
-        d.signal(signal.SIGKILL)
-        d.wait()
-        kills += 1
-        # The next run must commit something of its own before it is killed in turn.
-        done = committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions)
-    assert kills >= 5, f"the detector finished before {KILLS} kills (only {kills}): input too small"
-    if kills == KILLS:
-        d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "crash", log)
-
-    # The last run finishes the input and stops cleanly on SIGTERM (Detector.signal waits until it runs:
-    # the input may have been committed already, by a killed run's last transaction completing late).
-    deadline = time.monotonic() + 180
-    while committed_offsets(stack.bootstrap_servers, t.application_id, t.transactions) < total:
-        assert time.monotonic() < deadline, f"detector did not finish:\n{d.output()[-3000:]}"
-        assert d.proc.poll() is None, f"detector exited early:\n{d.output()[-3000:]}"
-        time.sleep(0.5)
+        deadline = time.monotonic() + 180
+        while progress.committed() < total:
+            assert time.monotonic() < deadline, f"detector did not finish:\n{d.output()[-3000:]}"
+            assert d.proc.poll() is None, f"detector exited early:\n{d.output()[-3000:]}"
+            time.sleep(0.5)
     d.signal(signal.SIGTERM)
     assert d.wait() == 0, d.output()[-3000:]
 
