@@ -249,7 +249,7 @@ class DashboardSettings(_Section):
     # queue's length, where rule descriptions come from, and whose lag is shown.
     dlq_topic: str = TOPICS.dlq
     queue: int = Field(5000, ge=1)  # fraud transactions kept in the alert queue
-    topology_file: Path | None = None  # None = the packaged topology/fraud.yaml
+    topology_file: Path | None = None  # None = the packaged services/detector/fraud.yaml
     rules_topic: str = TOPICS.rules  # rules changed at run time ("" = not read)
     detector_group: str | None = None  # None = the detector's application id (DetectorSettings)
     probe_interval_s: float = Field(5.0, gt=0)  # how often the detector group's lag is asked for
@@ -341,11 +341,11 @@ class DetectorSettings(_Section):
     # transactional.id = "<application_id>-<instance_id>": stable across restarts so a restart fences its
     # zombie. Every instance running at the same time needs its own (default: the host name).
     instance_id: str = Field(default_factory=_hostname)
-    topology_file: Path | None = None  # None = the packaged topology/fraud.yaml
+    topology_file: Path | None = None  # None = the packaged services/detector/fraud.yaml
     rules_topic: str = TOPICS.rules  # compacted rules topic applied at run time ("" = off)
     # Stateless topologies route whole consumed batches (polars decode + vectorised rules): ~2x faster.
     # One difference from the per-record path: a corrupt [null, T] union index that leaves the rest of
-    # the value well-formed is read as T instead of dead-lettered (topology/columnar.py). false = strict.
+    # the value well-formed is read as T instead of dead-lettered (topology/batch/decode.py). false = strict.
     batch_decode: bool = True
     commit_interval_ms: int = Field(100, ge=1)
     max_batch: int = Field(10_000, ge=1)  # records per transaction at most

@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from services.config import TOPICS
-from topology.describe import describe_mermaid, describe_text
-from topology.plan import Topology
-from topology.yaml_loader import DEFAULT_PATH, TopologyError, load_topology
+from services.detector import FRAUD_TOPOLOGY
+from topology.plan.describe import describe_mermaid, describe_text
+from topology.plan.loader import TopologyError, load_topology
+from topology.plan.model import Topology
 
 app = typer.Typer(help="Print or check a topology file (default: the fraud detector's).", no_args_is_help=True)
 
@@ -38,7 +39,7 @@ def _load(file: Path, any_topic: bool) -> Topology:
 
 @app.command("describe")
 def describe(
-    file: File = DEFAULT_PATH,
+    file: File = FRAUD_TOPOLOGY,
     format: Annotated[Format, typer.Option("--format", help="text or mermaid")] = Format.text,
     any_topic: AnyTopic = False,
 ) -> None:
@@ -48,7 +49,7 @@ def describe(
 
 
 @app.command("validate")
-def validate(file: File = DEFAULT_PATH, any_topic: AnyTopic = False) -> None:
+def validate(file: File = FRAUD_TOPOLOGY, any_topic: AnyTopic = False) -> None:
     """Check a topology file; errors name the file, line and key (exit code 1)."""
     t = _load(file, any_topic)
     typer.echo(f"{file}: ok ({len(t.rules)} rules, {len(t.branches) + 1} branches, {len(t.stores)} state stores)")

@@ -37,8 +37,8 @@ Contract:
 Exceptions other than bad input (bugs) propagate.
 
 Batches: with a ``columnar`` decoder, a stateless topology also routes whole batches of source
-values at once (``route_batch``: polars decode + vectorised rules, see topology/columnar.py and
-topology/vectorized.py); rows that path cannot judge exactly take ``process``. ``process_batch``
+values at once (``route_batch``: polars decode + vectorised rules, see topology/batch/decode.py and
+topology/batch/routing.py); rows that path cannot judge exactly take ``process``. ``process_batch``
 gives for each record exactly what ``process`` gives. A ``decode`` with a ``project(topology)``
 method (``ProjectionDecoder``) is told every new topology, so rules changed at run time keep the
 fast projection.
@@ -54,9 +54,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from topology.columnar import ColumnarDecoder
-from topology.expr import to_epoch_ms
-from topology.plan import (
+from topology.batch.decode import ColumnarDecoder
+from topology.batch.routing import BatchRouter, BatchRouting
+from topology.plan.expr import to_epoch_ms
+from topology.plan.model import (
     ALERT_FIELDS,
     Aggregate,
     AllOf,
@@ -68,11 +69,10 @@ from topology.plan import (
     aggregates_of,
 )
 from topology.records import Headers, OutRecord, RawRecord
-from topology.serde import DecodeError, EncodeError
+from topology.serde.decoder import DecodeError, EncodeError
 from topology.state import AggValue, InMemoryState, StateBackend, WindowStore, encode_group_key, state_id
 from topology.state.bounds import RELATED_IDS, check_number
 from topology.state.group import document_bytes
-from topology.vectorized import BatchRouter, BatchRouting
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
 EncodeAlert = Callable[[Mapping[str, Any]], bytes]

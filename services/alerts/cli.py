@@ -19,7 +19,7 @@ from services.config import AlertsSettings, KafkaSettings
 from services.kafka import registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
-from topology.serde import AvroDecoder
+from topology.serde.decoder import AvroDecoder
 
 log = logging.getLogger(__name__)
 

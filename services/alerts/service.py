@@ -25,7 +25,7 @@ from services.config import KafkaSettings
 from services.dashboard.feed import Decode, message_headers
 from services.kafka import consumer_config, producer_config
 from services.metrics import RULES_HEADER, Metrics, header, rule_ids
-from topology.serde import DecodeError, RegistryError
+from topology.serde.decoder import DecodeError, RegistryError
 
 log = logging.getLogger(__name__)
 

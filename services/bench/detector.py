@@ -9,7 +9,7 @@ In one run, on unique topics of the broker (all deleted at the end):
    - ``stateless``: the runtime with the rule ``amount >= 900`` only;
    - ``window``: the runtime with one sliding-window count (``count by source_account over sliding
      3m >= 10``) plus the amount rule;
-   - ``fraud``: the runtime with ``topology/fraud.yaml`` (9 window stores, one repartition stage);
+   - ``fraud``: the runtime with ``services/detector/fraud.yaml`` (9 window stores, one repartition stage);
    each until every output is committed. Throughput is N / (last commit - first record consumed);
    CPU is this process's CPU time (every thread, librdkafka's included) over the pass;
 3. per row: the median tx/s and its spread, the median ratio to the raw pass of the same round and
@@ -48,13 +48,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings, KafkaSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
-from topology.columnar import ColumnarDecoder
-from topology.plan import Topology
+from topology.batch.decode import ColumnarDecoder
+from topology.plan.loader import loads_topology
+from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
-from topology.projection import ProjectionDecoder
 from topology.runtime import (
     ExactlyOnceRuntime,
     RuntimeSettings,
@@ -62,8 +63,8 @@ from topology.runtime import (
     producer_config,
     quantile,
 )
-from topology.serde import AvroEncoder, RegistryError
-from topology.yaml_loader import DEFAULT_PATH, loads_topology
+from topology.serde.decoder import AvroEncoder, RegistryError
+from topology.serde.projection import ProjectionDecoder
 
 Log = Callable[[str], None]
 
@@ -78,7 +79,7 @@ RATIO_TARGETS: dict[str, float] = {"window": 0.40, "fraud": 0.20}  # issue 14: s
 LATENCY_TARGET_MS = 150.0  # issue 14: end-to-end p99 for fraud.yaml ...
 LATENCY_TARGET_RATE = 5_000.0  # ... at this input rate (tx/s)
 
-# The stateless and one-window rows, in the format of topology/fraud.yaml (topology/yaml_loader.py).
+# The stateless and one-window rows, in the format of services/detector/fraud.yaml (topology/plan/loader.py).
 _SMALL_TOPOLOGY = """\
 topology: {prefix}
 source:
@@ -289,7 +290,7 @@ def topology_text(row: str, prefix: str, source: str | None = None) -> str:
     """The YAML of a detector row (``stateless``, ``window``, ``fraud``) on topics ``<prefix>.*`` reading ``source``."""
     source = source or f"{prefix}.transactions"
     if row == "fraud":
-        text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), prefix)
+        text = renamed_topology(FRAUD_TOPOLOGY.read_text(encoding="utf-8"), prefix)
         return text.replace(f"{prefix}.transactions", source)
     ids = _ROW_RULES[row]
     return _SMALL_TOPOLOGY.format(

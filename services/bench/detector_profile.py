@@ -28,15 +28,15 @@ from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import registry_client
+from topology.plan.loader import loads_topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
-from topology.serde import AvroEncoder
-from topology.yaml_loader import loads_topology
+from topology.serde.decoder import AvroEncoder
 
 SOURCE = "profile.transactions"
 # (label, file suffix, function): their cumulative time, as a share of the whole loop's.
 STAGES: list[tuple[str, str, str]] = [
-    ("decode (ProjectionDecoder.decode)", "topology/projection.py", "decode"),
+    ("decode (ProjectionDecoder.decode)", "topology/serde/projection.py", "decode"),
     ("aggregate (_aggregate: filter, key, add)", "topology/processor.py", "_aggregate"),
     ("  of which WindowStore.add", "topology/state.py", "add"),
     ("changelog (StateGroup.flush: JSON encode)", "topology/state.py", "flush"),

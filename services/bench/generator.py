@@ -23,7 +23,7 @@ from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import Progress, Sender, stream_config
 from services.generator.scenarios import Generated, TransactionStream
 from services.kafka import check_broker, check_registry
-from topology.serde import AvroDecoder, AvroEncoder, wire_header
+from topology.serde.decoder import AvroDecoder, AvroEncoder, wire_header
 
 _SCHEMA_FILES = {"Transaction": "transaction", "TransactionLabel": "transaction_label"}
 
@@ -142,7 +142,7 @@ def _encoder_loop(
 
 def _fastavro_loop(schema_text: str, schema_id: int, records: list[dict[str, Any]]) -> Callable[[], None]:
     """fastavro's schemaless_writer into a buffer after the wire header: ``AvroEncoder``'s
-    per-record work before ``topology.avro_writer``, less its field checks."""
+    per-record work before ``topology.serde.writer``, less its field checks."""
     parsed, header = parse_schema(json.loads(schema_text)), wire_header(schema_id)
 
     def run() -> None:

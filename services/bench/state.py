@@ -2,7 +2,7 @@
 
 In one run, on unique topics of the broker (deleted at the end):
 
-1. **restore**: a compacted changelog topic of the velocity store (``topology/fraud.yaml``'s
+1. **restore**: a compacted changelog topic of the velocity store (``services/detector/fraud.yaml``'s
    ``velocity`` rule, counted per source account) is filled with ``keys`` distinct keys. Their
    values are real changelog values: the processor itself writes them while aggregating generated
    transactions (a few thousand accounts), and the bench cycles those values over the keys. Then a
@@ -25,14 +25,15 @@ from typing import Any
 from services.bench.detector import DetectorBench, Log, Throughput, renamed_topology
 from services.bench.stores import write_changelog
 from services.config import GeneratorSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import ensure_topics
-from topology.plan import Topology
+from topology.plan.loader import loads_topology
+from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.runtime import ExactlyOnceRuntime
-from topology.yaml_loader import DEFAULT_PATH, loads_topology
 
 STORE_RULE = "velocity"
 
@@ -84,7 +85,7 @@ class StateReport:
 
 def store_topology(prefix: str) -> Topology:
     """``fraud.yaml`` on ``prefix``'s topics, keeping only the rule whose store is restored."""
-    full = loads_topology(renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), prefix), filename="fraud.yaml")
+    full = loads_topology(renamed_topology(FRAUD_TOPOLOGY.read_text(encoding="utf-8"), prefix), filename="fraud.yaml")
     branches = []
     for b in full.branches:
         rules = tuple(r for r in b.rules if r.id == STORE_RULE)

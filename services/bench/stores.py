@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from services.config import GeneratorSettings, KafkaSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
-from topology.expr import to_epoch_ms
-from topology.plan import Aggregate, Window
+from topology.plan.expr import to_epoch_ms
+from topology.plan.loader import load_topology
+from topology.plan.model import Aggregate, Window
 from topology.state import StateGroup, WindowStore, encode_group_key
 from topology.state.rocksdb import KeyValue, KVStateGroup, KVWindowStore, RocksKV
-from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 CACHED = "-cached"  # an embedded store with a cache of CACHE_KEYS keys per partition kept across flushes
 CACHE_KEYS = 100_000
@@ -183,7 +184,7 @@ class Slot:
 
 def workloads() -> list[tuple[str, list[Slot]]]:
     """(name, aggregates) of each measured workload; the last one is all of ``fraud.yaml``."""
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     stores = {s.name: s for s in topology.stores}
     h, m = 3_600_000, 60_000
 

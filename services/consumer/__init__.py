@@ -26,7 +26,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from services.config import KafkaSettings
 from services.kafka import consumer_config
-from topology.serde import AvroDecoder, DecodeError
+from topology.serde.decoder import AvroDecoder, DecodeError
 
 
 def to_json(value: Any) -> Any:

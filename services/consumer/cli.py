@@ -12,7 +12,7 @@ from rich.console import Console
 from services.config import KafkaSettings
 from services.consumer import consume, parse_offset
 from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
-from topology.serde import RegistryError
+from topology.serde.decoder import RegistryError
 
 
 def consume_command(

@@ -25,7 +25,7 @@ from services.config import KafkaSettings
 from services.dashboard.feed import KafkaFeed, consumer_config
 from services.dashboard.hub import Hub, TopicRoles
 from services.metrics import Metrics
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 
 def produce(kafka: KafkaSettings, roles: TopicRoles, n: int) -> float:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from topology.plan import Rule, Topology, aggregates_of, format_duration
-from topology.rules_topic import RuleError, parse_rule
+from topology.plan.model import Rule, Topology, aggregates_of, format_duration
+from topology.plan.rules import RuleError, parse_rule
 
 RuleRecord = tuple[str, Mapping[str, Any] | None]
 

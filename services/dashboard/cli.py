@@ -15,18 +15,19 @@ from services.dashboard.health import Health
 from services.dashboard.hub import Hub, TopicRoles
 from services.dashboard.probe import Probe
 from services.dashboard.server import create_app
+from services.detector import FRAUD_TOPOLOGY
 from services.kafka import admin_config, registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
 from services.rules.feed import RulesFeed
-from topology.serde import AvroDecoder
-from topology.yaml_loader import load_topology
+from topology.plan.loader import load_topology
+from topology.serde.decoder import AvroDecoder
 
 
 def build_app(settings: DashboardSettings, kafka: KafkaSettings) -> web.Application:
     """The dashboard application wired to Kafka and the registry (started by aiohttp's runner)."""
     metrics = Metrics("dashboard", instance=socket.gethostname())
-    topology = load_topology(settings.topology_file) if settings.topology_file else load_topology()
+    topology = load_topology(settings.topology_file) if settings.topology_file else load_topology(FRAUD_TOPOLOGY)
     group_id = settings.detector_group or DetectorSettings.with_overrides().application_id
     hub = Hub(
         recent=settings.recent, client_buffer=settings.client_buffer, history_s=settings.history_s, metrics=metrics,

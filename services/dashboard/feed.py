@@ -22,7 +22,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from services.dashboard.hub import Event, Hub, TopicRoles, make_event
 from services.metrics import Metrics
-from topology.serde import DecodeError, RegistryError
+from topology.serde.decoder import DecodeError, RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from services.config import DetectorSettings, KafkaSettings
 from services.kafka import Unreachable, check_broker, check_registry
 from services.logs import setup_logging
 from services.metrics import Metrics
+from topology.plan.loader import TopologyError
 from topology.runtime import FatalRuntimeError, RuntimeStats
-from topology.yaml_loader import TopologyError
 
 log = logging.getLogger("fraudstream.detector")
 

@@ -20,13 +20,14 @@ from typing import Any
 
 from schemas import schema_text
 from services.config import DetectorSettings, KafkaSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.metrics import Metrics
-from topology.columnar import ColumnarDecoder
+from topology.batch.decode import ColumnarDecoder
+from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
-from topology.projection import ProjectionDecoder
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
-from topology.serde import AvroEncoder, RegistryError
-from topology.yaml_loader import DEFAULT_PATH, load_topology
+from topology.serde.decoder import AvroEncoder, RegistryError
+from topology.serde.projection import ProjectionDecoder
 
 log = logging.getLogger("fraudstream.detector")
 
@@ -53,12 +54,12 @@ def build_runtime(
     """The runtime running the topology of ``settings`` (registry client: from ``kafka`` unless given)."""
     from services.kafka import registry_client
 
-    path = Path(settings.topology_file) if settings.topology_file is not None else DEFAULT_PATH
+    path = Path(settings.topology_file) if settings.topology_file is not None else FRAUD_TOPOLOGY
     # Internal topics (changelogs, repartitions) are named after the application id, as in Kafka Streams,
     # so two applications (or a test and the demo) never share state.
     topology = dataclasses.replace(load_topology(path), name=settings.application_id)
     version = detector_version(path.read_text(encoding="utf-8"))
-    # Builds only the fields the rules read (whole record still validated): see topology/projection.py.
+    # Builds only the fields the rules read (whole record still validated): see topology/serde/projection.py.
     registry = registry or registry_client(kafka)
     decoder = ProjectionDecoder.for_topology(registry, topology, schema_text("transaction"))
     encode_alert = None

@@ -15,7 +15,7 @@ from rich.table import Table
 from services.config import TOPICS, KafkaSettings
 from services.evaluate.score import Decision, Label, Report, Scores, evaluate, related_from_alerts, with_related
 from services.kafka import consumer_config, end_offsets, not_at_end, registry_client
-from topology.serde import AvroDecoder, DecodeError
+from topology.serde.decoder import AvroDecoder, DecodeError
 
 RULES_HEADER = "fraudstream.rules"
 

@@ -19,7 +19,7 @@ from services.generator.produce import Progress, Sender, stream_config
 from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
 from services.metrics import Metrics
-from topology.serde import EncodeError, RegistryError
+from topology.serde.decoder import EncodeError, RegistryError
 
 LOG_EVERY_S = 10.0  # status line interval when stderr is not a terminal
 

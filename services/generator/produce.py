@@ -20,7 +20,7 @@ import schemas
 from services.config import GeneratorSettings, KafkaSettings
 from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream, default_accounts
 from services.kafka import ensure_topics, producer_config
-from topology.serde import AvroEncoder
+from topology.serde.decoder import AvroEncoder
 
 _MAX_BATCH = 5_000  # records produced between two polls at full speed
 

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, Producer
 
 from services.config import KafkaSettings
 from services.kafka import producer_config
-from topology.serde import AvroEncoder, EncodeError, describe_type
+from topology.serde.decoder import AvroEncoder, EncodeError, describe_type
 
 _ENVELOPE = frozenset({"partition", "offset", "key", "headers", "value"})
 

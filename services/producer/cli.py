@@ -16,7 +16,7 @@ from rich.console import Console
 from services.config import KafkaSettings
 from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
 from services.producer import LineError, produce
-from topology.serde import AvroEncoder, RegistryError
+from topology.serde.decoder import AvroEncoder, RegistryError
 
 
 def produce_command(

@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from services.config import DetectorSettings, KafkaSettings
-from topology.rules_topic import RuleError, parse_rule
+from topology.plan.rules import RuleError, parse_rule
 
 app = typer.Typer(help="Add, change, remove and list run-time rules (the rules topic).", no_args_is_help=True)
 

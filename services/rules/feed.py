@@ -22,10 +22,10 @@ from services.kafka import (
     producer_config,
     registry_client,
 )
-from topology.plan import Topology
+from topology.plan.model import Topology
+from topology.plan.rules import RuleError, apply_rule
 from topology.processor import TopologyProcessor
-from topology.rules_topic import RuleError, apply_rule
-from topology.serde import AvroDecoder, AvroEncoder, DecodeError
+from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError
 
 log = logging.getLogger("fraudstream.rules")
 

@@ -26,7 +26,7 @@ from fastavro import parse_schema, schemaless_reader
 from schemas import schema_text
 from services.config import KafkaSettings
 from services.rules.feed import publish
-from topology.serde import AvroEncoder
+from topology.serde.decoder import AvroEncoder
 
 ROOT = Path(__file__).resolve().parents[2]
 TX_SCHEMA = parse_schema(__import__("json").loads(schema_text("transaction")))

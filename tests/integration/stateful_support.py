@@ -32,23 +32,23 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from ruamel.yaml import YAML
 
 from schemas import schema_text
+from services.detector import FRAUD_TOPOLOGY
 from tests.integration.eos_support import Detector, Output, Topics, read_all
-from topology.serde import AvroEncoder
-from topology.yaml_loader import DEFAULT_PATH
+from topology.serde.decoder import AvroEncoder
 
 START_MS = 1_780_000_000_000
 STEP_MS = 200  # event time between consecutive input transactions (5 tx per simulated second)
 
 
 def stateful_topology(t: Topics) -> str:
-    """``topology/fraud.yaml`` (its rules, windows and thresholds) on the test's topics.
+    """``services/detector/fraud.yaml`` (its rules, windows and thresholds) on the test's topics.
 
     Topic names are the test's own (alerts included). One change: the fan-in aggregate's grace
     becomes 7 days, longer than the input's event-time
     span, so no interleaving of input partitions on the repartition topic makes a record late.
     """
     yaml = YAML(typ="rt")
-    doc = yaml.load(DEFAULT_PATH.read_text(encoding="utf-8"))
+    doc = yaml.load(FRAUD_TOPOLOGY.read_text(encoding="utf-8"))
     doc["topology"] = f"eos-{t.unique}"
     doc["source"]["topic"] = t.transactions
     doc["dlq"] = t.dlq

@@ -20,7 +20,7 @@ from services.alerts.service import AlertService, DeadLetters, alerts_consumer_c
 from services.alerts.webhook import RetryPolicy, WebhookPoster
 from services.metrics import Metrics
 from tests.conftest import Endpoints
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 pytestmark = pytest.mark.integration
 

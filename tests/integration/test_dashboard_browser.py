@@ -32,7 +32,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from schemas import schema_text
 from services.dashboard.screenshot import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import Endpoints
-from topology.serde import AvroEncoder
+from topology.serde.decoder import AvroEncoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -268,7 +268,7 @@ def test_dashboard_in_chromium(stack: Endpoints, topics: Topics, unique: str, tm
 
 # ---------------------------------------------------------------- the analyst's view, on the real detector
 #
-# One detector (``python -m services detect`` on topology/fraud.yaml, its topics renamed) and one
+# One detector (``python -m services detect`` on services/detector/fraud.yaml, its topics renamed) and one
 # dashboard process serve all the tests below: the traffic is produced once, and each test opens its
 # own page. The traffic, in order: a velocity burst (ten payments from one account in a minute, the
 # tenth decided by velocity@3 naming the nine before it), a large online payment (large-amount@2),
@@ -297,7 +297,7 @@ class Analyst:
         self.bootstrap = ""
 
     def topology(self) -> str:
-        """topology/fraud.yaml with this run's topics."""
+        """services/detector/fraud.yaml with this run's topics."""
         text = (Path(__file__).resolve().parents[2] / "topology" / "fraud.yaml").read_text()
         t = self.topics
         for old, new in (("topology: fraud-detector", f"topology: dash-{self.unique}"),

@@ -27,7 +27,7 @@ from tests.integration.eos_support import (
     stateless_topology,
     transactions,
 )
-from topology.serde import AvroEncoder
+from topology.serde.decoder import AvroEncoder
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from services.consumer import to_json
 from services.kafka import check_broker, consumer_config, end_offsets, ensure_topics, producer_config, registry_client
 from tests.conftest import Endpoints
 from tests.integration.eos_support import ROOT
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 pytestmark = pytest.mark.integration
 

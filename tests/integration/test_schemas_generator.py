@@ -25,7 +25,7 @@ from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry, ensure_topics, producer_config
 from services.schemas import check_online, register
 from tests.conftest import Endpoints
-from topology.serde import AvroEncoder
+from topology.serde.decoder import AvroEncoder
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from services.evaluate.cli import drain
 from services.kafka import check_broker, end_offsets, producer_config, registry_client, topic_partitions
 from tests.conftest import SecureStack
 from tests.integration.eos_support import ROOT, Detector, Topics, stateless_topology
-from topology.serde import AvroDecoder
+from topology.serde.decoder import AvroDecoder
 
 pytestmark = pytest.mark.integration
 

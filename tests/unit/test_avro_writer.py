@@ -1,4 +1,4 @@
-"""topology.avro_writer: byte-identical to fastavro on seeded random records; anything else is left to fastavro."""
+"""topology.serde.writer: byte-identical to fastavro on seeded random records; anything else is left to fastavro."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from fastavro import parse_schema, schemaless_writer
 
 import schemas
 from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream
-from topology.avro_writer import RecordWriter, compile_writer
-from topology.serde import AvroEncoder, EncodeError
+from topology.serde.decoder import AvroEncoder, EncodeError
+from topology.serde.writer import RecordWriter, compile_writer
 
 PREFIX = b"\x00\x00\x00\x00\x07"
 

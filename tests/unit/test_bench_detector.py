@@ -21,7 +21,8 @@ from services.bench.detector import (
     topology_text,
 )
 from services.bench.detector_cli import _run, run_detector_bench
-from topology.yaml_loader import DEFAULT_PATH, loads_topology
+from services.detector import FRAUD_TOPOLOGY
+from topology.plan.loader import loads_topology
 
 
 def _pass(row: str, round_: int, per_second: float, cpu_us: float = 10.0) -> Throughput:
@@ -127,7 +128,7 @@ def test_row_topologies_load_and_read_only_the_given_topic(row: str) -> None:
 
 
 def test_renamed_fraud_topology_writes_no_shared_topic() -> None:
-    text = renamed_topology(DEFAULT_PATH.read_text(encoding="utf-8"), "bench-y")
+    text = renamed_topology(FRAUD_TOPOLOGY.read_text(encoding="utf-8"), "bench-y")
     assert "streaming.transactions" not in text and "queueing.transactions" not in text
     assert loads_topology(text).alerts == "bench-y.alerts"
 

@@ -1,4 +1,4 @@
-"""topology.columnar: batch decoding with polars agrees with the per-record decoder, and refuses what it refuses.
+"""topology.batch.decode: batch decoding with polars agrees with the per-record decoder, and refuses what it refuses.
 
 Every value the per-record ``AvroDecoder`` rejects (garbage, truncated, trailing bytes, bad union
 index, invalid UTF-8 in any field, wrong magic byte, unknown schema id, tombstone, out-of-range
@@ -21,8 +21,8 @@ from fastavro import parse_schema, schemaless_writer
 
 import schemas
 from tests.unit.topology_support import tx
-from topology.columnar import ColumnarDecoder, border_free_marker
-from topology.serde import AvroDecoder, AvroEncoder, DecodeError, wire_header
+from topology.batch.decode import ColumnarDecoder, border_free_marker
+from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError, wire_header
 
 TX = schemas.schema_text("transaction")
 

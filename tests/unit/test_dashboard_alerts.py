@@ -9,7 +9,8 @@ from services.dashboard.alerts import AlertQueue, SeenIndex, evidence_items
 from services.dashboard.catalog import RuleCatalog, evidence_text
 from services.dashboard.health import Health, percentile
 from services.dashboard.hub import Hub, TopicRoles, make_event
-from topology.yaml_loader import load_topology
+from services.detector import FRAUD_TOPOLOGY
+from topology.plan.loader import load_topology
 
 ROLES = TopicRoles(legit="L", fraud="F", alerts="A", dlq="D")
 EVIDENCE = {"velocity@3": [
@@ -69,7 +70,7 @@ def test_seen_index_by_id_and_account_is_bounded() -> None:
 
 
 def test_detail_names_rules_evidence_related_and_account_rows() -> None:
-    hub = Hub(recent=10, client_buffer=10, history_s=10, catalog=RuleCatalog(load_topology()))
+    hub = Hub(recent=10, client_buffer=10, history_s=10, catalog=RuleCatalog(load_topology(FRAUD_TOPOLOGY)))
     hub.publish(event("L", 1, "t1"))
     hub.publish(fraud(2, "t3"))
     detail = hub.detail("t3")

@@ -120,7 +120,7 @@ def test_a_real_fraud_alert_becomes_an_alert_event() -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from schemas import schema_text
-    from topology.serde import AvroDecoder, AvroEncoder
+    from topology.serde.decoder import AvroDecoder, AvroEncoder
 
     registry = SchemaRegistryClient.new_client({"url": "mock://dashboard-alert"})
     alert = {

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from services.detector import FRAUD_TOPOLOGY
 from services.topology_cli import app
-from topology.describe import describe_mermaid, describe_text
-from topology.dsl import stream
-from topology.yaml_loader import DEFAULT_PATH, load_topology
+from topology.plan.describe import describe_mermaid, describe_text
+from topology.plan.dsl import stream
+from topology.plan.loader import load_topology
 
 
 def test_text_lists_sources_processors_branches_sinks() -> None:
@@ -33,7 +34,7 @@ def test_text_lists_sources_processors_branches_sinks() -> None:
 
 
 def test_fraud_topology_shows_the_repartition_stage_and_stores() -> None:
-    text = describe_text(load_topology())
+    text = describe_text(load_topology(FRAUD_TOPOLOGY))
     assert "   Sub-topology: 1" in text
     assert "Sink: repartition-1 (topic: fraud-detector-by-target_account-amount-repartition" in text
     assert "changelog: fraud-detector-by-source_account-changelog" in text
@@ -42,7 +43,7 @@ def test_fraud_topology_shows_the_repartition_stage_and_stores() -> None:
 
 
 def test_mermaid() -> None:
-    m = describe_mermaid(load_topology())
+    m = describe_mermaid(load_topology(FRAUD_TOPOLOGY))
     assert m.startswith("flowchart LR\n")
     assert '  T0[("queueing.transactions")]' in m
     assert "  T0 --> N0_source_0" in m
@@ -56,10 +57,10 @@ def test_cli_describe_and_validate(tmp_path: Path) -> None:
     assert r.exit_code == 0 and r.stdout.startswith("Topology: fraud-detector\n")
     r = runner.invoke(app, ["describe", "--format", "mermaid"])
     assert r.exit_code == 0 and r.stdout.startswith("flowchart LR")
-    r = runner.invoke(app, ["validate", "--file", str(DEFAULT_PATH)])
+    r = runner.invoke(app, ["validate", "--file", str(FRAUD_TOPOLOGY)])
     assert r.exit_code == 0 and "ok (6 rules" in r.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text(DEFAULT_PATH.read_text().replace("to: streaming.transactions.fraud", "to: streaming.fraud"))
+    bad.write_text(FRAUD_TOPOLOGY.read_text().replace("to: streaming.transactions.fraud", "to: streaming.fraud"))
     r = runner.invoke(app, ["validate", "--file", str(bad)])
     assert r.exit_code == 1
     assert f"{bad}:" in r.stderr and "branches[0].to: unknown topic 'streaming.fraud'" in r.stderr

@@ -1,4 +1,4 @@
-"""The fraud topology (topology/fraud.yaml) in the in-memory driver: each default rule, state, restore."""
+"""The fraud topology (services/detector/fraud.yaml) in the in-memory driver: each default rule, state, restore."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import fastavro
 import pytest
 
 from schemas import schema_text
-from topology.dsl import all_of, any_of, count, rule, sliding, stream, sum_
+from services.detector import FRAUD_TOPOLOGY
+from topology.plan.dsl import all_of, any_of, count, rule, sliding, stream, sum_
+from topology.plan.loader import load_topology
 from topology.processor import H_AGGS, H_KEY, H_ORIGIN, TopologyProcessor
-from topology.projection import ProjectionDecoder
-from topology.serde import AvroEncoder, EncodeError
+from topology.serde.decoder import AvroEncoder, EncodeError
+from topology.serde.projection import ProjectionDecoder
 from topology.testing.driver import TopologyTestDriver
-from topology.yaml_loader import load_topology
 
 from .topology_support import T0, TOPIC, Serde, driver, headers, serde, tx
 
@@ -47,7 +48,7 @@ def fired(d: TopologyTestDriver[TopologyProcessor], s: Serde) -> dict[str, str]:
 
 
 def test_large_amount(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     d.pipe(tx(1, "899.99", channel="online"))
     d.pipe(tx(2, "900.00", source="acc-2", channel="online"))
     d.pipe(tx(3, "5000.00", source="acc-3", channel="transfer"))  # large transfers between people are common
@@ -58,7 +59,7 @@ SHOP = {"merchant_category": "5411", "channel": "card"}
 
 
 def test_velocity(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     for i in range(5):
         d.pipe(tx(i, "300.00", target=f"shop-{i}", minutes=i * 0.5, **SHOP))  # 5 payments, 1,500 in 2 minutes
     d.pipe(tx(99, "20.00", minutes=30))  # quiet again
@@ -72,14 +73,14 @@ def test_velocity(s: Serde) -> None:
 
 
 def test_card_testing(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     for i, (amount, minute) in enumerate([("0.99", 0), ("45.00", 1), ("2.00", 3), ("1.50", 9), ("2.01", 9.5)]):
         d.pipe(tx(i, amount, minutes=minute))
     assert fired(d, s) == {"tx-2": "card-testing@3"}  # the 2nd tiny one within 5 minutes
 
 
 def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     for i in range(4):
         d.pipe(tx(i, "500.00", source=f"payer-{i}", target="mule", minutes=i * 300))  # 4 sources in 15 h
     d.pipe(tx(50, "499.00", source="payer-50", target="mule", minutes=1000))  # different amount
@@ -108,7 +109,7 @@ def test_fan_in_goes_through_the_repartition_topic(s: Serde) -> None:
 
 
 def test_fan_out(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     for i in range(6):  # transfers of 100 or more to 5 distinct people in 15 minutes, then a repeat
         d.pipe(tx(i, "150.00", target=f"friend-{i % 5}", minutes=i * 2))
     for i in range(8):  # shops (merchant category) or small amounts do not count
@@ -120,7 +121,7 @@ def test_fan_out(s: Serde) -> None:
 
 
 def test_structuring_under_either_limit(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     for i, amount in enumerate(["850.00", "20.00", "880.00", "899.00", "710.00"]):
         d.pipe(tx(i, amount, minutes=i * 120))  # 3 under 900 adding up to more than 2,000
     for i, amount in enumerate(["9500.00", "120.00", "9990.00"]):
@@ -130,7 +131,7 @@ def test_structuring_under_either_limit(s: Serde) -> None:
 
 def test_legit_traffic_is_not_flagged(s: Serde) -> None:
     rnd = random.Random(7)
-    d = driver(load_topology(), s, partitions=3)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=3)
     for i in range(400):
         acc = f"acc-{rnd.randrange(60)}"
         d.pipe(tx(i, f"{rnd.uniform(5, 300):.2f}", source=acc, target=f"shop-{rnd.randrange(40)}", minutes=i * 2))
@@ -182,7 +183,7 @@ def _traffic(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def test_restart_restores_state_from_the_changelog_and_decides_the_same(s: Serde) -> None:
-    topology = load_topology()
+    topology = load_topology(FRAUD_TOPOLOGY)
     traffic = _traffic(600, seed=11)
     straight = driver(topology, s, partitions=3)
     straight.pipe_all(traffic)
@@ -204,7 +205,7 @@ def test_restart_restores_state_from_the_changelog_and_decides_the_same(s: Serde
 
 
 def test_changelog_records_go_to_the_input_partition(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=4)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=4)
     d.pipe_all(_traffic(80, seed=3))
     src = {(w.key): w.partition for w in d.records(TOPIC)}
     changelog = d.records("fraud-detector-by-source_account-changelog")
@@ -220,7 +221,7 @@ def test_changelog_records_go_to_the_input_partition(s: Serde) -> None:
 
 
 def test_revoked_partitions_drop_state_and_restore_brings_it_back(s: Serde) -> None:
-    d = driver(load_topology(), s, partitions=2)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s, partitions=2)
     d.pipe_all(_traffic(120, seed=5))
     p = d.processor
     velocity = p.stores["velocity-count"]
@@ -237,7 +238,7 @@ def test_revoked_partitions_drop_state_and_restore_brings_it_back(s: Serde) -> N
 
 
 def test_bad_record_in_a_stateful_topology_changes_no_state(s: Serde) -> None:
-    d = driver(load_topology(), s)
+    d = driver(load_topology(FRAUD_TOPOLOGY), s)
     d.pipe(tx(1, "1.00"))
     snap = d.processor.stores["card-testing"].snapshot(0)
     out = d.pipe(b"\x00\x00\x00\x00\x01garbage")
@@ -250,7 +251,7 @@ ALERTS = "streaming.transactions.alerts"
 
 def _alerting_driver(s: Serde) -> TopologyTestDriver[TopologyProcessor]:
     """fraud.yaml as the detector runs it: projection decoder, alerts encoded with schemas/fraud_alert.avsc."""
-    topology = load_topology()
+    topology = load_topology(FRAUD_TOPOLOGY)
     assert topology.alerts == ALERTS
     decoder = ProjectionDecoder.for_topology(s.registry, topology, schema_text("transaction"))
     encode = AvroEncoder(s.registry, schema_text("fraud_alert"), f"{ALERTS}-value").encode
@@ -323,7 +324,7 @@ def test_an_alert_per_fraud_decision_with_rules_evidence_and_score(s: Serde) -> 
 
 
 def test_no_alerts_without_an_encoder_or_an_alerts_topic(s: Serde) -> None:
-    topology = load_topology()
+    topology = load_topology(FRAUD_TOPOLOGY)
     d = driver(topology, s)  # no encoder: the fraud topic only
     d.pipe(tx(1, "950.00", channel="online"))
     assert len(d.records(FRAUD)) == 1 and d.records(ALERTS) == []
@@ -340,7 +341,7 @@ def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> 
     def refuse(alert: Any) -> bytes:
         raise EncodeError(f"amount {alert['amount']} does not fit", "amount")
 
-    p = TopologyProcessor(load_topology(), s.decoder.decode, version="v", encode_alert=refuse)
+    p = TopologyProcessor(load_topology(FRAUD_TOPOLOGY), s.decoder.decode, version="v", encode_alert=refuse)
     d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
     d.pipe(tx(1, "950.00", channel="online"))
     d.pipe(tx(2, "12.00"))  # legit: no alert needed
@@ -353,7 +354,7 @@ def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> 
 def test_records_no_later_store_aggregates_are_decided_in_the_first_stage_as_the_last_would(
     s: Serde, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    topology = load_topology()
+    topology = load_topology(FRAUD_TOPOLOGY)
     traffic = _traffic(600, seed=5)
     shortcut = driver(topology, s, partitions=3)
     shortcut.pipe_all(traffic)

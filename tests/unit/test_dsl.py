@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from topology.dsl import all_of, any_of, count, distinct_count, hopping, rule, sliding, stream, sum_, tumbling
-from topology.plan import PlanError, Predicate, Topology, Window
-from topology.yaml_loader import load_topology
+from services.detector import FRAUD_TOPOLOGY
+from topology.plan.dsl import all_of, any_of, count, distinct_count, hopping, rule, sliding, stream, sum_, tumbling
+from topology.plan.loader import load_topology
+from topology.plan.model import PlanError, Predicate, Topology, Window
 
 
 def fraud_topology_in_python() -> Topology:
@@ -119,7 +120,7 @@ def fraud_topology_in_python() -> Topology:
 
 
 def test_dsl_and_yaml_build_the_same_plan() -> None:
-    assert fraud_topology_in_python() == load_topology()
+    assert fraud_topology_in_python() == load_topology(FRAUD_TOPOLOGY)
 
 
 def test_branch_accepts_expressions_and_python_predicates() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas import schema_text
-from topology.expr import TRANSACTION_FIELDS, ExprError, fields_from_avro, parse
+from topology.plan.expr import TRANSACTION_FIELDS, ExprError, fields_from_avro, parse
 
 
 def rec(**kw: Any) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from topology.dsl import rule, stream
-from topology.plan import Topology
+from topology.plan.dsl import rule, stream
+from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
-from topology.serde import wire_header
+from topology.serde.decoder import wire_header
 
 from .topology_support import TOPIC, Serde, driver, headers, serde, tx
 
@@ -162,7 +162,7 @@ def test_processor_contract_attributes(s: Serde) -> None:
 def test_update_switches_rules_at_run_time_and_keeps_unchanged_state(s: Serde) -> None:
     from dataclasses import replace
 
-    from topology.dsl import count, sliding
+    from topology.plan.dsl import count, sliding
 
     def build(threshold: str, version: int) -> Topology:
         return (

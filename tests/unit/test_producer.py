@@ -11,7 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
 from services.producer import LineError, encode_line, from_json
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 SCHEMA = json.loads(schema_text("transaction"))
 RECORD = {

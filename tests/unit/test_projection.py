@@ -1,4 +1,4 @@
-"""topology.projection: the projection decoder agrees with fastavro (AvroDecoder) on values and on DecodeError reasons.
+"""The projection decoder agrees with fastavro (AvroDecoder) on values and on DecodeError reasons.
 
 Property tests with a seeded generator (random records, random schemas, every truncation,
 flipped bytes): each input either decodes to equal projected values in both decoders or
@@ -22,15 +22,16 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from fastavro import parse_schema, schemaless_writer
 
 import schemas
+from services.detector import FRAUD_TOPOLOGY
 from tests.unit.topology_support import TOPIC, tx
-from topology.dsl import stream
-from topology.expr import to_epoch_ms
-from topology.plan import Aggregate, Rule, Window
+from topology.plan.dsl import stream
+from topology.plan.expr import to_epoch_ms
+from topology.plan.loader import load_topology, loads_topology
+from topology.plan.model import Aggregate, Rule, Window
 from topology.processor import TopologyProcessor
-from topology.projection import ProjectedRecord, ProjectionDecoder, projection_of
-from topology.serde import AvroDecoder, AvroEncoder, DecodeError, wire_header
+from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError, wire_header
+from topology.serde.projection import ProjectedRecord, ProjectionDecoder, projection_of
 from topology.testing.driver import TopologyTestDriver
-from topology.yaml_loader import DEFAULT_PATH, load_topology, loads_topology
 
 TX = schemas.schema_text("transaction")
 TX_FIELDS = [f["name"] for f in json.loads(TX)["fields"]]
@@ -87,7 +88,7 @@ def _assert_agree(full: AvroDecoder, proj: ProjectionDecoder, value: bytes | Non
 
 
 def test_projection_of_the_fraud_topology() -> None:
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     p = projection_of(dataclasses.replace(topology, alerts=None))
     assert p is not None
     assert p.fields == {"amount", "source_account", "target_account", "event_time", "channel", "merchant_category"}
@@ -153,14 +154,14 @@ def tx_setup() -> TxSetup:
     rng = random.Random(20240301)
     values = [encoder.encode(_random_tx(rng)) for _ in range(400)]
     full = AvroDecoder(registry, TX)
-    fraud = ProjectionDecoder.for_topology(registry, load_topology(DEFAULT_PATH), TX)
+    fraud = ProjectionDecoder.for_topology(registry, load_topology(FRAUD_TOPOLOGY), TX)
     everything = ProjectionDecoder(registry, None, reader_schema=TX)
     return encoder, full, fraud, everything, values
 
 
 def test_random_transactions_decode_to_the_same_values(tx_setup: TxSetup) -> None:
     encoder, full, fraud, everything, values = tx_setup
-    projection = projection_of(load_topology(DEFAULT_PATH))
+    projection = projection_of(load_topology(FRAUD_TOPOLOGY))
     assert projection is not None
     for value in values:
         assert _assert_agree(full, fraud, value, sorted(projection.fields)) == "ok"
@@ -346,7 +347,7 @@ def test_fields_outside_the_projection_decode_in_full_on_first_read(tx_setup: Tx
 def test_the_fraud_topology_routes_identically_with_both_decoders() -> None:
     registry = _registry("driver")
     encoder = AvroEncoder(registry, TX, f"{TOPIC}-value")
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     rng = random.Random(5)
     inputs: list[Any] = []
     for n in range(300):

@@ -1,21 +1,22 @@
-"""Detection quality of topology/fraud.yaml on the generator's labelled scenarios (python -m bench.quality).
+"""Detection quality of the fraud topology on the generator's labelled scenarios (python -m services.evaluate.quality).
 
 A regression guard: 30,000 transactions of the default traffic mix (seed 7) through the real
 processor, scored against the labels. The bounds are what the default rules reach on this
-stream minus a small margin (figures for 200,000 transactions: see ``python -m bench.quality``).
+stream minus a small margin (figures for 200,000 transactions: see ``python -m services.evaluate.quality``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.quality import Run, run
-from topology.yaml_loader import load_topology
+from services.detector import FRAUD_TOPOLOGY
+from services.evaluate.quality import Run, run
+from topology.plan.loader import load_topology
 
 
 @pytest.fixture(scope="module")
 def result() -> Run:
-    return run(load_topology(), 30_000, 7)
+    return run(load_topology(FRAUD_TOPOLOGY), 30_000, 7)
 
 
 def test_overall_precision_and_recall(result: Run) -> None:
@@ -49,7 +50,7 @@ def test_every_rule_is_precise(result: Run) -> None:
 def test_a_topology_without_the_stateful_rules_misses_the_windowed_scenarios() -> None:
     import dataclasses
 
-    full = load_topology()
+    full = load_topology(FRAUD_TOPOLOGY)
     stateless = dataclasses.replace(
         full,
         branches=tuple(

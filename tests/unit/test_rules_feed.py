@@ -6,9 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 from services.rules.feed import RuleApplier, rules_version
+from topology.plan.loader import loads_topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
-from topology.yaml_loader import loads_topology
 
 BASE = """\
 topology: t

@@ -1,12 +1,12 @@
-"""topology/rules_topic.py: rules-topic records added, replaced, removed and rejected."""
+"""topology/plan/rules.py: rules-topic records added, replaced, removed and rejected."""
 
 from __future__ import annotations
 
 import pytest
 
-from topology.plan import Topology
-from topology.rules_topic import RuleError, apply_rule, parse_rule
-from topology.yaml_loader import loads_topology
+from topology.plan.loader import loads_topology
+from topology.plan.model import Topology
+from topology.plan.rules import RuleError, apply_rule, parse_rule
 
 BASE = """\
 topology: t

@@ -25,7 +25,7 @@ from services.generator.scenarios import (
     _activity,
     default_accounts,
 )
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 N = 30_000
 # Rates high enough that every scenario shows up several times in N transactions.

@@ -1,4 +1,4 @@
-"""topology.serde: Confluent wire format round trips, every DecodeError reason, EncodeError naming the field."""
+"""topology.serde.decoder: Confluent wire format round trips, every DecodeError reason, EncodeError naming the field."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import parse_schema, schemaless_writer
 
 import schemas
-from topology.serde import (
+from topology.serde.decoder import (
     DECODE_REASONS,
     AvroDecoder,
     AvroEncoder,

@@ -18,10 +18,10 @@ from fastavro import schemaless_reader
 from schemas import schema_text
 from tests.integration.eos_support import TX_SCHEMA, Topics
 from tests.integration.stateful_support import Tx, scenario_transactions, stateful_topology
+from topology.plan.loader import loads_topology
 from topology.processor import TopologyProcessor
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 from topology.testing.driver import TopologyTestDriver
-from topology.yaml_loader import loads_topology
 
 PARTITIONS = 3
 

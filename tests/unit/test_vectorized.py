@@ -1,4 +1,4 @@
-"""topology.vectorized + the processor's batch path: the same OutRecords as the per-record path.
+"""topology.batch.routing + the processor's batch path: the same OutRecords as the per-record path.
 
 Property test with a seeded generator: random stateless topologies (1-3 branches of 1-3 rules,
 conditions drawn from comparisons, null tests, ``in`` lists, ``and``/``or``/``not``) over random
@@ -16,13 +16,13 @@ import pytest
 
 import schemas
 from tests.unit.topology_support import TOPIC, Serde, serde, tx
-from topology.columnar import ColumnarDecoder
-from topology.dsl import stream
-from topology.expr import parse
-from topology.plan import AllOf, AnyOf, Condition, Rule, Topology
+from topology.batch.decode import ColumnarDecoder
+from topology.plan.dsl import stream
+from topology.plan.expr import parse
+from topology.plan.model import AllOf, AnyOf, Condition, Rule, Topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
-from topology.serde import wire_header
+from topology.serde.decoder import wire_header
 
 AMOUNTS = ["0.01", "1.27", "1.28", "899.99", "900.00", "900.01", "1000", "0.00", "-0.01", "9999999999999999.99"]
 LITERALS = ["900", "900.005", "899.999", "1000", "0", "-0.01", "1e3", "123456789012345678"]
@@ -160,7 +160,7 @@ def test_unsupported_constructs_keep_the_per_record_path(s: Serde) -> None:
 
 
 def test_rule_changes_recompile_the_batch_path_and_the_projection(s: Serde) -> None:
-    from topology.projection import ProjectionDecoder
+    from topology.serde.projection import ProjectionDecoder
 
     text = schemas.schema_text("transaction")
     first = stream(TOPIC, dlq="dlq").split().branch("amount >= 900", to="f").default_branch(to="legit")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from services.config import TOPICS
-from topology.plan import Aggregate, AllOf, aggregates_of
-from topology.yaml_loader import DEFAULT_PATH, TopologyError, load_topology, loads_topology
+from services.detector import FRAUD_TOPOLOGY
+from topology.plan.loader import TopologyError, load_topology, loads_topology
+from topology.plan.model import Aggregate, AllOf, aggregates_of
 
 GOOD = """\
 topology: test-app
@@ -44,7 +45,7 @@ default_branch:
 
 
 def test_fraud_yaml_loads_against_the_project_topics() -> None:
-    t = load_topology(DEFAULT_PATH, known_topics=set(TOPICS.model_dump().values()))
+    t = load_topology(FRAUD_TOPOLOGY, known_topics=set(TOPICS.model_dump().values()))
     assert t.source == TOPICS.transactions
     assert t.dlq == TOPICS.dlq
     assert [b.to for b in t.branches] == [TOPICS.fraud]

@@ -11,10 +11,10 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
-from topology.columnar import ColumnarDecoder
-from topology.plan import Topology
+from topology.batch.decode import ColumnarDecoder
+from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
-from topology.serde import AvroDecoder, AvroEncoder
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 from topology.testing.driver import TopologyTestDriver
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -53,7 +53,7 @@ from decimal import Decimal
 from hashlib import blake2b
 from typing import Any
 
-from topology.plan import Aggregate
+from topology.plan.model import Aggregate
 
 EXACT = 64  # events kept exactly at least (sums), and the smallest count cap
 MAX_TEXT_BYTES = 128  # JSON text of a kept distinct value or transaction id, quotes included

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from topology.plan import Aggregate
+from topology.plan.model import Aggregate
 from topology.state.bounds import Bounds
 from topology.state.window import DUMPS, WindowStore, state_id
 

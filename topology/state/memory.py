@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from topology.plan import Aggregate
+from topology.plan.model import Aggregate
 from topology.state.group import StateGroup
 from topology.state.window import WindowStore
 

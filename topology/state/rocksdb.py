@@ -44,7 +44,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
-from topology.plan import Aggregate
+from topology.plan.model import Aggregate
 from topology.state.group import StateGroup
 from topology.state.window import NO_TIME, AggValue, WindowStore
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from topology.plan import Aggregate
+from topology.plan.model import Aggregate
 from topology.state.bounds import Bounds, Entry, bounded_text
 from topology.state.keys import NO_TIME, KeyState, Partition, Win, decode_entry, encode_entry
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from topology.plan import Aggregate
+from topology.plan.model import Aggregate
 
 AggValue = int | Decimal
 

@@ -12,16 +12,17 @@ from typing import Any, cast
 import pytest
 
 from services.config import GeneratorSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.state import reference_store as ref
 from tests.unit.topology_support import serde
-from topology.plan import Aggregate, PlanError, Window
+from topology.plan.loader import load_topology
+from topology.plan.model import Aggregate, PlanError, Window
 from topology.processor import COMPARE, H_RULES, TopologyProcessor
 from topology.state import StateBackend, StateGroup, WindowStore
 from topology.state.bounds import EXACT, Bounds
 from topology.testing.driver import TopologyTestDriver
-from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 OPS = COMPARE
 S = 1000
@@ -214,7 +215,7 @@ def test_caps_are_in_the_state_id_and_saturate_every_comparison() -> None:
 
 def test_a_topology_whose_changelog_records_could_be_too_large_is_refused() -> None:
     s = serde("bounded")
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     TopologyProcessor(topology, s.decoder.decode, version="v")  # fits in 1 MB
     with pytest.raises(ValueError, match=r"stage 0 .*velocity-count.* max_record_bytes=100,000"):
         TopologyProcessor(topology, s.decoder.decode, version="v", max_record_bytes=100_000)
@@ -249,7 +250,7 @@ class _ReferenceState:
 
 def test_fraud_yaml_decides_as_the_unbounded_stores_on_the_default_mix() -> None:
     s = serde("bounded-mix")
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     settings = GeneratorSettings.with_overrides(seed=7, rate=0)
     txs = [g.record for g in TransactionStream(stream_config(settings)).take(30_000)]
 

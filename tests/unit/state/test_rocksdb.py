@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 
 from services.config import GeneratorSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.topology_support import serde
-from topology.plan import Aggregate, Window
+from topology.plan.loader import load_topology
+from topology.plan.model import Aggregate, Window
+from topology.plan.rules import apply_rule
 from topology.processor import H_EVIDENCE, H_RULES, TopologyProcessor
-from topology.rules_topic import apply_rule
 from topology.state import StateGroup, WindowStore
 from topology.state.rocksdb import KVState, KVStateGroup, KVWindowStore, RocksKV
 from topology.testing.driver import TopologyTestDriver
-from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 TOPIC = "app-changelog"
 M = 60_000
@@ -236,7 +237,7 @@ CARD_TESTING_V4 = {
 def test_the_processor_decides_the_same_on_rocksdb_across_a_restart_and_a_rule_change(tmp_path: Path) -> None:
     """fraud.yaml on generated scenario traffic: every output equal to the in-memory run's."""
     s = serde("kvstate")
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     settings = GeneratorSettings.with_overrides(seed=11, rate=0, event_rate=20.0, accounts=300)
     txs = [g.record for g in TransactionStream(stream_config(settings)).take(3_000)]
 

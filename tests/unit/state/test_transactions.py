@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 
 from services.config import GeneratorSettings
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.state.test_rocksdb import KV, Call, _calls, _group
 from tests.unit.topology_support import serde
+from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.state import StateGroup
-from topology.yaml_loader import DEFAULT_PATH, load_topology
 
 
 def _apply(group: StateGroup, calls: list[Call]) -> list[Any]:
@@ -81,7 +82,7 @@ def _records(topic: str, n: int) -> list[RawRecord]:
 
 
 def _processor() -> TopologyProcessor:
-    topology = load_topology(DEFAULT_PATH)
+    topology = load_topology(FRAUD_TOPOLOGY)
     p = TopologyProcessor(topology, serde("transactions").decoder.decode, version="v")
     p.assigned([(t, n) for t in p.source_topics for n in range(3)])
     return p
@@ -92,7 +93,7 @@ def _run(p: TopologyProcessor, records: list[RawRecord]) -> list[OutRecord]:
 
 
 def test_the_processor_after_an_abort_decides_and_writes_as_if_the_transaction_never_ran() -> None:
-    records = _records(load_topology(DEFAULT_PATH).stages[0].input_topic, 900)
+    records = _records(load_topology(FRAUD_TOPOLOGY).stages[0].input_topic, 900)
     a, b = _processor(), _processor()
     first, second, third = records[:300], records[300:600], records[600:]
     _run(a, first)

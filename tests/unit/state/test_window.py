@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from topology.dsl import count, distinct_count, hopping, sliding, sum_, tumbling
-from topology.plan import Aggregate, PlanError, Window
+from topology.plan.dsl import count, distinct_count, hopping, sliding, sum_, tumbling
+from topology.plan.model import Aggregate, PlanError, Window
 from topology.state import StateGroup, WindowStore, encode_group_key, state_id
 
 S = 1000

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from topology.expr import TRANSACTION_FIELDS, Expression, FieldType, parse
-from topology.plan import (
+from topology.plan.expr import TRANSACTION_FIELDS, Expression, FieldType, parse
+from topology.plan.model import (
     Aggregate,
     AggregateFunction,
     AllOf,
@@ -46,7 +46,7 @@ ConditionLike = Condition | str
 
 
 def expr(text: str, fields: Mapping[str, FieldType] = TRANSACTION_FIELDS) -> Expression:
-    """A checked expression over record fields (see ``topology.expr``)."""
+    """A checked expression over record fields (see ``topology.plan.expr``)."""
     return parse(text, fields)
 
 

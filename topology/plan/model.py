@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from topology.expr import Expression
+from topology.plan.expr import Expression
 
 AggregateFunction = Literal["count", "sum", "distinct_count"]
 WindowKind = Literal["tumbling", "hopping", "sliding"]

@@ -4,7 +4,7 @@
 same ``DecodeError`` reasons (it walks every byte with fastavro's rules: lengths, union indexes,
 UTF-8, timestamp range, trailing bytes), but it builds Python values only for the projected
 fields. Decimals are built from their two's-complement bytes when first read; timestamp fields
-that only expressions and window time read (``topology.expr.to_epoch_ms`` takes both) are epoch
+that only expressions and window time read (``topology.plan.expr.to_epoch_ms`` takes both) are epoch
 milliseconds. A field outside the projection is still readable: the first such read decodes the
 whole value with the full ``AvroDecoder`` (slow, counted in ``full_reads``), so a processor that
 reads more than ``projection_of`` said stays correct.
@@ -25,8 +25,8 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from topology.plan import ALERT_FIELDS, Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
-from topology.serde import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
+from topology.plan.model import ALERT_FIELDS, Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
+from topology.serde.decoder import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
 
 # Value kinds of the fast path.
 _NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _STRING, _DECIMAL, _TS_MS, _UNION = range(10)

@@ -1,4 +1,4 @@
-"""Load a topology from YAML (``topology/fraud.yaml``); every error names file, line and key.
+"""Load a topology from YAML (``services/detector/fraud.yaml``); every error names file, line and key.
 
 Format::
 
@@ -39,8 +39,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from topology.expr import TRANSACTION_FIELDS, ExprError, Expression, FieldType, fields_from_avro, parse
-from topology.plan import (
+from topology.plan.expr import TRANSACTION_FIELDS, ExprError, Expression, FieldType, fields_from_avro, parse
+from topology.plan.model import (
     AGGREGATE_FUNCTIONS,
     COMPARISONS,
     WINDOW_KINDS,
@@ -58,8 +58,6 @@ from topology.plan import (
     check_topic,
     parse_duration,
 )
-
-DEFAULT_PATH = Path(__file__).resolve().parent / "fraud.yaml"
 
 
 class TopologyError(ValueError):
@@ -84,7 +82,7 @@ def transaction_fields() -> dict[str, FieldType]:
 
 
 def load_topology(
-    path: str | Path = DEFAULT_PATH,
+    path: str | Path,
     *,
     known_topics: Collection[str] | None = None,
     fields: Mapping[str, FieldType] | None = None,

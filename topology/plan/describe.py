@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from topology.plan import Topology
+from topology.plan.model import Topology
 
 
 @dataclass(frozen=True)

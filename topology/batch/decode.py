@@ -4,7 +4,7 @@
 block of an in-memory Avro Object Container File whose schema is the writer schema with a leading
 ``fixed(5)`` field ``__wire`` (each value's wire header) and a trailing ``fixed(16)`` field ``__end``
 (a marker written after each value); ``polars.read_avro`` decodes the block in Rust, and the caller's
-expression (``compile(frame schema)``, e.g. the branch decision of ``topology.vectorized``) is
+expression (``compile(frame schema)``, e.g. the branch decision of ``topology.batch.routing``) is
 evaluated on the rows in the same pass as the checks. Row ``i`` is value ``i``; ``-1`` marks the
 values the per-record decoder must judge.
 
@@ -53,8 +53,8 @@ import polars as pl
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from polars.exceptions import PanicException
 
-from topology.avro_writer import encode_long
-from topology.serde import HEADER_SIZE, MAGIC_BYTE, schema_fullname
+from topology.serde.decoder import HEADER_SIZE, MAGIC_BYTE, schema_fullname
+from topology.serde.writer import encode_long
 
 WIRE = "__wire"  # the leading fixed(5) column: each value's wire header
 END = "__end"  # the trailing fixed(16) column: the marker after each value

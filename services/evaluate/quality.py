@@ -12,7 +12,7 @@ Two views of the same run, labelled as such:
 - detection: routing, plus the earlier transactions that a later FraudAlert names as related
   (``related: true`` aggregates: the first payments of a burst, routed before the pattern showed).
 
-    python -m bench.quality [--count 200000] [--seeds 7,11,13] [--topology topology/fraud.yaml] [--json]
+    python -m services.evaluate.quality [--count 200000] [--seeds 7,11,13] [--topology FILE] [--json]
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import schema_text
+from services.detector import FRAUD_TOPOLOGY
 from services.evaluate.cli import print_report
 from services.evaluate.score import Decision, Label, Report, evaluate, related_from_alerts, with_related
 from services.generator.scenarios import StreamConfig, TransactionStream
-from topology.plan import Topology
+from topology.plan.loader import load_topology
+from topology.plan.model import Topology
 from topology.processor import H_RULES, TopologyProcessor
 from topology.records import RawRecord
-from topology.serde import AvroDecoder, AvroEncoder
-from topology.yaml_loader import DEFAULT_PATH, load_topology
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 H_INDEX = "bench.index"  # input position, carried through to the decision (headers pass through)
 
@@ -128,11 +129,12 @@ def _incidents(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.quality", description=(__doc__ or "").split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m services.evaluate.quality",
+                                 description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--count", type=int, default=200_000, help="transactions (default 200000)")
     ap.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     ap.add_argument("--seeds", help="several seeds, comma-separated (e.g. 7,11,13): one report each and a summary")
-    ap.add_argument("--topology", type=Path, default=DEFAULT_PATH, help="topology YAML (default fraud.yaml)")
+    ap.add_argument("--topology", type=Path, default=FRAUD_TOPOLOGY, help="topology YAML (default fraud.yaml)")
     ap.add_argument("--json", action="store_true", help="print one JSON object (with --seeds: seed -> object)")
     args = ap.parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]

@@ -1,6 +1,6 @@
 """Apply one record of the rules topic (``schemas/rule.avsc``) to a topology: add, replace or remove a rule.
 
-Pure: no Kafka. A rule's ``definition`` is the YAML of a ``rules:`` entry of ``topology/fraud.yaml``
+Pure: no Kafka. A rule's ``definition`` is the YAML of a ``rules:`` entry of ``services/detector/fraud.yaml``
 (at least ``when:``); it is validated by the same loader as the topology file.
 """
 
@@ -14,8 +14,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
-from topology.plan import PlanError, Rule, Topology, check_name
-from topology.yaml_loader import TopologyError, _Loader, transaction_fields
+from topology.plan.loader import TopologyError, _Loader, transaction_fields
+from topology.plan.model import PlanError, Rule, Topology, check_name
 
 FRAUD_BRANCH = "fraud"
 

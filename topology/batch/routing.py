@@ -1,7 +1,7 @@
 """Stateless rules over a decoded batch: the branch decision of every row in one polars pass.
 
 ``BatchRouter.build`` compiles the rules of a stateless topology from their expression AST
-(``topology.expr`` nodes, never text) into polars expressions that reproduce the per-record
+(``topology.plan.expr`` nodes, never text) into polars expressions that reproduce the per-record
 evaluator exactly, errors included: for every node it builds the value and a mask of the rows
 where the per-record evaluator would raise (``None`` compared with ``<``, and short-circuit
 ``and``/``or`` that skip the right side). ``expression`` is then the decision code of each row:
@@ -24,8 +24,8 @@ from typing import Any
 
 import polars as pl
 
-from topology.expr import Field, InList, Literal_, Node, Unary
-from topology.plan import AllOf, AnyOf, Condition, Topology
+from topology.plan.expr import Field, InList, Literal_, Node, Unary
+from topology.plan.model import AllOf, AnyOf, Condition, Topology
 from topology.records import BatchRouting, Decision, Headers
 
 __all__ = ["BatchRouter", "BatchRouting", "Decision", "Headers"]
@@ -93,7 +93,7 @@ class BatchRouter:
 
     def expression(self, schema: Mapping[str, pl.DataType]) -> pl.Expr | None:
         """The Int64 decision code of each row of a frame with ``schema`` (``None``: the rules need
-        columns or types it does not have); a ``topology.columnar.Compile``."""
+        columns or types it does not have); a ``topology.batch.decode.Compile``."""
         key = tuple(schema.items())
         expr = self._compiled.get(key, _ABSENT)
         if expr is _ABSENT:

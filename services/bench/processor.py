@@ -7,7 +7,7 @@ records are fed back in (the next stage), as the Kafka runtime would read them, 
 ``flush()`` is called every ``--commit-every`` input records, as the runtime does at each
 commit. Only processing is timed (not generation or encoding).
 
-    python -m bench.processor [--count 100000] [--partitions 3] [--commit-every 1000] [--profile]
+    python -m services.bench.processor [--count 100000] [--partitions 3] [--commit-every 1000] [--profile]
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
+from services.detector import FRAUD_TOPOLOGY
 from services.generator.scenarios import StreamConfig, TransactionStream
-from topology.plan import Topology
+from topology.plan.loader import load_topology
+from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
-from topology.serde import AvroDecoder, AvroEncoder
-from topology.yaml_loader import load_topology
+from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 
 def stateless(topology: Topology) -> Topology:
@@ -92,7 +93,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.processor", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m services.bench.processor", description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=100_000, help="transactions (default 100000)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=3, help="input partitions (default 3)")
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = ap.parse_args(argv)
 
-    fraud = load_topology()
+    fraud = load_topology(FRAUD_TOPOLOGY)
     registry = SchemaRegistryClient.new_client({"url": "mock://bench-processor"})
     records = encoded_input(registry, fraud.source, args.count, args.seed, args.partitions)
     results: dict[str, Any] = {}

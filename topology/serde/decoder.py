@@ -23,7 +23,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from topology.avro_writer import compile_writer
+from topology.serde.writer import compile_writer
 
 DecodeReason = Literal["not-wire-format", "unknown-schema", "truncated", "invalid-avro", "null-value"]
 DECODE_REASONS: tuple[DecodeReason, ...] = get_args(DecodeReason)
@@ -143,7 +143,7 @@ class AvroEncoder:
 
     The schema is registered under ``subject`` (or only looked up, with
     ``auto_register=False``) once, at construction. Records that
-    ``topology.avro_writer`` vouches for are written by it (same bytes, about
+    ``topology.serde.writer`` vouches for are written by it (same bytes, about
     twice as fast); every other record goes through fastavro.
     """
 

@@ -1,1 +1,0 @@
-"""Pure benchmarks (no Kafka): ``python -m bench.processor``."""
