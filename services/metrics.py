@@ -32,39 +32,22 @@ from prometheus_client import (
     start_http_server,
 )
 
-from topology.records import OutRecord
+from topology.deadletter import ERROR_CLASS
+from topology.records import H_BRANCH, H_RULES, Kind, OutRecord
+from topology.records import header as record_header
 
 # Commit latencies of a Kafka transaction are milliseconds to seconds.
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Webhook posts: tens of milliseconds to the client timeout.
 POST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-BRANCH_HEADER = "fraudstream.branch"
-RULES_HEADER = "fraudstream.rules"
-# The headers of a dead-lettered record (topology/processor.py and topology/runtime.py write them).
-ERROR_CLASS_HEADER = "error.class"
-ERROR_REASON_HEADER = "error.reason"
-ERROR_MESSAGE_HEADER = "error.message"
-SOURCE_TOPIC_HEADER = "source.topic"
-SOURCE_PARTITION_HEADER = "source.partition"
-SOURCE_OFFSET_HEADER = "source.offset"
-
-
 HeaderList = Iterable[tuple[str, str | bytes | None]]
 
 
 def header(headers: HeaderList | None, name: str) -> str | None:
-    """The last value of header ``name`` as text (UTF-8, undecodable bytes replaced), or ``None``."""
-    found: str | None = None
-    for key, value in headers or ():
-        if key == name:
-            if value is None:
-                found = ""
-            elif isinstance(value, str):
-                found = value
-            else:
-                found = value.decode("utf-8", errors="replace")
-    return found
+    """``topology.records.header`` as text (UTF-8, undecodable bytes replaced), for consumed headers."""
+    raw = record_header([(k, v.encode() if isinstance(v, str) else v) for k, v in headers or ()], name)
+    return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
 def rule_ids(rules_header: str | None) -> list[str]:
@@ -157,11 +140,11 @@ class Metrics:
         """Count one routed record from its topic and its ``fraudstream.*`` / ``error.class`` headers."""
         hdrs = list(headers or ())
         if dlq_topic is not None and topic == dlq_topic:
-            self.dlq.labels(header(hdrs, ERROR_CLASS_HEADER) or "unknown").inc()
-            self.records_out.labels(topic, "dlq").inc()
+            self.dlq.labels(header(hdrs, ERROR_CLASS) or "unknown").inc()
+            self.records_out.labels(topic, Kind.DEAD_LETTER.value).inc()
             return
-        self.records_out.labels(topic, header(hdrs, BRANCH_HEADER) or "").inc()
-        for rule in rule_ids(header(hdrs, RULES_HEADER)):
+        self.records_out.labels(topic, header(hdrs, H_BRANCH) or "").inc()
+        for rule in rule_ids(header(hdrs, H_RULES)):
             self.rule_hits.labels(rule).inc()
 
     def on_stats(self, stats_json: str) -> None:

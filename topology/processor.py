@@ -56,6 +56,7 @@ from typing import Any
 
 from topology.batch.decode import ColumnarDecoder
 from topology.batch.routing import BatchRouter, BatchRouting
+from topology.deadletter import Failure, Source, dead_letter
 from topology.plan.expr import to_epoch_ms
 from topology.plan.model import (
     ALERT_FIELDS,
@@ -68,7 +69,19 @@ from topology.plan.model import (
     Topology,
     aggregates_of,
 )
-from topology.records import Headers, OutRecord, RawRecord
+from topology.records import (
+    H_AGGS,
+    H_BRANCH,
+    H_EVIDENCE,
+    H_KEY,
+    H_ORIGIN,
+    H_RULES,
+    H_VERSION,
+    Headers,
+    Kind,
+    OutRecord,
+    RawRecord,
+)
 from topology.serde.decoder import DecodeError, EncodeError
 from topology.state import AggValue, InMemoryState, StateBackend, WindowStore, encode_group_key, state_id
 from topology.state.bounds import RELATED_IDS, check_number
@@ -80,18 +93,10 @@ EncodeAlert = Callable[[Mapping[str, Any]], bytes]
 Aggs = list[tuple[AggValue, ...] | None]
 Cond = Callable[[Mapping[str, Any], Aggs], bool]
 
-H_BRANCH = "fraudstream.branch"
-H_RULES = "fraudstream.rules"
-H_VERSION = "fraudstream.detector.version"
-H_EVIDENCE = "fraudstream.evidence"
-# Internal headers of repartition records (stripped before the branch output): the original key,
-# the original coordinates, and H_AGGS, JSON {"a": {store: [deciding value] | [] (late); absent: not
+# H_AGGS of a repartition record is JSON {"a": {store: [deciding value] | [] (late); absent: not
 # aggregated}, "f": {fields later stages read, see _pack_fields}, "n": true if the group key is null,
 # "r": {store: [earlier transaction ids]} of the related aggregates that hold (the most recent
 # RELATED_IDS), "rn": {store: how many earlier transactions its window holds}}.
-H_KEY = "fraudstream.key"
-H_AGGS = "fraudstream.aggs"
-H_ORIGIN = "fraudstream.origin"
 _INTERNAL = frozenset({H_KEY, H_AGGS, H_ORIGIN})
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -362,7 +367,7 @@ class TopologyProcessor:
                 out.append(self.process(r))
             else:
                 topic, extra, tags = decisions[code]
-                out.append([OutRecord(topic, r.key, r.value, r.headers + extra, None, r.timestamp_ms, tags)])
+                out.append([OutRecord(topic, r.key, r.value, r.headers + extra, None, r.timestamp_ms, labels=tags)])
         return out
 
     def process(self, record: RawRecord) -> list[OutRecord]:
@@ -433,7 +438,7 @@ class TopologyProcessor:
             topic, extra, tags, fired = self._route(value, aggs)
         except _RuleFailed as exc:
             return [self._dead(record, exc.cause, "evaluation", exc.rule)]
-        out = OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, tags)
+        out = OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, labels=tags)
         if fired is None or self._alerts is None:
             return [out]
         try:
@@ -473,7 +478,7 @@ class TopologyProcessor:
             headers,
             None,
             record.timestamp_ms,
-            ("alert",),
+            kind=Kind.ALERT,
         )
 
     def _route(
@@ -614,7 +619,7 @@ class TopologyProcessor:
             headers.append((H_AGGS, _DUMPS(doc).encode()))
         return OutRecord(
             stage.next_topic, b"" if key is None else key, record.value, tuple(headers), None,
-            record.timestamp_ms, ("repartition",),
+            record.timestamp_ms, kind=Kind.REPARTITION,
         )  # fmt: skip
 
     def _dead(
@@ -635,24 +640,10 @@ class TopologyProcessor:
         if rule is not None:
             message = f"rule {rule.ref}: {type(exc).__name__}: {message}"
         cls = type(exc).__name__ if isinstance(exc, self._decode_errors) else EvaluationError.__name__
-        return OutRecord(
-            self._dlq,
-            key,
-            record.value,
-            (
-                *headers,
-                ("error.class", cls.encode()),
-                ("error.reason", reason.encode()),
-                ("error.message", message.encode()),
-                ("source.topic", topic.encode()),
-                ("source.partition", partition.encode()),
-                ("source.offset", offset.encode()),
-                self._version_header,
-            ),
-            None,
-            record.timestamp_ms,
-            ("dlq", reason),
-        )
+        return dead_letter(
+            self._dlq, key, record.value, headers, Source(topic, int(partition), int(offset)),
+            Failure(cls, reason, message), extra=(self._version_header,), timestamp_ms=record.timestamp_ms,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ state
 
@@ -673,7 +664,7 @@ class TopologyProcessor:
         for group in self._groups.values():
             topic = group.changelog_topic
             for partition, key, value in group.flush():
-                out.append(OutRecord(topic, key, value, (), partition, None, ("changelog",)))
+                out.append(OutRecord(topic, key, value, (), partition, None, kind=Kind.CHANGELOG))
         if not self._runtime_resolves:
             # A runtime that never tells outcomes (it rebuilds state from the changelogs after an
             # abort): from its second flush on, each flush also commits the state so far, so the undo

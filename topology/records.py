@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -18,7 +19,32 @@ TP = tuple[str, int]
 """A topic partition as ``(topic, partition)``: what a processor sees of partitions."""
 
 Decision = tuple[str, Headers, tuple[str, ...]]
-"""A batch decision: (topic, extra headers, tags)."""
+"""A batch decision: (topic, extra headers, labels: the branch, then the refs of the rules that fired)."""
+
+H_BRANCH = "fraudstream.branch"
+H_RULES = "fraudstream.rules"
+H_VERSION = "fraudstream.detector.version"
+H_EVIDENCE = "fraudstream.evidence"
+# Internal headers of repartition records (stripped before the branch output): the original key,
+# the original coordinates, and the aggregates and fields the next stage needs.
+H_KEY = "fraudstream.key"
+H_AGGS = "fraudstream.aggs"
+H_ORIGIN = "fraudstream.origin"
+
+
+class Kind(Enum):
+    """What an ``OutRecord`` is: a decision on an input, or one of the records the runtime carries for it."""
+
+    DECISION = "decision"  # an input routed to a branch: labels = (branch, *rule refs that fired)
+    DEAD_LETTER = "dead-letter"  # an input given up on: labels = (reason,)
+    ALERT = "alert"  # the document written next to a decision of a non-default branch
+    REPARTITION = "repartition"  # an input handed to the next stage, keyed by that stage's key
+    CHANGELOG = "changelog"  # a state store's update
+
+    @property
+    def internal(self) -> bool:
+        """Records of the engine's own topics (repartition, changelog), not outputs a user reads."""
+        return self in (Kind.REPARTITION, Kind.CHANGELOG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +70,9 @@ class OutRecord:
     headers: Headers = ()
     partition: int | None = None
     timestamp_ms: int | None = None
-    # What decided it (branch name, rule ids), for metrics and logs; not written to Kafka.
-    tags: tuple[str, ...] = field(default=(), compare=False)
+    # What it is and what decided it, for metrics and logs; not written to Kafka.
+    kind: Kind = field(default=Kind.DECISION, compare=False)
+    labels: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

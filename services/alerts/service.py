@@ -24,7 +24,9 @@ from services.alerts.webhook import ShuttingDown, WebhookGaveUp, WebhookPoster, 
 from services.config import KafkaSettings
 from services.dashboard.feed import Decode, message_headers
 from services.kafka import consumer_config, producer_config
-from services.metrics import RULES_HEADER, Metrics, header, rule_ids
+from services.metrics import Metrics, header, rule_ids
+from topology.deadletter import ERROR_ATTEMPTS, Failure, Source, dead_letter
+from topology.records import H_RULES
 from topology.serde.decoder import DecodeError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -51,17 +53,15 @@ class DeadLetters:
         log.error("alert given up after %d attempt(s): %s; alert was: %s", attempts, reason, text)
         if self.producer is None or self.topic is None:
             return False
-        headers: list[tuple[str, str | bytes | None]] = [
-            *message_headers(msg),
-            ("error.class", b"WebhookGaveUp"),
-            ("error.message", reason.encode()),
-            ("source.topic", (msg.topic() or "").encode()),
-            ("source.partition", str(msg.partition()).encode()),
-            ("source.offset", str(msg.offset()).encode()),
-            ("alert.attempts", str(attempts).encode()),
-        ]
+        original = tuple((k, v.encode() if isinstance(v, str) else v or b"") for k, v in message_headers(msg))
+        dead = dead_letter(
+            self.topic, msg.key(), msg.value(), original,
+            Source(msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
+            Failure("WebhookGaveUp", "webhook-gave-up", reason),
+            extra=((ERROR_ATTEMPTS, str(attempts).encode()),),
+        )  # fmt: skip
         delivered: list[KafkaError | None] = []
-        self.producer.produce(self.topic, key=msg.key(), value=msg.value(), headers=headers,
+        self.producer.produce(dead.topic, key=dead.key, value=dead.value, headers=list(dead.headers),
                               on_delivery=lambda err, _m: delivered.append(err))
         remaining = self.producer.flush(30)
         ok = remaining == 0 and delivered == [None]
@@ -137,7 +137,7 @@ class AlertService:
                 await self._sleep(2.0)
         key = msg.key()
         text = alert_text(
-            record, rules=rule_ids(header(message_headers(msg), RULES_HEADER)),
+            record, rules=rule_ids(header(message_headers(msg), H_RULES)),
             topic=msg.topic() or "", partition=msg.partition() or 0, offset=msg.offset() or 0,
             key=None if key is None else key.decode("utf-8", errors="replace"), error=error,
         )

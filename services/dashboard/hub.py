@@ -19,21 +19,9 @@ from typing import Any
 from services.dashboard.alerts import AlertQueue, SeenIndex, alert_detail, evidence_items
 from services.dashboard.catalog import RuleCatalog
 from services.dashboard.health import Health
-from services.metrics import (
-    BRANCH_HEADER,
-    ERROR_CLASS_HEADER,
-    ERROR_MESSAGE_HEADER,
-    ERROR_REASON_HEADER,
-    RULES_HEADER,
-    SOURCE_OFFSET_HEADER,
-    SOURCE_PARTITION_HEADER,
-    SOURCE_TOPIC_HEADER,
-    HeaderList,
-    Metrics,
-    header,
-    rule_ids,
-)
-from topology.processor import H_EVIDENCE, H_VERSION
+from services.metrics import HeaderList, Metrics, header, rule_ids
+from topology.deadletter import ERROR_CLASS, ERROR_MESSAGE, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from topology.records import H_BRANCH, H_EVIDENCE, H_RULES, H_VERSION
 
 Event = dict[str, Any]
 
@@ -80,14 +68,14 @@ class TopicRoles:
 def dead_letter_of(hdrs: HeaderList) -> dict[str, Any]:
     """Why and from where a dead-lettered record came, from its headers."""
     hdrs = list(hdrs)
-    cls = header(hdrs, ERROR_CLASS_HEADER)
+    cls = header(hdrs, ERROR_CLASS)
     return {
-        "reason": header(hdrs, ERROR_REASON_HEADER) or cls or "unknown",
+        "reason": header(hdrs, ERROR_REASON) or cls or "unknown",
         "class": cls,
-        "message": header(hdrs, ERROR_MESSAGE_HEADER),
-        "source_topic": header(hdrs, SOURCE_TOPIC_HEADER),
-        "source_partition": header(hdrs, SOURCE_PARTITION_HEADER),
-        "source_offset": header(hdrs, SOURCE_OFFSET_HEADER),
+        "message": header(hdrs, ERROR_MESSAGE),
+        "source_topic": header(hdrs, SOURCE_TOPIC),
+        "source_partition": header(hdrs, SOURCE_PARTITION),
+        "source_offset": header(hdrs, SOURCE_OFFSET),
     }
 
 
@@ -116,7 +104,7 @@ def make_event(
     kind = roles.kind(topic)
     if error is not None and kind != "dead-letter":
         kind = "error"
-    rules = rule_ids(header(hdrs, RULES_HEADER))
+    rules = rule_ids(header(hdrs, H_RULES))
     return {
         "id": f"{topic}:{partition}:{offset}",
         "kind": kind,
@@ -124,7 +112,7 @@ def make_event(
         "partition": partition,
         "offset": offset,
         "key": None if key is None else key.decode("utf-8", errors="replace"),
-        "branch": header(hdrs, BRANCH_HEADER),
+        "branch": header(hdrs, H_BRANCH),
         "rules": rules,
         "version": header(hdrs, H_VERSION),
         "evidence": evidence_items(rules, header(hdrs, H_EVIDENCE), data) if kind in ("fraud", "alert") else [],

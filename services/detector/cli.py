@@ -82,7 +82,7 @@ def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
             log.error("topology: %s", exc)
             return 2
         install_stop_signals(runtime)
-        line = StatsLine()
+        line = StatsLine(runtime.processor.source_topics[0])
         sync_rules = start_rules(runtime, settings, kafka, registry=registry)
         next_line = time.monotonic() + settings.stats_interval_s
 

@@ -25,15 +25,12 @@ from services.metrics import Metrics
 from topology.batch.decode import ColumnarDecoder
 from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
+from topology.records import Kind
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
 from topology.serde.decoder import AvroEncoder, RegistryError
 from topology.serde.projection import ProjectionDecoder
 
 log = logging.getLogger("fraudstream.detector")
-
-# Tags the processor gives records that are not decisions (see topology/processor.py).
-_NOT_DECISIONS = frozenset({"dlq", "changelog", "repartition", "alert"})
-
 
 def detector_version(topology_text: str) -> str:
     """``<package version>+<topology digest>``: names the code and the rules that decided."""
@@ -134,11 +131,11 @@ def _metrics_hook(metrics: Metrics) -> Callable[[CommitReport], None]:
     def on_commit(report: CommitReport) -> None:
         for topic, n in report.records_in.items():
             metrics.records_in.labels(topic).inc(n)
-        for (topic, tags), n in report.records_out.items():
-            branch = tags[0] if tags else ""
-            metrics.records_out.labels(topic, branch).inc(n)
-            if branch not in _NOT_DECISIONS:
-                for rule in tags[1:]:
+        for (topic, kind, labels), n in report.records_out.items():
+            decision = kind is Kind.DECISION
+            metrics.records_out.labels(topic, labels[0] if decision and labels else kind.value).inc(n)
+            if decision:
+                for rule in labels[1:]:
                     metrics.rule_hits.labels(rule).inc(n)
         for error_class, n in report.dead_letters.items():
             metrics.dlq.labels(error_class).inc(n)
@@ -150,23 +147,31 @@ def _metrics_hook(metrics: Metrics) -> Callable[[CommitReport], None]:
 
 @dataclass
 class StatsLine:
-    """Formats one periodic stats line: rates since the previous line, totals, commit latency."""
+    """One periodic stats line: inputs (each counted once) and their rate, decisions per branch, dead
+    letters, the engine's internal records apart, transactions and commit latency."""
 
+    source: str
     last_in: int = 0
     last_at: float | None = None
 
     def __call__(self, stats: RuntimeStats, now: float) -> str:
+        inputs = stats.records_in_by_topic[self.source]
         rate = ""
         if self.last_at is not None and now > self.last_at:
-            rate = f" ({(stats.records_in - self.last_in) / (now - self.last_at):,.0f}/s)"
-        self.last_in, self.last_at = stats.records_in, now
-        branches = " ".join(
-            f"{name or '-'} {n:,}" for name, n in sorted(stats.branches.items()) if name not in {"changelog"}
-        )
+            rate = f" ({(inputs - self.last_in) / (now - self.last_at):,.0f}/s)"
+        self.last_in, self.last_at = inputs, now
+        internal_in = stats.records_in - inputs
+        staged = f" (+{internal_in:,} re-read from repartition topics)" if internal_in else ""
+        decided = " ".join(f"{name or '-'} {n:,}" for name, n in sorted(stats.decisions.items())) or "-"
+        internal = ", ".join(
+            f"{kind.value} {stats.by_kind[kind]:,}" for kind in (Kind.REPARTITION, Kind.CHANGELOG, Kind.ALERT)
+            if stats.by_kind[kind]
+        )  # fmt: skip
         p50, p99 = stats.commit_latency_ms(0.5), stats.commit_latency_ms(0.99)
         latency = "n/a" if p50 is None or p99 is None else f"p50 {p50:.1f} ms p99 {p99:.1f} ms"
         return (
-            f"in {stats.records_in:,}{rate} | out {branches or '-'} | dlq {stats.dead_letters:,} | "
+            f"in {inputs:,}{rate}{staged} | decided {decided} | dlq {stats.dead_letters:,} | "
+            f"also wrote {internal or '-'} | "
             f"txn {stats.transactions_committed:,} committed {stats.transactions_aborted:,} aborted | "
             f"commit {latency}"
         )

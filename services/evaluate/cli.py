@@ -15,9 +15,8 @@ from rich.table import Table
 from services.config import TOPICS, KafkaSettings
 from services.evaluate.score import Decision, Label, Report, Scores, evaluate, related_from_alerts, with_related
 from services.kafka import consumer_config, end_offsets, not_at_end, registry_client
+from topology.records import H_RULES
 from topology.serde.decoder import AvroDecoder, DecodeError
-
-RULES_HEADER = "fraudstream.rules"
 
 
 def drain(
@@ -50,7 +49,7 @@ def drain(
 def _rules(msg: Message) -> tuple[str, ...]:
     for header in msg.headers() or []:
         key, value = header[0], header[1]
-        if key == RULES_HEADER and isinstance(value, bytes):
+        if key == H_RULES and isinstance(value, bytes):
             return tuple(r.split("@", 1)[0] for r in value.decode().split(",") if r)
     return ()
 

@@ -37,8 +37,8 @@ from services.evaluate.score import Decision, Label, Report, evaluate, related_f
 from services.generator.scenarios import StreamConfig, TransactionStream
 from topology.plan.loader import load_topology
 from topology.plan.model import Topology
-from topology.processor import H_RULES, TopologyProcessor
-from topology.records import RawRecord
+from topology.processor import TopologyProcessor
+from topology.records import H_RULES, RawRecord
 from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 H_INDEX = "bench.index"  # input position, carried through to the decision (headers pass through)

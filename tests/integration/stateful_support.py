@@ -300,10 +300,12 @@ def run_reference(
     return decided
 
 
-def stats_records_in(log_text: str) -> int:
-    """``in N`` of the last stats line of one detector process's log (committed records, both stages)."""
-    found = re.findall(r"\bin ([\d,]+)(?: \([\d,]+/s\))? \| out", re.sub(r"\s+", " ", log_text))
-    return int(found[-1].replace(",", "")) if found else 0
+def stats_records_in(log_text: str, *, staged: bool = False) -> int:
+    """``in N`` of the last stats line of one detector process's log (committed inputs); with ``staged``,
+    the records it re-read from repartition topics instead."""
+    found = re.findall(r"\bin ([\d,]+)(?: \([\d,]+/s\))?(?: \(\+([\d,]+) re-read[^)]*\))? \| decided",
+                       re.sub(r"\s+", " ", log_text))  # fmt: skip
+    return int((found[-1][1 if staged else 0] or "0").replace(",", "")) if found else 0
 
 
 def stats_restored(log_text: str) -> int:

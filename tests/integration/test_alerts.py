@@ -158,6 +158,7 @@ def test_dead_webhook_dead_letters_and_moves_on(stack: Endpoints, unique: str) -
     headers = dict(got[0].headers() or [])
     assert headers["error.class"] == b"WebhookGaveUp"
     assert headers["source.topic"] == topic.encode() and headers["source.offset"] == b"0"
-    assert headers["alert.attempts"] == str(FAST.max_attempts).encode()
+    assert headers["error.attempts"] == str(FAST.max_attempts).encode()
+    assert headers["error.reason"] == b"webhook-gave-up"
     assert headers["fraudstream.rules"] == b"big_amount@1"  # original headers kept
     assert left_for_group(stack, topic, group) == 0  # committed after dead-lettering: nothing blocks

@@ -40,7 +40,7 @@ class Upper(ProcessorBase):
             raise ValueError(f"cannot process {value!r}")
         if value.startswith(b"flaky") and self.calls[value] <= 2:
             raise Flaky("try again")
-        return [OutRecord(self.out, record.key, value.upper(), (("seen", b"1"),), tags=("main",))]
+        return [OutRecord(self.out, record.key, value.upper(), (("seen", b"1"),), labels=("main",))]
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from services.config import DetectorSettings
 from services.detector.service import StatsLine, _metrics_hook, detector_version
 from services.metrics import Metrics
+from topology.records import Kind
 from topology.runtime import CommitReport, RuntimeStats
 
 
@@ -19,16 +20,20 @@ def test_version_names_code_and_topology() -> None:
 
 def test_stats_line_shows_rates_branches_dlq_and_commit_latency() -> None:
     stats = RuntimeStats()
-    line = StatsLine()
+    line = StatsLine("in")
     assert "commit n/a" in line(stats, 100.0)
-    stats.records_in = 2000
-    stats.branches.update({"legit": 1900, "fraud": 90, "dlq": 10, "changelog": 500})
-    stats.dead_letters = 10
-    stats.commit_seconds.extend([0.01, 0.02])
+    stats.add(CommitReport(
+        {"in": 2000, "in-repartition": 300},
+        {("fraud", Kind.DECISION, ("fraud", "big@1")): 90, ("legit", Kind.DECISION, ("legit",)): 1900,
+         ("dlq", Kind.DEAD_LETTER, ("decode",)): 10, ("in-repartition", Kind.REPARTITION, ()): 300,
+         ("c", Kind.CHANGELOG, ()): 500},
+        {"DecodeError": 10}, 0.01,
+    ), 101.0)  # fmt: skip
+    stats.commit_seconds.append(0.02)
     text = line(stats, 102.0)
-    assert "in 2,000 (1,000/s)" in text
-    assert "fraud 90" in text and "legit 1,900" in text and "dlq 10" in text
-    assert "changelog" not in text
+    assert "in 2,000 (1,000/s) (+300 re-read from repartition topics) |" in text  # each input counted once
+    assert "decided fraud 90 legit 1,900 |" in text and "dlq 10" in text
+    assert "also wrote repartition 300, changelog 500 |" in text
     assert "p50 10.0 ms" in text and "p99 20.0 ms" in text
 
 
@@ -37,7 +42,8 @@ def test_metrics_hook_counts_committed_records() -> None:
     hook = _metrics_hook(metrics)
     hook(CommitReport(
         {"in": 3},
-        {("fraud", ("fraud", "large-amount@1")): 1, ("legit", ("legit",)): 1, ("dlq", ("dlq", "decode")): 1},
+        {("fraud", Kind.DECISION, ("fraud", "large-amount@1")): 1, ("legit", Kind.DECISION, ("legit",)): 1,
+         ("dlq", Kind.DEAD_LETTER, ("decode",)): 1},
         {"DecodeError": 1},
         0.012,
     ))
@@ -45,6 +51,7 @@ def test_metrics_hook_counts_committed_records() -> None:
     assert 'fraudstream_records_in_total{topic="in"} 3.0' in text
     assert 'fraudstream_rule_hits_total{rule="large-amount@1"} 1.0' in text
     assert 'fraudstream_dlq_records_total{error_class="DecodeError"} 1.0' in text
+    assert 'fraudstream_records_out_total{branch="dead-letter",topic="dlq"} 1.0' in text
     assert 'fraudstream_transactions_total{outcome="committed"} 1.0' in text
 
 

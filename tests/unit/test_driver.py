@@ -17,7 +17,8 @@ from schemas import schema_text
 from services.detector import FRAUD_TOPOLOGY
 from topology.plan.dsl import all_of, any_of, count, rule, sliding, stream, sum_
 from topology.plan.loader import load_topology
-from topology.processor import H_AGGS, H_KEY, H_ORIGIN, TopologyProcessor
+from topology.processor import TopologyProcessor
+from topology.records import H_AGGS, H_KEY, H_ORIGIN
 from topology.serde.decoder import AvroEncoder, EncodeError
 from topology.serde.projection import ProjectionDecoder
 from topology.testing.driver import TopologyTestDriver

@@ -44,7 +44,7 @@ def test_count_outputs_by_branch_rule_and_dlq() -> None:
     assert value(m, "fraudstream_rule_hits_total", rule="r1@1") == 2
     assert value(m, "fraudstream_rule_hits_total", rule="r2@3") == 1
     assert value(m, "fraudstream_dlq_records_total", error_class="DecodeError") == 1
-    assert value(m, "fraudstream_records_out_total", topic="dlq", branch="dlq") == 1
+    assert value(m, "fraudstream_records_out_total", topic="dlq", branch="dead-letter") == 1
 
 
 def test_on_stats_sets_known_lags_only() -> None:

@@ -11,7 +11,7 @@ import pytest
 from topology.plan.dsl import rule, stream
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
-from topology.records import RawRecord
+from topology.records import Kind, RawRecord
 from topology.serde.decoder import wire_header
 
 from .topology_support import TOPIC, Serde, driver, headers, serde, tx
@@ -154,7 +154,8 @@ def test_processor_contract_attributes(s: Serde) -> None:
     assert p.sink_topics == ("fraud", "suspicious", "legit", "dlq")
     assert p.changelog_topics == () and p.repartition_topics == ()
     out = p.process(RawRecord(TOPIC, 2, 41, b"k", b"junk", 1234))
-    assert len(out) == 1 and out[0].topic == "dlq" and out[0].tags == ("dlq", "not-wire-format")
+    assert len(out) == 1 and out[0].topic == "dlq" and out[0].kind is Kind.DEAD_LETTER
+    assert out[0].labels == ("not-wire-format",)
     assert headers(out[0])["fraudstream.detector.version"] == b"1.2.3"
     assert (out[0].partition, out[0].timestamp_ms) == (None, 1234)
 

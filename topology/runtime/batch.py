@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 
-from topology.records import TP, Decision, Headers, OutRecord, RawRecord
+from topology.records import TP, Decision, Headers, Kind, OutRecord, RawRecord
 from topology.runtime.clients import MessageLike
 from topology.runtime.errors import FatalRuntimeError, kafka_error
 from topology.runtime.failures import dead_letter
+from topology.runtime.stats import OutKey
 from topology.runtime.transaction import Transaction, TransactionalProducer
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fraudstream.runtime")
 
-Table = Mapping[int, tuple[str, list[tuple[str, bytes]], tuple[str, tuple[str, ...]]]]
+Table = Mapping[int, tuple[str, list[tuple[str, bytes]], OutKey]]
 
 
 class BatchProcessing:
@@ -42,7 +43,7 @@ class BatchProcessing:
         """Per decision code: (topic, headers as produce takes them, stats key); cached per decisions."""
         if decisions is not self._table_of:
             self._table_of = decisions
-            self._table = {code: (t, list(h), (t, tags)) for code, (t, h, tags) in decisions.items()}
+            self._table = {code: (t, list(h), (t, Kind.DECISION, labels)) for code, (t, h, labels) in decisions.items()}
         return self._table
 
     def process(self, messages: Sequence[MessageLike], producer: TransactionalProducer) -> None:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from topology import deadletter
 from topology.records import TP, OutRecord, RawRecord
 from topology.runtime.errors import backoff_seconds
 from topology.runtime.settings import RuntimeSettings
@@ -14,19 +15,13 @@ log = logging.getLogger("fraudstream.runtime")
 
 
 def dead_letter(record: RawRecord, topic: str, error: BaseException, attempts: int) -> OutRecord:
-    """The dead-letter record of an input the processor kept failing on (original bytes and headers)."""
-    message = f"{error}"[:2000] or type(error).__name__
-    headers = (
-        *record.headers,
-        ("error.class", type(error).__name__.encode()),
-        ("error.reason", b"retries-exhausted"),
-        ("error.message", message.encode("utf-8", errors="replace")),
-        ("error.attempts", str(attempts).encode()),
-        ("source.topic", record.topic.encode()),
-        ("source.partition", str(record.partition).encode()),
-        ("source.offset", str(record.offset).encode()),
-    )
-    return OutRecord(topic, record.key, record.value, headers, tags=("dlq",))
+    """The dead letter of an input the processor kept failing on (reason ``retries-exhausted``)."""
+    return deadletter.dead_letter(
+        topic, record.key, record.value, record.headers,
+        deadletter.Source(record.topic, record.partition, record.offset),
+        deadletter.Failure.of(error, "retries-exhausted"),
+        extra=((deadletter.ERROR_ATTEMPTS, str(attempts).encode()),),
+    )  # fmt: skip
 
 
 @dataclass

@@ -269,7 +269,7 @@ class ExactlyOnceRuntime:
     def _new_producer(self) -> TransactionalProducer:
         s = self.settings
         producer = TransactionalProducer(
-            self.clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s, self.dlq_topic,
+            self.clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s,
             s.outage_patience_s,
         )
         try:

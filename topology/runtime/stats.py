@@ -7,13 +7,18 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from topology.records import Kind
+
+OutKey = tuple[str, Kind, tuple[str, ...]]
+"""What produced records are counted by: (topic, kind, labels)."""
+
 
 @dataclass(frozen=True)
 class CommitReport:
     """What one committed transaction carried (for metrics)."""
 
     records_in: Mapping[str, int]  # per source topic
-    records_out: Mapping[tuple[str, tuple[str, ...]], int]  # per (topic, tags)
+    records_out: Mapping[OutKey, int]
     dead_letters: Mapping[str, int]  # per error class
     seconds: float  # send offsets + commit
 
@@ -25,7 +30,8 @@ class RuntimeStats:
     records_in: int = 0
     records_in_by_topic: Counter[str] = field(default_factory=Counter)
     records_out: Counter[str] = field(default_factory=Counter)  # per topic
-    branches: Counter[str] = field(default_factory=Counter)  # per first tag ("" when untagged)
+    decisions: Counter[str] = field(default_factory=Counter)  # per branch ("" when the processor names none)
+    by_kind: Counter[Kind] = field(default_factory=Counter)
     dead_letters: int = 0
     transactions_committed: int = 0
     transactions_aborted: int = 0
@@ -46,9 +52,11 @@ class RuntimeStats:
         self.commit_seconds.append(report.seconds)
         self.records_in += sum(report.records_in.values())
         self.records_in_by_topic.update(report.records_in)
-        for (topic, tags), n in report.records_out.items():
+        for (topic, kind, labels), n in report.records_out.items():
             self.records_out[topic] += n
-            self.branches[tags[0] if tags else ""] += n
+            self.by_kind[kind] += n
+            if kind is Kind.DECISION:
+                self.decisions[labels[0] if labels else ""] += n
         self.dead_letters += sum(report.dead_letters.values())
 
 

@@ -20,10 +20,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from topology.records import TP, OutRecord, header
+from topology.deadletter import ERROR_CLASS
+from topology.records import TP, Kind, OutRecord, header
 from topology.runtime.clients import ProducerClient
 from topology.runtime.errors import kafka_error
-from topology.runtime.stats import CommitReport
+from topology.runtime.stats import CommitReport, OutKey
 
 log = logging.getLogger("fraudstream.runtime")
 
@@ -37,7 +38,7 @@ class Transaction:
     first: dict[TP, int] = field(default_factory=dict)  # first offset read = last committed offset
     next: dict[TP, int] = field(default_factory=dict)  # offsets to commit
     records_in: Counter[str] = field(default_factory=Counter)
-    records_out: Counter[tuple[str, tuple[str, ...]]] = field(default_factory=Counter)
+    records_out: Counter[OutKey] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def expired(self, interval_s: float, max_records: int) -> bool:
@@ -57,10 +58,9 @@ class Transaction:
 class TransactionalProducer:
     """The transactional producer of one runtime instance and its in-flight flag."""
 
-    def __init__(self, producer: ProducerClient, timeout_s: float, dlq_topic: str | None, patience_s: float) -> None:
+    def __init__(self, producer: ProducerClient, timeout_s: float, patience_s: float) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
-        self.dlq_topic = dlq_topic
         self.patience_s = patience_s  # how long retriable errors (a broker outage) are waited out
         self.in_flight = False
 
@@ -78,9 +78,9 @@ class TransactionalProducer:
             o.topic, o.value, o.key, -1 if o.partition is None else o.partition,
             timestamp_ms if o.timestamp_ms is None else o.timestamp_ms, list(o.headers) if o.headers else None,
         )  # fmt: skip
-        txn.records_out[(o.topic, o.tags)] += 1
-        if o.topic == self.dlq_topic:
-            raw = header(o.headers, "error.class")
+        txn.records_out[(o.topic, o.kind, o.labels)] += 1
+        if o.kind is Kind.DEAD_LETTER:
+            raw = header(o.headers, ERROR_CLASS)
             txn.dead_letters["unknown" if raw is None else raw.decode("utf-8", "replace")] += 1
 
     def produce(

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 
-from topology.records import TP, OutRecord, ProcessorBase, RawRecord
+from topology.records import TP, Kind, OutRecord, ProcessorBase, RawRecord
 from topology.runtime import ExactlyOnceRuntime, RuntimeSettings
 from topology.testing.fakes import FakeClients, FakeCluster
 
@@ -46,7 +46,8 @@ class Counter(ProcessorBase):
 
     def flush(self) -> list[OutRecord]:
         out = [
-            OutRecord("counts-changelog", k, str(self.counts[tp][k]).encode(), partition=tp[1], tags=("changelog",))
+            OutRecord("counts-changelog", k, str(self.counts[tp][k]).encode(), partition=tp[1],
+                      kind=Kind.CHANGELOG)
             for tp, keys in sorted(self._dirty.items()) for k in sorted(keys)
         ]  # fmt: skip
         self._dirty = {}

@@ -19,7 +19,8 @@ from tests.unit.state import reference_store as ref
 from tests.unit.topology_support import serde
 from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, PlanError, Window
-from topology.processor import COMPARE, H_RULES, TopologyProcessor
+from topology.processor import COMPARE, TopologyProcessor
+from topology.records import H_RULES
 from topology.state import StateBackend, StateGroup, WindowStore
 from topology.state.bounds import EXACT, Bounds
 from topology.testing.driver import TopologyTestDriver

@@ -17,7 +17,8 @@ from tests.unit.topology_support import serde
 from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, Window
 from topology.plan.rules import apply_rule
-from topology.processor import H_EVIDENCE, H_RULES, TopologyProcessor
+from topology.processor import TopologyProcessor
+from topology.records import H_EVIDENCE, H_RULES
 from topology.state import StateGroup, WindowStore
 from topology.state.rocksdb import KVState, KVStateGroup, KVWindowStore, RocksKV
 from topology.testing.driver import TopologyTestDriver

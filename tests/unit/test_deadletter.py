@@ -1,0 +1,95 @@
+"""The dead-letter contract holds on every path that gives up on a record.
+
+Paths: an undecodable value, an unevaluable rule, an alert that cannot be encoded (the processor),
+and a record the processor keeps failing on (the runtime, after its retries). The alerts service's
+path is checked on real Kafka in ``tests/integration/test_alerts.py``. Each dead letter keeps the
+original bytes and headers, then carries every ``CONTRACT`` header once, naming where it was read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.detector import FRAUD_TOPOLOGY
+from topology.deadletter import CONTRACT, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from topology.plan.dsl import rule, stream
+from topology.plan.loader import load_topology
+from topology.processor import TopologyProcessor
+from topology.records import OutRecord, ProcessorBase, RawRecord
+from topology.serde.decoder import EncodeError
+from topology.testing.driver import TopologyTestDriver, Written, driver_settings
+
+from .topology_support import TOPIC, Serde, driver, serde, tx
+
+ORIGINAL = (("trace", b"t-1"),)
+
+
+@pytest.fixture
+def s() -> Serde:
+    return serde("deadletter")
+
+
+def assert_contract(dead: Written, source: RawRecord, reason: str) -> None:
+    """``dead``, as written to the DLQ topic, is the dead letter of ``source`` for ``reason``."""
+    assert (dead.key, dead.value) == (source.key, source.value)
+    names = [k for k, _ in dead.headers]
+    assert tuple(dead.headers[: len(ORIGINAL)]) == ORIGINAL  # the original headers first, untouched
+    for name in CONTRACT:
+        assert names.count(name) == 1, f"{name} appears {names.count(name)} times"
+    h = dict(dead.headers)
+    assert h[ERROR_REASON] == reason.encode()
+    assert (h[SOURCE_TOPIC], h[SOURCE_PARTITION], h[SOURCE_OFFSET]) == (
+        source.topic.encode(), str(source.partition).encode(), str(source.offset).encode(),
+    )  # fmt: skip
+
+
+def _dead_of_piped(d: TopologyTestDriver[Any], value: Any, dlq: str) -> tuple[Written, RawRecord]:
+    d.pipe(value, key=b"k", headers=ORIGINAL)
+    partition, offset, entry = d.cluster.records(TOPIC, committed_only=False)[-1]
+    (dead,) = d.records(dlq)
+    return dead, RawRecord(TOPIC, partition, offset, entry.key, entry.value, entry.timestamp_ms)
+
+
+def test_an_undecodable_value(s: Serde) -> None:
+    d = driver(stream(TOPIC, dlq="dlq").split().branch(rule("big", "amount >= 900"), to="fraud")
+               .default_branch(to="legit"), s)  # fmt: skip
+    dead, source = _dead_of_piped(d, b"junk", "dlq")
+    assert_contract(dead, source, "not-wire-format")
+
+
+def test_an_unevaluable_rule(s: Serde) -> None:
+    d = driver(stream(TOPIC, dlq="dlq").split().branch(rule("ratio", "amount / (amount - 100) > 2"), to="fraud")
+               .default_branch(to="legit"), s)  # fmt: skip
+    dead, source = _dead_of_piped(d, tx(1, "100"), "dlq")
+    assert_contract(dead, source, "evaluation")
+
+
+def test_an_alert_that_cannot_be_encoded(s: Serde) -> None:
+    def refuse(alert: Any) -> bytes:
+        raise EncodeError("does not fit", "amount")
+
+    topology = load_topology(FRAUD_TOPOLOGY)
+    p = TopologyProcessor(topology, s.decoder.decode, version="v", encode_alert=refuse)
+    d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    dead, source = _dead_of_piped(d, tx(1, "950.00", channel="online"), topology.dlq)
+    assert_contract(dead, source, "alert")
+
+
+class _Failing(ProcessorBase):
+    """Fails on every record: an unexpected error, not bad data."""
+
+    source_topics = (TOPIC,)
+    sink_topics = ("out",)
+    dlq_topic = "dlq"
+
+    def process(self, record: RawRecord) -> list[OutRecord]:
+        raise RuntimeError("bug")
+
+
+def test_a_record_the_processor_keeps_failing_on() -> None:
+    d = TopologyTestDriver(_Failing(), settings=driver_settings(max_retries=2))
+    dead, source = _dead_of_piped(d, b"payload", "dlq")
+    assert_contract(dead, source, "retries-exhausted")
+    assert dict(dead.headers)["error.attempts"] == b"3"
