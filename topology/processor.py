@@ -14,13 +14,12 @@ Contract:
   value bytes and headers plus ``fraudstream.branch``, ``fraudstream.rules``
   (``id@version`` of every rule of the branch that fired; empty for the default
   branch) and ``fraudstream.detector.version``;
-- when the topology has an ``alerts`` topic and an ``encode_alert`` is given, a record routed to
-  a (non-default) branch also yields ONE record to the alerts topic: key = transaction id, value =
-  ``encode_alert`` of a ``FraudAlert`` (schemas/fraud_alert.avsc: the fired rules, the evidence of
-  the ``fraudstream.evidence`` header, score = number of rules fired), headers ``fraudstream.rules``
-  and ``fraudstream.detector.version``; a record whose alert cannot be built is dead-lettered;
-  the evidence of a ``related`` aggregate that holds also names the earlier transactions of its
-  window (``transactions``), so an alert can flag payments that were routed before the pattern showed;
+- when the topology has an ``alerts`` topic and an ``AlertWriter`` is given (topology/alerts.py), a
+  record routed to a (non-default) branch also yields ONE record to the alerts topic, with the key
+  and value the writer builds from the fired rules and their evidence (the ``fraudstream.evidence``
+  header), and headers ``fraudstream.rules`` and ``fraudstream.detector.version``; a record whose
+  alert cannot be built is dead-lettered; the evidence of a ``related`` aggregate that holds also
+  names the earlier records of its window, so an alert can flag inputs routed before a pattern showed;
 - state changes are kept in memory (a write-back cache) and leave as changelog records only
   through ``flush()``: the latest state per (stage, group key) since the last flush, with the
   input partition as partition; the runtime calls it right before each commit and writes what
@@ -54,12 +53,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from topology.alerts import AlertFacts, AlertWriter
 from topology.batch.decode import ColumnarDecoder
 from topology.batch.routing import BatchRouter, BatchRouting
 from topology.deadletter import Failure, Source, dead_letter
 from topology.plan.expr import to_epoch_ms
 from topology.plan.model import (
-    ALERT_FIELDS,
     Aggregate,
     AllOf,
     AnyOf,
@@ -88,7 +87,6 @@ from topology.state.bounds import RELATED_IDS, check_number
 from topology.state.group import document_bytes
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
-EncodeAlert = Callable[[Mapping[str, Any]], bytes]
 # Per record: store index -> values of its open windows; None = not aggregated (filter/null key).
 Aggs = list[tuple[AggValue, ...] | None]
 Cond = Callable[[Mapping[str, Any], Aggs], bool]
@@ -164,7 +162,7 @@ class TopologyProcessor:
         *,
         version: str,
         decode_errors: tuple[type[Exception], ...] = (DecodeError,),
-        encode_alert: EncodeAlert | None = None,
+        alerts: AlertWriter | None = None,
         columnar: ColumnarDecoder | None = None,
         state: StateBackend | None = None,
         max_record_bytes: int = 1_000_000,
@@ -172,7 +170,7 @@ class TopologyProcessor:
         self.version = version
         self.max_record_bytes = max_record_bytes  # no changelog record may exceed it (checked per topology)
         self._state: StateBackend = state or InMemoryState()  # where the window stores live
-        self._encode_alert = encode_alert
+        self._alert_writer = alerts
         self._columnar = columnar
         self._decode = decode
         self._decode_errors = decode_errors
@@ -240,8 +238,8 @@ class TopologyProcessor:
             needs: frozenset[str] | None = None
             if rule_fields is not None:
                 needs = rule_fields | exact | {topology.time_field}
-                if topology.alerts is not None and self._encode_alert is not None:
-                    needs |= frozenset(ALERT_FIELDS)
+                if topology.alerts is not None and self._alert_writer is not None:
+                    needs |= self._alert_writer.fields
                 needs |= frozenset(f for a in later if a.filter is not None for f in a.filter.fields)
                 if any(a.related for a in later):
                     needs |= {"transaction_id"}
@@ -267,7 +265,7 @@ class TopologyProcessor:
         )
         self._default = topology.default
         self._dlq = topology.dlq
-        self._alerts = topology.alerts if self._encode_alert is not None else None
+        self._alerts = topology.alerts if self._alert_writer is not None else None
         self._time = _time_getter(topology.time_field)
         self._decisions: dict[tuple[int, tuple[int, ...]], tuple[Headers, tuple[str, ...]]] = {}
         self._default_headers: Headers = (
@@ -451,35 +449,12 @@ class TopologyProcessor:
         self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, bi: int, fired: tuple[int, ...]
     ) -> OutRecord:
         """The alerts record of a decision of branch ``bi`` by its rules ``fired``."""
-        assert self._alerts is not None and self._encode_alert is not None
-        rules = [self._branches[bi].rules[i][0] for i in fired]
+        assert self._alerts is not None and self._alert_writer is not None
+        rules = tuple(self._branches[bi].rules[i][0] for i in fired)
         evidence = self._evidence_doc(bi, fired, aggs) if aggs is not None else {}
-        alert = {
-            "transaction_id": value["transaction_id"],
-            "source_account": value["source_account"],
-            "target_account": value["target_account"],
-            "amount": value["amount"],
-            "event_time": to_epoch_ms(value["event_time"]),
-            "rules": [{"id": r.id, "version": r.version} for r in rules],
-            "evidence": [
-                {"rule_id": r.id, "transactions": [], **_alert_item(item)}
-                for r in rules
-                for item in evidence.get(r.ref, ())
-            ],
-            "score": float(len(rules)),
-            "detector_version": self.version,
-        }
-        tid = value["transaction_id"]
+        key, doc = self._alert_writer.write(AlertFacts(value, rules, evidence, self.version))
         headers: Headers = (self._decisions[(bi, fired)][0][1], self._version_header)
-        return OutRecord(
-            self._alerts,
-            None if tid is None else str(tid).encode(),
-            self._encode_alert(alert),
-            headers,
-            None,
-            record.timestamp_ms,
-            kind=Kind.ALERT,
-        )
+        return OutRecord(self._alerts, key, doc, headers, None, record.timestamp_ms, kind=Kind.ALERT)
 
     def _route(
         self, value: Mapping[str, Any], aggs: Aggs | None
@@ -895,11 +870,6 @@ def _checked_number(get: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mappin
         return v
 
     return checked
-
-
-def _alert_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """An evidence item as the FraudAlert schema has it (the total stays in the header only)."""
-    return {k: v for k, v in item.items() if k != "transactions_total"}
 
 
 def _key_getter(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], bytes | None]:

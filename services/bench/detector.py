@@ -49,6 +49,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 import schemas
 from services.config import GeneratorSettings, KafkaSettings
 from services.detector import FRAUD_TOPOLOGY
+from services.detector.alerts import FraudAlerts
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
@@ -318,12 +319,10 @@ def renamed_topology(text: str, prefix: str, stateless: bool = False) -> str:
 def bench_processor(registry: SchemaRegistryClient, topology: Topology) -> TopologyProcessor:
     """The processor ``fraudstream detect`` builds for ``topology`` (projection and columnar decoders, alerts)."""
     schema = schemas.schema_text("transaction")
-    encode_alert = None
-    if topology.alerts is not None:
-        encode_alert = AvroEncoder(registry, schemas.schema_text("fraud_alert"), f"{topology.alerts}-value").encode
+    alerts = FraudAlerts.for_topic(registry, topology.alerts) if topology.alerts is not None else None
     return TopologyProcessor(
-        topology, ProjectionDecoder.for_topology(registry, topology, schema), version="bench",
-        encode_alert=encode_alert, columnar=ColumnarDecoder(registry, schema),
+        topology, ProjectionDecoder.for_topology(registry, topology, schema, alerts), version="bench",
+        alerts=alerts, columnar=ColumnarDecoder(registry, schema),
     )
 
 

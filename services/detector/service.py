@@ -21,13 +21,14 @@ from typing import Any
 from schemas import schema_text
 from services.config import DetectorSettings, KafkaSettings
 from services.detector import FRAUD_TOPOLOGY
+from services.detector.alerts import FraudAlerts
 from services.metrics import Metrics
 from topology.batch.decode import ColumnarDecoder
 from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import Kind
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
-from topology.serde.decoder import AvroEncoder, RegistryError
+from topology.serde.decoder import RegistryError
 from topology.serde.projection import ProjectionDecoder
 
 log = logging.getLogger("fraudstream.detector")
@@ -58,10 +59,8 @@ def build_runtime(
     version = detector_version(path.read_text(encoding="utf-8"))
     # Builds only the fields the rules read (whole record still validated): see topology/serde/projection.py.
     registry = registry or registry_client(kafka)
-    decoder = ProjectionDecoder.for_topology(registry, topology, schema_text("transaction"))
-    encode_alert = None
-    if topology.alerts is not None:
-        encode_alert = AvroEncoder(registry, schema_text("fraud_alert"), subject=f"{topology.alerts}-value").encode
+    alerts = FraudAlerts.for_topic(registry, topology.alerts) if topology.alerts is not None else None
+    decoder = ProjectionDecoder.for_topology(registry, topology, schema_text("transaction"), alerts)
     # Stateless topologies also route whole consumed batches (polars decode + vectorised rules).
     columnar = ColumnarDecoder(registry, schema_text("transaction")) if settings.batch_decode else None
     state = None
@@ -71,7 +70,7 @@ def build_runtime(
         directory = settings.state_dir / settings.application_id / settings.instance_id
         state = KVState(directory, cache_keys=settings.store_cache_keys)
     processor = TopologyProcessor(
-        topology, decoder, version=version, encode_alert=encode_alert, columnar=columnar, state=state
+        topology, decoder, version=version, alerts=alerts, columnar=columnar, state=state
     )
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:

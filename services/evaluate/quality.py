@@ -32,6 +32,7 @@ from rich.table import Table
 
 from schemas import schema_text
 from services.detector import FRAUD_TOPOLOGY
+from services.detector.alerts import FraudAlerts
 from services.evaluate.cli import print_report
 from services.evaluate.score import Decision, Label, Report, evaluate, related_from_alerts, with_related
 from services.generator.scenarios import StreamConfig, TransactionStream
@@ -64,12 +65,10 @@ def run(topology: Topology, count: int, seed: int, *, partitions: int = 3, commi
     """Generate ``count`` transactions with ``seed``, decide each with ``topology``, score the decisions."""
     registry = SchemaRegistryClient.new_client({"url": "mock://bench-quality"})
     encoder = AvroEncoder(registry, schema_text("transaction"), f"{topology.source}-value")
-    encode_alert = None
     alert_decoder = AvroDecoder(registry, schema_text("fraud_alert"))
-    if topology.alerts is not None:
-        encode_alert = AvroEncoder(registry, schema_text("fraud_alert"), f"{topology.alerts}-value").encode
+    writer = FraudAlerts.for_topic(registry, topology.alerts) if topology.alerts is not None else None
     processor = TopologyProcessor(
-        topology, AvroDecoder(registry, schema_text("transaction")).decode, version="q", encode_alert=encode_alert
+        topology, AvroDecoder(registry, schema_text("transaction")).decode, version="q", alerts=writer
     )
     processor.assigned([(t, p) for t in processor.source_topics for p in range(partitions)])
     repartition = set(processor.repartition_topics)

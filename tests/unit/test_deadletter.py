@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from services.detector import FRAUD_TOPOLOGY
+from services.detector.alerts import FraudAlerts
 from topology.deadletter import CONTRACT, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from topology.plan.dsl import rule, stream
 from topology.plan.loader import load_topology
@@ -71,7 +72,7 @@ def test_an_alert_that_cannot_be_encoded(s: Serde) -> None:
         raise EncodeError("does not fit", "amount")
 
     topology = load_topology(FRAUD_TOPOLOGY)
-    p = TopologyProcessor(topology, s.decoder.decode, version="v", encode_alert=refuse)
+    p = TopologyProcessor(topology, s.decoder.decode, version="v", alerts=FraudAlerts(refuse))
     d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
     dead, source = _dead_of_piped(d, tx(1, "950.00", channel="online"), topology.dlq)
     assert_contract(dead, source, "alert")

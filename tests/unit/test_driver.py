@@ -15,11 +15,12 @@ import pytest
 
 from schemas import schema_text
 from services.detector import FRAUD_TOPOLOGY
+from services.detector.alerts import FraudAlerts
 from topology.plan.dsl import all_of, any_of, count, rule, sliding, stream, sum_
 from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import H_AGGS, H_KEY, H_ORIGIN
-from topology.serde.decoder import AvroEncoder, EncodeError
+from topology.serde.decoder import EncodeError
 from topology.serde.projection import ProjectionDecoder
 from topology.testing.driver import TopologyTestDriver
 
@@ -254,9 +255,9 @@ def _alerting_driver(s: Serde) -> TopologyTestDriver[TopologyProcessor]:
     """fraud.yaml as the detector runs it: projection decoder, alerts encoded with schemas/fraud_alert.avsc."""
     topology = load_topology(FRAUD_TOPOLOGY)
     assert topology.alerts == ALERTS
-    decoder = ProjectionDecoder.for_topology(s.registry, topology, schema_text("transaction"))
-    encode = AvroEncoder(s.registry, schema_text("fraud_alert"), f"{ALERTS}-value").encode
-    processor = TopologyProcessor(topology, decoder.decode, version="v-test", encode_alert=encode)
+    alerts = FraudAlerts.for_topic(s.registry, ALERTS)
+    decoder = ProjectionDecoder.for_topology(s.registry, topology, schema_text("transaction"), alerts)
+    processor = TopologyProcessor(topology, decoder.decode, version="v-test", alerts=alerts)
     assert ALERTS in processor.sink_topics
     return TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, decoder=s.decoder.decode)
 
@@ -329,9 +330,8 @@ def test_no_alerts_without_an_encoder_or_an_alerts_topic(s: Serde) -> None:
     d = driver(topology, s)  # no encoder: the fraud topic only
     d.pipe(tx(1, "950.00", channel="online"))
     assert len(d.records(FRAUD)) == 1 and d.records(ALERTS) == []
-    encode = AvroEncoder(s.registry, schema_text("fraud_alert"), f"{ALERTS}-value").encode
     no_alerts = dataclasses.replace(topology, alerts=None)
-    p = TopologyProcessor(no_alerts, s.decoder.decode, version="v", encode_alert=encode)
+    p = TopologyProcessor(no_alerts, s.decoder.decode, version="v", alerts=FraudAlerts.for_topic(s.registry, ALERTS))
     assert ALERTS not in p.sink_topics
     d2 = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
     d2.pipe(tx(1, "950.00", channel="online"))
@@ -342,7 +342,7 @@ def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> 
     def refuse(alert: Any) -> bytes:
         raise EncodeError(f"amount {alert['amount']} does not fit", "amount")
 
-    p = TopologyProcessor(load_topology(FRAUD_TOPOLOGY), s.decoder.decode, version="v", encode_alert=refuse)
+    p = TopologyProcessor(load_topology(FRAUD_TOPOLOGY), s.decoder.decode, version="v", alerts=FraudAlerts(refuse))
     d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
     d.pipe(tx(1, "950.00", channel="online"))
     d.pipe(tx(2, "12.00"))  # legit: no alert needed

@@ -23,6 +23,7 @@ from fastavro import parse_schema, schemaless_writer
 
 import schemas
 from services.detector import FRAUD_TOPOLOGY
+from services.detector.alerts import FraudAlerts
 from tests.unit.topology_support import TOPIC, tx
 from topology.plan.dsl import stream
 from topology.plan.expr import to_epoch_ms
@@ -96,7 +97,8 @@ def test_projection_of_the_fraud_topology() -> None:
     assert p.epoch_ms == {"event_time", "channel", "merchant_category"}
     # with an alerts topic, also what a FraudAlert copies
     assert topology.alerts is not None
-    with_alerts = projection_of(topology)
+    assert projection_of(topology) == p  # no alert writer: nothing more to read
+    with_alerts = projection_of(topology, FraudAlerts(lambda doc: b""))
     assert with_alerts is not None and with_alerts.fields == p.fields | {"transaction_id"}
     assert with_alerts.epoch_ms == p.epoch_ms | {"transaction_id"}  # not a timestamp: read as is
 

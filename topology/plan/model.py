@@ -32,9 +32,6 @@ COMPARISONS: tuple[Comparison, ...] = (">=", ">", "<=", "<", "==", "!=")
 AGGREGATE_FUNCTIONS: tuple[AggregateFunction, ...] = ("count", "sum", "distinct_count")
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding")
 
-# The fields of the input record a fraud alert copies (schemas/fraud_alert.avsc).
-ALERT_FIELDS: tuple[str, ...] = ("transaction_id", "source_account", "target_account", "amount", "event_time")
-
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from topology.plan.model import ALERT_FIELDS, Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
+from topology.alerts import AlertWriter
+from topology.plan.model import Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
 from topology.serde.decoder import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
 
 # Value kinds of the fast path.
@@ -60,12 +61,13 @@ class Projection:
     epoch_ms: frozenset[str] = frozenset()
 
 
-def projection_of(topology: Topology) -> Projection | None:
+def projection_of(topology: Topology, alerts: AlertWriter | None = None) -> Projection | None:
     """What ``TopologyProcessor`` reads of a record of ``topology``; ``None`` when unknowable (a Python predicate).
 
-    Rules' expressions, aggregates' ``group_by``/``field``/``filter``, the time field and the source
-    key fields. Timestamps read only through expressions or as window time may be epoch ms (both go
-    through ``to_epoch_ms``); a timestamp used as a group key or aggregated value stays a datetime.
+    Rules' expressions, aggregates' ``group_by``/``field``/``filter``, the time field, the source
+    key fields, and the fields the alert writer reads (when the topology has an alerts topic).
+    Timestamps read only through expressions or as window time may be epoch ms (both go through
+    ``to_epoch_ms``); a timestamp used as a group key or aggregated value stays a datetime.
     """
     through_expr: set[str] = {topology.time_field}
     as_value: set[str] = set(topology.source_key)
@@ -87,8 +89,8 @@ def projection_of(topology: Topology) -> Projection | None:
 
     if not all(walk(r.condition) for r in topology.rules):
         return None
-    if topology.alerts is not None:  # the processor copies these into each FraudAlert
-        through_expr.update(ALERT_FIELDS)
+    if topology.alerts is not None and alerts is not None:
+        through_expr.update(alerts.fields)
     return Projection(frozenset(through_expr | as_value), frozenset(through_expr - as_value))
 
 
@@ -220,10 +222,12 @@ class ProjectionDecoder:
 
     @classmethod
     def for_topology(
-        cls, registry: SchemaRegistryClient, topology: Topology, reader_schema: str | None = None
+        cls, registry: SchemaRegistryClient, topology: Topology, reader_schema: str | None = None,
+        alerts: AlertWriter | None = None,
     ) -> ProjectionDecoder:
-        """A decoder of exactly what ``topology`` reads (every field when that is unknowable)."""
-        p = projection_of(topology)
+        """A decoder of exactly what ``topology`` (and its ``alerts`` writer) reads (every field when that is
+        unknowable)."""
+        p = projection_of(topology, alerts)
         if p is None:
             return cls(registry, None, reader_schema=reader_schema)
         return cls(registry, p.fields, reader_schema=reader_schema, epoch_ms=p.epoch_ms)
