@@ -22,7 +22,7 @@ from topology.records import OutRecord, ProcessorBase, RawRecord
 from topology.serde.decoder import EncodeError
 from topology.testing.driver import TopologyTestDriver, Written, driver_settings
 
-from .topology_support import TOPIC, Serde, driver, serde, tx
+from .topology_support import TOPIC, TX_KEY, Serde, driver, serde, tx
 
 ORIGINAL = (("trace", b"t-1"),)
 
@@ -73,7 +73,7 @@ def test_an_alert_that_cannot_be_encoded(s: Serde) -> None:
 
     topology = load_topology(FRAUD_TOPOLOGY)
     p = TopologyProcessor(topology, s.decoder.decode, version="v", alerts=FraudAlerts(refuse))
-    d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode, key_fields=TX_KEY)
     dead, source = _dead_of_piped(d, tx(1, "950.00", channel="online"), topology.dlq)
     assert_contract(dead, source, "alert")
 
@@ -90,7 +90,7 @@ class _Failing(ProcessorBase):
 
 
 def test_a_record_the_processor_keeps_failing_on() -> None:
-    d = TopologyTestDriver(_Failing(), settings=driver_settings(max_retries=2))
+    d = TopologyTestDriver(_Failing(), settings=driver_settings(max_retries=2), key_fields=TX_KEY)
     dead, source = _dead_of_piped(d, b"payload", "dlq")
     assert_contract(dead, source, "retries-exhausted")
     assert dict(dead.headers)["error.attempts"] == b"3"

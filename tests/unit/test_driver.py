@@ -24,7 +24,7 @@ from topology.serde.decoder import EncodeError
 from topology.serde.projection import ProjectionDecoder
 from topology.testing.driver import TopologyTestDriver
 
-from .topology_support import T0, TOPIC, Serde, driver, headers, serde, tx
+from .topology_support import T0, TOPIC, TX_KEY, Serde, driver, headers, serde, tx
 
 FRAUD, LEGIT, DLQ = "streaming.transactions.fraud", "streaming.transactions.legit", "streaming.transactions.dlq"
 
@@ -259,7 +259,8 @@ def _alerting_driver(s: Serde) -> TopologyTestDriver[TopologyProcessor]:
     decoder = ProjectionDecoder.for_topology(s.registry, topology, schema_text("transaction"), alerts)
     processor = TopologyProcessor(topology, decoder.decode, version="v-test", alerts=alerts)
     assert ALERTS in processor.sink_topics
-    return TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    return TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, decoder=s.decoder.decode,
+                              key_fields=TX_KEY)
 
 
 def _alerts(d: TopologyTestDriver[TopologyProcessor], s: Serde) -> dict[str, dict[str, Any]]:
@@ -333,7 +334,7 @@ def test_no_alerts_without_an_encoder_or_an_alerts_topic(s: Serde) -> None:
     no_alerts = dataclasses.replace(topology, alerts=None)
     p = TopologyProcessor(no_alerts, s.decoder.decode, version="v", alerts=FraudAlerts.for_topic(s.registry, ALERTS))
     assert ALERTS not in p.sink_topics
-    d2 = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    d2 = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode, key_fields=TX_KEY)
     d2.pipe(tx(1, "950.00", channel="online"))
     assert len(d2.records(FRAUD)) == 1 and d2.records(ALERTS) == []
 
@@ -343,7 +344,7 @@ def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> 
         raise EncodeError(f"amount {alert['amount']} does not fit", "amount")
 
     p = TopologyProcessor(load_topology(FRAUD_TOPOLOGY), s.decoder.decode, version="v", alerts=FraudAlerts(refuse))
-    d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    d = TopologyTestDriver(p, encoder=s.encoder.encode, decoder=s.decoder.decode, key_fields=TX_KEY)
     d.pipe(tx(1, "950.00", channel="online"))
     d.pipe(tx(2, "12.00"))  # legit: no alert needed
     assert d.records(FRAUD) == [] and d.records(ALERTS) == [] and len(d.records(LEGIT)) == 1

@@ -24,7 +24,7 @@ from fastavro import parse_schema, schemaless_writer
 import schemas
 from services.detector import FRAUD_TOPOLOGY
 from services.detector.alerts import FraudAlerts
-from tests.unit.topology_support import TOPIC, tx
+from tests.unit.topology_support import TOPIC, TX_KEY, tx
 from topology.plan.dsl import stream
 from topology.plan.expr import to_epoch_ms
 from topology.plan.loader import load_topology, loads_topology
@@ -363,7 +363,7 @@ def test_the_fraud_topology_routes_identically_with_both_decoders() -> None:
     outputs = []
     for decoder in (AvroDecoder(registry, TX), ProjectionDecoder.for_topology(registry, topology, TX)):
         processor = TopologyProcessor(topology, decoder.decode, version="v")
-        driver = TopologyTestDriver(processor, partitions=3)
+        driver = TopologyTestDriver(processor, partitions=3, key_fields=TX_KEY)
         for value in inputs:
             driver.pipe(value, key=b"k")
         outputs.append({t: [(w.key, w.value, w.headers) for w in ws] for t, ws in driver.logs.items()})

@@ -19,6 +19,7 @@ from topology.testing.driver import TopologyTestDriver
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 TOPIC = "queueing.transactions"
+TX_KEY = ("source_account",)  # the record key of a piped transaction (as the generator keys them)
 
 
 @dataclass
@@ -62,7 +63,9 @@ def driver(
     """A driver whose processor also has the batch path (stateless topologies take it for every record)."""
     columnar = ColumnarDecoder(s.registry, schema_text("transaction"))
     processor = TopologyProcessor(topology, s.decoder.decode, version=version, columnar=columnar)
-    return TopologyTestDriver(processor, partitions=partitions, encoder=s.encoder.encode, decoder=s.decoder.decode)
+    return TopologyTestDriver(
+        processor, partitions=partitions, encoder=s.encoder.encode, decoder=s.decoder.decode, key_fields=TX_KEY
+    )
 
 
 def headers(record: Any) -> Mapping[str, bytes]:

@@ -10,12 +10,13 @@ processor restores its state from the changelogs through the runtime's own resto
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from topology.records import Headers, OutRecord, Processor, RawRecord, header
 from topology.runtime import ExactlyOnceRuntime, RuntimeSettings
+from topology.state import encode_group_key
 from topology.testing.fakes import Entry, FakeClients, FakeCluster
 
 Encoder = Callable[[Mapping[str, Any]], bytes]
@@ -64,8 +65,10 @@ class TopologyTestDriver(Generic[P]):
         decoder: Callable[[bytes | None], Mapping[str, Any]] | None = None,
         commit_every: int = 1,
         settings: RuntimeSettings | None = None,
+        key_fields: Sequence[str] = (),
     ) -> None:
         self.partitions = partitions
+        self.key_fields = tuple(key_fields)  # a piped mapping's key is made of these fields unless given
         self.commit_every = commit_every
         self.encoder = encoder
         self.decoder = decoder
@@ -99,7 +102,7 @@ class TopologyTestDriver(Generic[P]):
     ) -> list[OutRecord]:
         """Append one record to the source topic and process it (and everything it causes).
 
-        A mapping is encoded with ``encoder``; its key defaults to its ``source_account``.
+        A mapping is encoded with ``encoder``; its key defaults to its ``key_fields``.
         Every ``commit_every`` pipes the driver commits (and then the next stages read what the
         commit made visible). Returns every record written as a consequence, in order.
         """
@@ -143,8 +146,8 @@ class TopologyTestDriver(Generic[P]):
         if isinstance(value, Mapping):
             if self.encoder is None:
                 raise ValueError("piping a mapping needs an encoder")
-            if key is None and "source_account" in value:
-                key = str(value["source_account"])
+            if key is None and self.key_fields:
+                key = self._key_of(value)
             value = self.encoder(value)
         k = key.encode() if isinstance(key, str) else key
         topic = topic or self.processor.source_topics[0]
@@ -152,6 +155,13 @@ class TopologyTestDriver(Generic[P]):
         self._clock += 1
         ts = self._clock if timestamp_ms is None else timestamp_ms
         self.cluster.append((topic, p), Entry(k, value, headers, ts))
+
+    def _key_of(self, value: Mapping[str, Any]) -> bytes | None:
+        """The key of ``value`` from ``key_fields`` (as the processor keys them; ``None`` if one is null)."""
+        vals = [value.get(f) for f in self.key_fields]
+        if any(v is None for v in vals):
+            return None
+        return str(vals[0]).encode() if len(vals) == 1 else encode_group_key(vals)
 
     # ------------------------------------------------------------ running
 

@@ -16,7 +16,7 @@ from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.state import reference_store as ref
-from tests.unit.topology_support import serde
+from tests.unit.topology_support import TX_KEY, serde
 from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, PlanError, Window
 from topology.processor import COMPARE, TopologyProcessor
@@ -257,7 +257,7 @@ def test_fraud_yaml_decides_as_the_unbounded_stores_on_the_default_mix() -> None
 
     def decisions(state: StateBackend | None) -> dict[str, tuple[str, bytes | None]]:
         processor = TopologyProcessor(topology, s.decoder.decode, version="v", state=state)
-        d = TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, commit_every=100)
+        d = TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, commit_every=100, key_fields=TX_KEY)
         d.pipe_all(txs)
         d.commit()
         return {

@@ -13,7 +13,7 @@ from services.config import GeneratorSettings
 from services.detector import FRAUD_TOPOLOGY
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
-from tests.unit.topology_support import serde
+from tests.unit.topology_support import TX_KEY, serde
 from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, Window
 from topology.plan.rules import apply_rule
@@ -246,7 +246,7 @@ def test_the_processor_decides_the_same_on_rocksdb_across_a_restart_and_a_rule_c
         def processor() -> TopologyProcessor:
             return TopologyProcessor(topology, s.decoder.decode, version="v", state=state)
 
-        d = TopologyTestDriver(processor(), partitions=3, encoder=s.encoder.encode, commit_every=40)
+        d = TopologyTestDriver(processor(), partitions=3, encoder=s.encoder.encode, commit_every=40, key_fields=TX_KEY)
         d.pipe_all(txs[:1_500])
         d.commit()
         d.processor.revoked([(t, p) for t in d.processor.source_topics for p in range(3)])  # the old one stops
