@@ -49,12 +49,13 @@ default_branch: {{name: normal, to: {normal}}}
 
 def in_python(name: str, source: str, alarm: str, normal: str, dlq: str) -> Topology:
     """The readings topology built with the DSL."""
+    overheat = rule("overheat", expr("celsius > 90", FIELDS))
+    warm = expr("celsius > 70", FIELDS)
+    flapping = rule("flapping", count(by="sensor", window=sliding("1m"), where=warm, fields=FIELDS) >= 3)
     return (
         stream(source, dlq=dlq, name=name, key=("sensor",), time_field="at")
         .split()
-        .branch([rule("overheat", expr("celsius > 90", FIELDS)),
-                 rule("flapping", count(by="sensor", window=sliding("1m"), where=expr("celsius > 70", FIELDS),
-                                        fields=FIELDS) >= 3)], to=alarm, name="alarm")  # fmt: skip
+        .branch([overheat, flapping], to=alarm, name="alarm")
         .default_branch(to=normal, name="normal")
     )
 
