@@ -6,6 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from services.config import TOPICS
 from services.detector import FRAUD_TOPOLOGY
 from services.topology_cli import app
 from topology.plan.describe import describe_mermaid, describe_text
@@ -62,7 +63,10 @@ def test_cli_describe_and_validate(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(FRAUD_TOPOLOGY.read_text().replace("to: streaming.transactions.fraud", "to: streaming.fraud"))
     r = runner.invoke(app, ["validate", "--file", str(bad)])
+    assert r.exit_code == 0  # any topic name is accepted
+    declared = [a for t in TOPICS.model_dump().values() for a in ("--topic", t)]
+    r = runner.invoke(app, ["validate", "--file", str(bad), *declared])
     assert r.exit_code == 1
     assert f"{bad}:" in r.stderr and "branches[0].to: unknown topic 'streaming.fraud'" in r.stderr
-    r = runner.invoke(app, ["validate", "--file", str(bad), "--any-topic"])
+    r = runner.invoke(app, ["validate", "--file", str(FRAUD_TOPOLOGY), *declared])
     assert r.exit_code == 0
