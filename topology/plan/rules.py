@@ -17,9 +17,6 @@ from ruamel.yaml.error import MarkedYAMLError
 from topology.plan.loader import TopologyError, _Loader, transaction_fields
 from topology.plan.model import PlanError, Rule, Topology, check_name
 
-FRAUD_BRANCH = "fraud"
-
-
 class RuleError(ValueError):
     """A rule record that cannot be applied; the message names the rule id and the problem."""
 
@@ -71,8 +68,7 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
 def apply_rule(topology: Topology, rule_id: str, value: Mapping[str, Any] | None) -> Topology:
     """``topology`` with rule ``rule_id`` set to ``value`` (None or ``enabled: false`` removes it).
 
-    A new rule joins the ``fraud`` branch (the first branch if none is so named); a known one is
-    replaced where it is. Raises ``RuleError`` (topology unchanged) for an invalid rule, for removing
+    A new rule joins the first branch (the detector's is ``fraud``); a known one is replaced where it is. Raises ``RuleError`` (topology unchanged) for an invalid rule, for removing
     a rule that is not there, or for removing the last rule of a branch.
     """
     if value is None or value.get("enabled", True) is False:
@@ -86,8 +82,7 @@ def apply_rule(topology: Topology, rule_id: str, value: Mapping[str, Any] | None
             return _rebuild(topology, rule_id, branches)
     if not branches:
         raise RuleError(rule_id, "the topology has no branch to add the rule to")
-    target = next((i for i, b in enumerate(branches) if b.name == FRAUD_BRANCH), 0)
-    branches[target] = dataclasses.replace(branches[target], rules=(*branches[target].rules, rule))
+    branches[0] = dataclasses.replace(branches[0], rules=(*branches[0].rules, rule))
     return _rebuild(topology, rule_id, branches)
 
 
