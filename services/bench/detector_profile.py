@@ -37,13 +37,13 @@ SOURCE = "profile.transactions"
 # (label, file suffix, function): their cumulative time, as a share of the whole loop's.
 STAGES: list[tuple[str, str, str]] = [
     ("decode (ProjectionDecoder.decode)", "topology/serde/projection.py", "decode"),
-    ("aggregate (_aggregate: filter, key, add)", "topology/processor.py", "_aggregate"),
-    ("  of which WindowStore.add", "topology/state.py", "add"),
-    ("changelog (StateGroup.flush: JSON encode)", "topology/state.py", "flush"),
-    ("repartition _forward (JSON headers out)", "topology/processor.py", "_forward"),
-    ("repartition read (_process_repartitioned)", "topology/processor.py", "_process_repartitioned"),
-    ("route (_route)", "topology/processor.py", "_route"),
-    ("alert (_alert)", "topology/processor.py", "_alert"),
+    ("aggregate (_aggregate: filter, key, add)", "topology/processor/processor.py", "_aggregate"),
+    ("  of which WindowStore.add", "topology/state/window.py", "add"),
+    ("changelog (StateGroup.flush: JSON encode)", "topology/state/group.py", "flush"),
+    ("repartition forward (JSON headers out)", "topology/processor/stages.py", "forward"),
+    ("repartition read (_process_repartitioned)", "topology/processor/processor.py", "_process_repartitioned"),
+    ("route (Decider.route)", "topology/processor/decisions.py", "route"),
+    ("alert (_alert)", "topology/processor/processor.py", "_alert"),
     ("produce (stand-in call)", "services/bench/detector_profile.py", "_produce"),
 ]
 
@@ -116,13 +116,13 @@ def stage_shares(stats: pstats.Stats, total: float) -> list[tuple[str, float]]:
 
 # (file suffix, function) whose direct callees ``--callees`` lists.
 CALLEES: list[tuple[str, str]] = [
-    ("topology/processor.py", "process"),
-    ("topology/processor.py", "_aggregate"),
-    ("topology/state.py", "add"),
-    ("topology/processor.py", "_forward"),
-    ("topology/processor.py", "_process_repartitioned"),
-    ("topology/state.py", "flush"),
-    ("topology/processor.py", "_route"),
+    ("topology/processor/processor.py", "process"),
+    ("topology/processor/processor.py", "_aggregate"),
+    ("topology/state/window.py", "add"),
+    ("topology/processor/stages.py", "forward"),
+    ("topology/processor/processor.py", "_process_repartitioned"),
+    ("topology/state/group.py", "flush"),
+    ("topology/processor/decisions.py", "route"),
 ]
 
 

@@ -21,7 +21,7 @@ def test_run_loop_decides_every_record_once_through_both_stages() -> None:
     stats = pstats.Stats(profiler)
     shares = dict(stage_shares(stats, stats.total_tt))  # type: ignore[attr-defined]
     assert list(shares) == [label for label, _, _ in STAGES]
-    assert shares["repartition _forward (JSON headers out)"] > 0 and shares["decode (ProjectionDecoder.decode)"] > 0
+    assert shares["repartition forward (JSON headers out)"] > 0 and shares["decode (ProjectionDecoder.decode)"] > 0
 
 
 def test_the_stateless_row_takes_the_batch_path_and_writes_no_changelog() -> None:

@@ -360,7 +360,7 @@ def test_records_no_later_store_aggregates_are_decided_in_the_first_stage_as_the
     traffic = _traffic(600, seed=5)
     shortcut = driver(topology, s, partitions=3)
     shortcut.pipe_all(traffic)
-    monkeypatch.setattr("topology.processor._ignored_later", lambda stage, value: False)
+    monkeypatch.setattr("topology.processor.processor.ignored_later", lambda stage, value: False)
     every = driver(topology, s, partitions=3)
     every.pipe_all(traffic)
     rep = "fraud-detector-by-target_account-amount-repartition"

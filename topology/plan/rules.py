@@ -17,6 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from topology.plan.loader import TopologyError, _Loader, transaction_fields
 from topology.plan.model import PlanError, Rule, Topology, check_name
 
+
 class RuleError(ValueError):
     """A rule record that cannot be applied; the message names the rule id and the problem."""
 
@@ -68,7 +69,8 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
 def apply_rule(topology: Topology, rule_id: str, value: Mapping[str, Any] | None) -> Topology:
     """``topology`` with rule ``rule_id`` set to ``value`` (None or ``enabled: false`` removes it).
 
-    A new rule joins the first branch (the detector's is ``fraud``); a known one is replaced where it is. Raises ``RuleError`` (topology unchanged) for an invalid rule, for removing
+    A new rule joins the first branch (the detector's is ``fraud``); a known one is replaced where it is.
+    Raises ``RuleError`` (topology unchanged) for an invalid rule, for removing
     a rule that is not there, or for removing the last rule of a branch.
     """
     if value is None or value.get("enabled", True) is False:

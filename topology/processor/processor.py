@@ -1,0 +1,398 @@
+"""The pure processor: one ``RawRecord`` in, the ``OutRecord``s it causes out. No I/O.
+
+Both runtimes (the exactly-once Kafka loop and the in-memory test driver) feed
+records to ``TopologyProcessor.process`` and write every record it returns in
+one transaction: the branch (or dead-letter) record, changelog records of the
+state it changed, and repartition records for the next stage.
+
+Contract:
+- a record that cannot be decoded or evaluated becomes ONE record to the DLQ
+  with the original key/value bytes, the original headers plus ``error.class``,
+  ``error.reason``, ``error.message``, ``source.topic``, ``source.partition``,
+  ``source.offset``; its state is left unchanged;
+- a routed record is ONE record to its branch topic with the original key and
+  value bytes and headers plus ``fraudstream.branch``, ``fraudstream.rules``
+  (``id@version`` of every rule of the branch that fired; empty for the default
+  branch) and ``fraudstream.detector.version``;
+- when the topology has an ``alerts`` topic and an ``AlertWriter`` is given (topology/alerts.py), a
+  record routed to a (non-default) branch also yields ONE record to the alerts topic, with the key
+  and value the writer builds from the fired rules and their evidence (the ``fraudstream.evidence``
+  header), and headers ``fraudstream.rules`` and ``fraudstream.detector.version``; a record whose
+  alert cannot be built is dead-lettered; the evidence of a ``related`` aggregate that holds also
+  names the earlier records of its window, so an alert can flag inputs routed before a pattern showed;
+- state changes are kept in memory (a write-back cache) and leave as changelog records only
+  through ``flush()``: the latest state per (stage, group key) since the last flush, with the
+  input partition as partition; the runtime calls it right before each commit and writes what
+  it returns in the same transaction. Each such record is bounded (``max_record_bytes``; see
+  topology/state/bounds.py);
+- transactions: ``committed()`` after the commit of the transaction holding every flush since
+  the last ``committed()``/``aborted()``; ``aborted()`` when it aborted (or the runtime rewinds):
+  the state is then exactly the state at the last ``committed()`` (or the end of the restore).
+  Rebalances: ``assigned``, then per changelog partition ``restore_from`` (the offset to replay
+  from) and ``restore`` for each record; ``checkpoint`` after a commit; ``revoked``;
+- a record of a stage with a next stage goes on as ONE repartition record, unless no store of a
+  later stage would aggregate it (all their filters false, or a null group key or field): then its
+  decision cannot depend on their state, and this stage decides it as the last stage would;
+Exceptions other than bad input (bugs) propagate.
+
+Batches: with a ``columnar`` decoder, a stateless topology also routes whole batches of source
+values at once (``route_batch``: polars decode + vectorised rules, see topology/batch/decode.py and
+topology/batch/routing.py); rows that path cannot judge exactly take ``process``. ``process_batch``
+gives for each record exactly what ``process`` gives. A ``decode`` with a ``project(topology)``
+method (``ProjectionDecoder``) is told every new topology, so rules changed at run time keep the
+fast projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from topology.alerts import AlertFacts, AlertWriter
+from topology.batch.decode import ColumnarDecoder
+from topology.batch.routing import BatchRouter, BatchRouting
+from topology.deadletter import Failure, Source, dead_letter
+from topology.plan.model import Rule, Topology
+from topology.processor.compiled import (
+    COMPARE,
+    EVALUATION_ERRORS,
+    Aggs,
+    CompiledStage,
+    check_sizes,
+    check_update,
+    compile_branches,
+    compile_stages,
+    time_getter,
+)
+from topology.processor.decisions import Decider, Related, RuleFailed
+from topology.processor.stages import INTERNAL, carried, forward, ignored_later, prior_values, unpack_fields
+from topology.processor.stores import StageStores, kept_stores
+from topology.records import H_KEY, H_ORIGIN, H_VERSION, Headers, Kind, OutRecord, RawRecord, header
+from topology.serde.decoder import DecodeError, EncodeError
+from topology.state import AggValue, InMemoryState, StateBackend, WindowStore
+from topology.state.bounds import RELATED_IDS
+
+Decode = Callable[[bytes | None], Mapping[str, Any]]
+_ALERT_ERRORS: tuple[type[Exception], ...] = (EncodeError, *EVALUATION_ERRORS)
+
+
+class EvaluationError(Exception):
+    """A record whose rules cannot be evaluated (dead-lettered)."""
+
+
+class TopologyProcessor:
+    """Runs a ``Topology`` on single records; holds the state stores of the partitions it owns."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        decode: Decode,
+        *,
+        version: str,
+        decode_errors: tuple[type[Exception], ...] = (DecodeError,),
+        alerts: AlertWriter | None = None,
+        columnar: ColumnarDecoder | None = None,
+        state: StateBackend | None = None,
+        max_record_bytes: int = 1_000_000,
+    ) -> None:
+        self.version = version
+        self.max_record_bytes = max_record_bytes  # no changelog record may exceed it (checked per topology)
+        self._state: StateBackend = state or InMemoryState()  # where the window stores live
+        self._alert_writer = alerts
+        self._columnar = columnar
+        self._decode = decode
+        self._decode_errors = decode_errors
+        self._version_header = (H_VERSION, version.encode())
+        self._stores: dict[str, WindowStore] = {}
+        self._groups = StageStores()
+        self.late_records = 0  # records too late for some window (not aggregated there)
+        self._related: dict[str, list[str]] = {}  # this record's related aggregates that hold: store -> earlier ids
+        self._related_total: dict[str, int] = {}  # store -> number of earlier ids in its window
+        check_sizes(topology, max_record_bytes)
+        self._install(topology)
+
+    # ------------------------------------------------------------ compile
+
+    def _install(self, topology: Topology) -> None:
+        stores = kept_stores(self._stores, self._state, topology)
+        self.topology = topology
+        self._stores = stores
+        self._store_names = tuple(s.name for s in topology.stores)
+        self._n_stores = len(self._store_names)
+        stages = topology.stages
+        self._groups.install(self._state, {
+            st.input_topic: (st.changelog_topic, [stores[s.name] for s in st.stores]) for st in stages if st.stores
+        })  # fmt: skip
+        alerting = topology.alerts is not None and self._alert_writer is not None
+        self._alerts = topology.alerts if self._alert_writer is not None else None
+        self._stages: dict[str, CompiledStage] = compile_stages(
+            topology, stores, self._alert_writer.fields if alerting and self._alert_writer else None
+        )
+        self._decider = Decider(compile_branches(topology), topology.default, self._store_names, self._version_header)
+        self._dlq = topology.dlq
+        self._time = time_getter(topology.time_field)
+        self.source_topics: tuple[str, ...] = tuple(st.input_topic for st in stages)
+        self.repartition_topics: tuple[str, ...] = self.source_topics[1:]
+        self.changelog_topics: tuple[str, ...] = self._groups.changelog_topics
+        self.sink_topics: tuple[str, ...] = tuple(dict.fromkeys((
+            *topology.sinks, *(() if self._alerts is None else (self._alerts,)), topology.dlq,
+            *self.repartition_topics, *self.changelog_topics,
+        )))  # fmt: skip
+        self._router: BatchRouter | None = None
+        if self._columnar is not None and len(stages) == 1 and not self._n_stores:
+            d = self._decider
+            default = (d.default_to, d.default_headers, d.default_labels)
+            self._router = BatchRouter.build(topology, d.decision, default, alerts=self._alerts is not None)
+        project = getattr(self._decode, "project", None)
+        if project is not None:
+            project(topology)
+
+    def update(self, topology: Topology, *, version: str | None = None) -> None:
+        """Switch to ``topology`` (rules added, changed or removed at run time); ``version``, when
+        given, is the detector version its decisions name from now on.
+
+        Stores that keep the same state (same name, function, field, grouping, window kind and
+        size, filter) keep it; new ones start empty. Changes not yet flushed are kept for the next
+        ``flush``. The stages (repartition topics) must stay the same, and no stage may need a
+        changelog topic it did not have (the runtime creates and restores those at start).
+        """
+        check_update(topology, self.source_topics, self.changelog_topics)
+        check_sizes(topology, self.max_record_bytes)
+        self._groups.pending.extend(self.flush())
+        if version is not None:
+            self.version = version
+            self._version_header = (H_VERSION, version.encode())
+        self._install(topology)
+
+    # ------------------------------------------------------------ process
+
+    def route_batch(self, values: Sequence[bytes | None]) -> BatchRouting | None:
+        """Decisions for a batch of source-topic values (``None``: call ``process`` for each record).
+
+        A decided value ``i`` becomes ONE record to ``decisions[codes[i]]``'s topic with the original
+        key, value, timestamp and headers plus the decision's headers; ``codes[i] == -1``: ``process`` it.
+        """
+        router, columnar = self._router, self._columnar
+        if router is None or columnar is None or not values:
+            return None
+        codes = columnar.evaluate(values, router.expression)
+        return None if codes is None else BatchRouting(codes, router.decisions)
+
+    def process_batch(self, records: Sequence[RawRecord]) -> list[list[OutRecord]]:
+        """``[self.process(r) for r in records]``, through ``route_batch`` where it applies."""
+        source = self.source_topics[0]
+        routing = None
+        if all(r.topic == source for r in records):
+            routing = self.route_batch([r.value for r in records])
+        if routing is None:
+            return [self.process(r) for r in records]
+        out: list[list[OutRecord]] = []
+        decisions = routing.decisions
+        for r, code in zip(records, routing.codes, strict=True):
+            if code < 0:
+                out.append(self.process(r))
+            else:
+                topic, extra, tags = decisions[code]
+                out.append([OutRecord(topic, r.key, r.value, r.headers + extra, None, r.timestamp_ms, labels=tags)])
+        return out
+
+    def process(self, record: RawRecord) -> list[OutRecord]:
+        """The record ``record`` causes (branch, DLQ or repartition); never raises for bad input.
+
+        State changes stay in the stores until ``flush()``.
+        """
+        stage = self._stages[record.topic]
+        self._related = {}
+        self._related_total = {}
+        if stage.index:
+            return self._process_repartitioned(stage, record)
+        try:
+            value = self._decode(record.value)
+        except self._decode_errors as exc:
+            return [self._dead(record, exc, getattr(exc, "reason", "decode"))]
+        aggs: Aggs | None = None
+        if self._n_stores:
+            aggs = [None] * self._n_stores
+            if stage.slots:
+                try:
+                    self._aggregate(stage, record, value, aggs, None)
+                except EVALUATION_ERRORS as exc:
+                    return [self._dead(record, exc, "evaluation")]
+            if stage.next_topic is not None and not ignored_later(stage, value):
+                return [self._forward(stage, record, value, aggs, None)]
+        return self._decide(record, value, aggs, record.key, record.headers)
+
+    def _process_repartitioned(self, stage: CompiledStage, record: RawRecord) -> list[OutRecord]:
+        """A record of a later stage: aggregates and fields carried in its headers, original key and headers."""
+        doc, key, headers = carried(record)
+        aggs: Aggs = [None] * self._n_stores
+        self._related = dict(doc.get("r") or {})
+        self._related_total = dict(doc.get("rn") or {})
+        prior = prior_values(doc, stage, aggs)
+        value: Mapping[str, Any] | None = unpack_fields(doc.get("f"), stage.needs)
+        if value is None:
+            try:
+                value = self._decode(record.value)
+            except self._decode_errors as exc:
+                return [self._dead(record, exc, getattr(exc, "reason", "decode"))]
+        try:
+            self._aggregate(stage, record, value, aggs, None if doc.get("n") else record.key)
+        except EVALUATION_ERRORS as exc:
+            return [self._dead(record, exc, "evaluation")]
+        if stage.next_topic is not None and not ignored_later(stage, value):
+            return [self._forward(stage, record, value, aggs, prior)]
+        return self._decide(record, value, aggs, key, headers)
+
+    def _decide(
+        self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, key: bytes | None, headers: Headers
+    ) -> list[OutRecord]:
+        try:
+            topic, extra, tags, fired = self._decider.route(value, aggs, self._related_now())
+        except RuleFailed as exc:
+            return [self._dead(record, exc.cause, "evaluation", exc.rule)]
+        out = OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, labels=tags)
+        if fired is None or self._alerts is None:
+            return [out]
+        try:
+            alert = self._alert(record, value, aggs, *fired)
+        except _ALERT_ERRORS as exc:
+            return [self._dead(record, exc, "alert")]
+        return [out, alert]
+
+    def _alert(
+        self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, bi: int, fired: tuple[int, ...]
+    ) -> OutRecord:
+        """The alerts record of a decision of branch ``bi`` by its rules ``fired``."""
+        assert self._alerts is not None and self._alert_writer is not None
+        d = self._decider
+        evidence = d.evidence(bi, fired, aggs, self._related_now()) if aggs is not None else {}
+        key, doc = self._alert_writer.write(AlertFacts(value, d.rules((bi, fired)), evidence, self.version))
+        headers: Headers = (d.decision(bi, fired)[0][1], self._version_header)
+        return OutRecord(self._alerts, key, doc, headers, None, record.timestamp_ms, kind=Kind.ALERT)
+
+    def _related_now(self) -> Related:
+        return self._related, self._related_total
+
+    def _aggregate(
+        self, stage: CompiledStage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs, stage_key: bytes | None
+    ) -> None:
+        """Add the record to the stage's stores (``stage_key``: the record key, when it is the group key)."""
+        # Read everything first, so a record that cannot be evaluated changes no state.
+        todo = []
+        for slot in stage.slots:
+            if slot.filter is not None and not slot.filter(value):
+                continue
+            k = stage_key if slot.by_stage_key and stage_key is not None else slot.key(value)
+            v = slot.value(value)
+            if k is None or v is None:
+                continue
+            todo.append((slot, k, v))
+        if not todo:
+            return
+        t = self._time(value)
+        if not isinstance(t, int):
+            raise TypeError(f"event time {t!r} is not a timestamp")
+        partition = record.partition
+        for slot, k, v in todo:
+            store = slot.store
+            if store.related:
+                vals = self._add_related(store, partition, k, t, v, value)
+            else:
+                vals = store.add(partition, k, t, v)
+            if not vals:
+                self.late_records += 1
+            aggs[slot.index] = vals
+
+    def _add_related(
+        self, store: WindowStore, partition: int, k: bytes, t: int, v: Any, value: Mapping[str, Any]
+    ) -> tuple[AggValue, ...]:
+        """``store.add`` keeping the transaction id; when the aggregate holds, note the window's earlier ids."""
+        tid = value["transaction_id"]
+        ident = "" if tid is None else str(tid)
+        vals = store.add(partition, k, t, v, ident)
+        a = store.aggregate
+        if vals and COMPARE[a.op](vals[0], a.threshold):
+            ids = store.related_ids(partition, k, t)
+            if ident in ids:
+                ids.remove(ident)  # the record itself (the alert's own transaction)
+            self._related[store.name] = ids[-RELATED_IDS:]
+            self._related_total[store.name] = len(ids)
+        return vals
+
+    def _forward(
+        self, stage: CompiledStage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs,
+        prior: Mapping[str, Any] | None,
+    ) -> OutRecord:  # fmt: skip
+        assert stage.next_topic is not None
+        nxt = self._stages[stage.next_topic]
+        return forward(stage, nxt, record, value, aggs, prior, self._store_names, (self._related, self._related_total))
+
+    def _dead(
+        self,
+        record: RawRecord,
+        exc: BaseException,
+        reason: str,
+        rule: Rule | None = None,
+    ) -> OutRecord:
+        topic, partition, offset = record.topic, str(record.partition), str(record.offset)
+        key, headers = record.key, record.headers
+        origin = header(record.headers, H_ORIGIN) if record.topic in self.repartition_topics else None
+        if origin is not None:  # from a repartition topic: name the original record
+            topic, partition, offset = origin.decode().rsplit(":", 2)
+            key = header(record.headers, H_KEY)
+            headers = tuple(h for h in record.headers if h[0] not in INTERNAL)
+        message = str(exc) or type(exc).__name__
+        if rule is not None:
+            message = f"rule {rule.ref}: {type(exc).__name__}: {message}"
+        cls = type(exc).__name__ if isinstance(exc, self._decode_errors) else EvaluationError.__name__
+        return dead_letter(
+            self._dlq, key, record.value, headers, Source(topic, int(partition), int(offset)),
+            Failure(cls, reason, message), extra=(self._version_header,), timestamp_ms=record.timestamp_ms,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def dlq_topic(self) -> str:
+        """Where records that cannot be decoded or evaluated go."""
+        return self._dlq
+
+    @property
+    def stores(self) -> Mapping[str, WindowStore]:
+        return self._stores
+
+    def flush(self) -> list[OutRecord]:
+        """Changelog records of every state change since the last flush (see the module docstring)."""
+        return self._groups.flush()
+
+    def committed(self) -> None:
+        """The transaction holding every flush since the last outcome committed: the state is permanent."""
+        self._groups.committed()
+
+    def aborted(self) -> None:
+        """That transaction aborted (or the runtime rewinds): the state is the last committed state again."""
+        self._groups.aborted()
+
+    def restore_from(self, changelog: tuple[str, int]) -> int:
+        """The first offset of ``changelog`` to replay (an embedded store's valid checkpoint, else 0)."""
+        return self._groups.restore_from(changelog)
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Committed state covers these changelog partitions up to these offsets (after ``committed``)."""
+        self._groups.checkpoint(offsets)
+
+    def changelog_partitions(self, topic: str, partition: int) -> tuple[tuple[str, int], ...]:
+        """The changelog topic-partitions to restore before processing ``topic``/``partition``."""
+        return self._groups.changelog_partitions(topic, partition)
+
+    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Input partitions now owned: their stores start empty; then ``restore`` their changelogs."""
+        self._groups.assigned(partitions)
+
+    def revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Input partitions given up: their state and unflushed changes are dropped."""
+        self._groups.revoked(partitions)
+
+    def restore(self, record: RawRecord) -> None:
+        """Apply one changelog record (key = group key, value = the stage's state for it, or ``None``)."""
+        self._groups.restore(record)
