@@ -70,6 +70,10 @@ class KafkaSettings(_Section):
         "127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
     )
+    startup_wait_s: float = Field(
+        300.0, ge=0, validation_alias=AliasChoices("KAFKA_STARTUP_WAIT_S", "startup_wait_s"),
+        description="How long a command waits at start for a missing or restarting broker or registry.",
+    )  # fmt: skip
     schema_registry_url: str = Field(
         "http://127.0.0.1:8081",
         validation_alias=AliasChoices("SCHEMA_REGISTRY_URL", "schema_registry_url"),

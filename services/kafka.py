@@ -16,10 +16,20 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
-from tenacity import RetryError, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from services.client_properties import redact_url
 from services.config import KafkaSettings
+
+log = logging.getLogger("fraudstream.kafka")
 
 # librdkafka logs routed nowhere: for clients whose connection failures are reported another way.
 QUIET_LOGGER = logging.getLogger("fraudstream.librdkafka")
@@ -82,15 +92,33 @@ def admin_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def check_broker(kafka: KafkaSettings, *, timeout_s: float = 5.0, attempts: int = 3) -> AdminClient:
-    """An admin client on a broker that answers; raises ``Unreachable`` after ``attempts`` tries, or
-    ``AuthFailed`` at once when the broker refuses the credentials or the TLS handshake."""
+def _patience(kafka: KafkaSettings, what: str, where: str, wait_s: float, attempts: int | None) -> dict[str, Any]:
+    """Retry arguments: until ``wait_s`` has passed (or ``attempts`` tries), one warning line per wait."""
+
+    def waiting(state: RetryCallState) -> None:
+        sleep = state.next_action.sleep if state.next_action else 0.0
+        cause = state.outcome.exception() if state.outcome else None
+        left = max(0.0, wait_s - (state.seconds_since_start or 0.0))
+        log.warning("waiting for %s at %s (%s); retrying in %.0f s, giving up in %.0f s (KAFKA_STARTUP_WAIT_S)",
+                    what, where, kafka.redact(_reason(cause)), sleep, left)  # fmt: skip
+
+    stop = stop_after_delay(wait_s) if attempts is None else stop_after_attempt(attempts)
+    return {"stop": stop, "wait": wait_exponential(multiplier=0.5, max=10), "reraise": False, "before_sleep": waiting}
+
+
+def check_broker(
+    kafka: KafkaSettings, *, timeout_s: float = 5.0, attempts: int | None = None, wait_s: float | None = None
+) -> AdminClient:
+    """An admin client on a broker that answers, waiting up to ``wait_s`` (default ``kafka.startup_wait_s``)
+    or ``attempts`` tries for it; raises ``Unreachable`` after that, or ``AuthFailed`` at once when the
+    broker refuses the credentials or the TLS handshake."""
     errors: list[KafkaError] = []
     admin = AdminClient(admin_config(kafka, error_cb=errors.append))
+    patience = kafka.startup_wait_s if wait_s is None else wait_s
     try:
         for attempt in Retrying(
-            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False,
             retry=retry_if_not_exception_type(AuthFailed),
+            **_patience(kafka, "the Kafka broker", kafka.bootstrap_servers, patience, attempts),
         ):
             with attempt:
                 _tcp_probe(kafka.bootstrap_servers, timeout_s)  # connection refused fails fast
@@ -103,8 +131,9 @@ def check_broker(kafka: KafkaSettings, *, timeout_s: float = 5.0, attempts: int 
     except RetryError as exc:
         cause = exc.last_attempt.exception()
         raise Unreachable(
-            f"Kafka broker at {kafka.bootstrap_servers} is unreachable after {attempts} attempts ({_reason(cause)}). "
-            "Is the stack up? Try `fraudstream stack up` or set KAFKA_BOOTSTRAP_SERVERS."
+            f"Kafka broker at {kafka.bootstrap_servers} is unreachable after {exc.last_attempt.attempt_number} "
+            f"attempts ({_reason(cause)}). Is the stack up? Try `fraudstream stack up` or set KAFKA_BOOTSTRAP_SERVERS "
+            "(KAFKA_STARTUP_WAIT_S: how long to wait for it)."
         ) from exc
     return admin
 
@@ -124,16 +153,20 @@ def registry_client(kafka: KafkaSettings) -> SchemaRegistryClient:
     return SchemaRegistryClient.new_client(kafka.registry_config())
 
 
-def check_registry(kafka: KafkaSettings, *, attempts: int = 3) -> SchemaRegistryClient:
-    """A client on a registry that answers; raises ``Unreachable`` after ``attempts`` tries, or
-    ``AuthFailed`` at once on HTTP 401/403."""
+def check_registry(
+    kafka: KafkaSettings, *, attempts: int | None = None, wait_s: float | None = None
+) -> SchemaRegistryClient:
+    """A client on a registry that answers, waiting as ``check_broker`` does; raises ``Unreachable`` after
+    that, or ``AuthFailed`` at once on HTTP 401/403."""
     url = redact_url(kafka.schema_registry_url)
     if kafka.schema_registry_url.startswith("mock://"):
         return registry_client(kafka)
     probe = SchemaRegistryClient({**kafka.registry_config(), "max.retries": 0, "timeout": 5})
     try:
+        patience = kafka.startup_wait_s if wait_s is None else wait_s
         for attempt in Retrying(
-            stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=4), reraise=False
+            retry=retry_if_not_exception_type(AuthFailed),
+            **_patience(kafka, "the Schema Registry", url, patience, attempts),
         ):
             with attempt:
                 try:
@@ -150,7 +183,8 @@ def check_registry(kafka: KafkaSettings, *, attempts: int = 3) -> SchemaRegistry
         if isinstance(cause, AuthFailed):
             raise cause from None
         raise Unreachable(
-            f"Schema Registry at {url} is unreachable after {attempts} attempts ({kafka.redact(_reason(cause))}). "
+            f"Schema Registry at {url} is unreachable after {exc.last_attempt.attempt_number} attempts "
+            f"({kafka.redact(_reason(cause))}). "
             "Is the stack up? Try `fraudstream stack up` or set SCHEMA_REGISTRY_URL."
         ) from exc
     finally:

@@ -50,7 +50,8 @@ def _docker_answers() -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local TCP port nothing listens on (closed again when returned)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -106,11 +107,11 @@ def _free_ports_stack(data_dir: Path, **extra: Any) -> StackSettings:
     """Local stack settings on free ports, data under ``data_dir``."""
     return StackSettings.with_overrides(
         data_dir=data_dir,
-        kafka_port=_free_port(),
-        controller_port=_free_port(),
-        registry_port=_free_port(),
-        apicurio_port=_free_port(),
-        apicurio_management_port=_free_port(),
+        kafka_port=free_port(),
+        controller_port=free_port(),
+        registry_port=free_port(),
+        apicurio_port=free_port(),
+        apicurio_management_port=free_port(),
         partitions=3,
         **extra,
     )

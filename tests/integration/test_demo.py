@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from services.config import TOPICS
-from tests.conftest import _free_port
+from tests.conftest import free_port
 
 NO_JVM = shutil.which("java") is None or shutil.which("mvn") is None
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(NO_JVM, reason="the demo's stack needs a JDK and Maven")]
@@ -75,8 +75,8 @@ def _decisions(bootstrap: str, at_least: int, timeout_s: float) -> int:
 
 
 def test_demo_runs_the_pipeline_and_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
-    ports = {name: _free_port() for name in ("KAFKA", "CONTROLLER", "REGISTRY", "APICURIO", "APICURIO_MANAGEMENT")}
-    dashboard_port = _free_port()
+    ports = {name: free_port() for name in ("KAFKA", "CONTROLLER", "REGISTRY", "APICURIO", "APICURIO_MANAGEMENT")}
+    dashboard_port = free_port()
     env = {
         **os.environ,
         **{f"FRAUDSTREAM_STACK_{name}_PORT": str(port) for name, port in ports.items()},

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import Endpoints, _free_port
+from tests.conftest import Endpoints, free_port
 from tests.integration.eos_support import read_all
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_flushes_and_reports_what_was_sent(stack: Endpoints, unique: str, signum: signal.Signals) -> None:
     topic = f"gen-int-{unique}"
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
            "SCHEMA_REGISTRY_URL": stack.registry_url}
     proc = subprocess.Popen(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.conftest import _free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +33,15 @@ def _alive(pid: int) -> bool:
 
 def test_stack_lifecycle(tmp_path: Path) -> None:
     data_dir = tmp_path / "stack"
-    kafka_port, registry_port = _free_port(), _free_port()
+    kafka_port, registry_port = free_port(), free_port()
     env = {
         **os.environ,
         "FRAUDSTREAM_STACK_DATA_DIR": str(data_dir),
         "FRAUDSTREAM_STACK_KAFKA_PORT": str(kafka_port),
-        "FRAUDSTREAM_STACK_CONTROLLER_PORT": str(_free_port()),
+        "FRAUDSTREAM_STACK_CONTROLLER_PORT": str(free_port()),
         "FRAUDSTREAM_STACK_REGISTRY_PORT": str(registry_port),
-        "FRAUDSTREAM_STACK_APICURIO_PORT": str(_free_port()),
-        "FRAUDSTREAM_STACK_APICURIO_MANAGEMENT_PORT": str(_free_port()),
+        "FRAUDSTREAM_STACK_APICURIO_PORT": str(free_port()),
+        "FRAUDSTREAM_STACK_APICURIO_MANAGEMENT_PORT": str(free_port()),
     }
     bootstrap = f"127.0.0.1:{kafka_port}"
     try:

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from services.healthcheck import main, probe_url
 from services.metrics import Metrics
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 def test_probe_urls_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,6 +30,6 @@ def test_healthy_while_the_endpoint_answers(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_without_a_port_the_broker_must_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FRAUDSTREAM_GENERATOR_METRICS_PORT", raising=False)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     assert main(["healthcheck", "generator"]) == 1
     assert main(["healthcheck"]) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -11,16 +10,12 @@ from typer.testing import CliRunner
 from services.cli import app
 from services.config import KafkaSettings
 from services.kafka import Unreachable, check_broker, check_registry, consumer_config, producer_config
+from tests.conftest import free_port
 
 
 def _at(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap)
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the block ends
 
 
 def test_producer_is_idempotent_compressed_and_batched() -> None:
@@ -36,7 +31,7 @@ def test_consumer_reads_committed_by_default() -> None:
 
 
 def test_unreachable_broker_is_one_clear_message() -> None:
-    port = closed_port()
+    port = free_port()
     start = time.monotonic()
     with pytest.raises(Unreachable, match=rf"Kafka broker at 127.0.0.1:{port} is unreachable after 2 attempts"):
         check_broker(_at(f"127.0.0.1:{port}"), timeout_s=1.0, attempts=2)
@@ -44,7 +39,7 @@ def test_unreachable_broker_is_one_clear_message() -> None:
 
 
 def test_unreachable_registry_is_one_clear_message() -> None:
-    port = closed_port()
+    port = free_port()
     with pytest.raises(Unreachable, match=rf"Schema Registry at http://127.0.0.1:{port} is unreachable"):
         check_registry(KafkaSettings(schema_registry_url=f"http://127.0.0.1:{port}"), attempts=2)
 
@@ -56,12 +51,36 @@ def test_unreachable_registry_is_one_clear_message() -> None:
         ["generate", "--count", "1"],
     ],
 )
-def test_commands_exit_2_without_a_traceback_when_the_broker_is_down(args: list[str]) -> None:
-    result = CliRunner().invoke(app, [*args, "--bootstrap-servers", f"127.0.0.1:{closed_port()}"])
+def test_commands_exit_2_without_a_traceback_when_the_broker_is_down(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_STARTUP_WAIT_S", "0")  # no wait: the first refusal ends it
+    result = CliRunner().invoke(app, [*args, "--bootstrap-servers", f"127.0.0.1:{free_port()}"])
     assert result.exit_code == 2, result.output
     assert "is unreachable" in result.output and "Traceback" not in result.output
 
 
-def test_schemas_register_exits_2_when_the_registry_is_down() -> None:
-    result = CliRunner().invoke(app, ["schemas", "register", "--registry-url", f"http://127.0.0.1:{closed_port()}"])
+def test_schemas_register_exits_2_when_the_registry_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_STARTUP_WAIT_S", "0")
+    result = CliRunner().invoke(app, ["schemas", "register", "--registry-url", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 2 and "Schema Registry at" in result.output
+
+
+def test_a_missing_broker_is_waited_for_with_one_line_per_wait(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    with caplog.at_level("WARNING", logger="fraudstream.kafka"), pytest.raises(Unreachable) as info:
+        check_broker(_at(f"127.0.0.1:{port}"), timeout_s=0.5, wait_s=2.0)
+    waits = [r.getMessage() for r in caplog.records if r.name == "fraudstream.kafka"]
+    assert len(waits) >= 2, waits  # it kept trying for the whole wait, saying so each time
+    assert all(w.startswith(f"waiting for the Kafka broker at 127.0.0.1:{port} (") for w in waits)
+    assert all("retrying in" in w and "KAFKA_STARTUP_WAIT_S" in w for w in waits)
+    assert "KAFKA_STARTUP_WAIT_S" in str(info.value)
+
+
+def test_the_startup_wait_is_a_typed_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert KafkaSettings().startup_wait_s == 300.0
+    monkeypatch.setenv("KAFKA_STARTUP_WAIT_S", "12.5")
+    assert KafkaSettings().startup_wait_s == 12.5
+    monkeypatch.setenv("KAFKA_STARTUP_WAIT_S", "-1")
+    with pytest.raises(ValueError):
+        KafkaSettings()
