@@ -25,7 +25,7 @@ from services.kafka import (
 from topology.plan.model import Topology
 from topology.plan.rules import RuleError, apply_rule
 from topology.processor import TopologyProcessor
-from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError
+from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError, RegistryError
 
 log = logging.getLogger("fraudstream.rules")
 
@@ -42,6 +42,7 @@ class RulesFeed:
         self._consumer = Consumer(consumer_config(kafka, f"{topic}-reader", **{"enable.partition.eof": False}))
         self._assigned = False
         self._next_lookup = 0.0
+        self.rejected = 0  # records that are not rules (undecodable)
 
     def _assign(self) -> bool:
         if self._assigned or time.monotonic() < self._next_lookup:
@@ -55,7 +56,9 @@ class RulesFeed:
         return True
 
     def poll(self) -> list[RuleRecord]:
-        """Records that arrived since the last call, in order (non-blocking); undecodable ones are logged."""
+        """Records that arrived since the last call, in order (non-blocking). Undecodable ones are logged
+        and counted in ``rejected``; while the registry cannot be reached, the feed stops at the record it
+        could not decode and reads it again at the next call (a rule is never skipped)."""
         if not self._assign():
             return []
         out: list[RuleRecord] = []
@@ -74,7 +77,13 @@ class RulesFeed:
                 try:
                     out.append((key, self._decoder.decode(m.value())))
                 except DecodeError as exc:
-                    log.warning("rule %s rejected: %s", key, exc)
+                    self.rejected += 1
+                    log.warning("rule %s rejected (%s@%d): %s", key, self.topic, m.offset(), exc)
+                except RegistryError as exc:
+                    log.warning("rules feed: the Schema Registry did not answer (%s); rule %s is read again "
+                                "at the next poll", exc, key)  # fmt: skip
+                    self._consumer.seek(TopicPartition(self.topic, m.partition() or 0, m.offset() or 0))
+                    return out
 
     def read_to_end(self, timeout_s: float = 15.0) -> list[RuleRecord]:
         """Every record up to the current end of the topic (empty if the topic does not exist)."""
@@ -117,6 +126,7 @@ class RuleApplier:
         self.processor = processor
         self._base_version = processor.version
         self._base_rules = _rule_set(processor.topology)
+        self.rejected = 0  # rules refused (invalid, or a change the running topology cannot take)
 
     def apply(self, records: list[RuleRecord]) -> None:
         for rule_id, value in records:
@@ -129,7 +139,9 @@ class RuleApplier:
                     version = rules_version(self._base_version, topology)
                 self.processor.update(topology, version=version)
             except (RuleError, ValueError) as exc:
-                log.warning("rule %s rejected: %s", ref, exc)
+                self.rejected += 1
+                log.warning("rule %s rejected (the rules in force stay as they are; %d rejected): %s",
+                            ref, self.rejected, exc)  # fmt: skip
                 continue
             log.info("rule %s %s", ref, "removed" if removing else "applied")
 

@@ -55,3 +55,35 @@ def test_rule_version_change_applies_without_restart(
         assert (o.topic == t.fraud) == (s.amount >= 100)
         assert "big@1" not in rules
 
+
+
+def test_hostile_rules_topic_records_neither_stop_the_detector_nor_its_restarts(
+    stack: object, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from confluent_kafka import Producer
+
+    bootstrap, url = stack.bootstrap_servers, stack.registry_url  # type: ignore[attr-defined]
+    t, rules_topic, topology = rules_topology(bootstrap, url, f"hostile-{unique}", tmp_path, 2)
+    kafka = connection(bootstrap, url)
+    publish(kafka, rules_topic, "ctl", {"id": "ctl", "version": 1, "definition": "when: amount >= 1\x07"})
+    publish(kafka, rules_topic, "deep", {"id": "deep", "version": 1,
+                                         "definition": "when: " + "(" * 3000 + "amount >= 1" + ")" * 3000})
+    raw = Producer({"bootstrap.servers": bootstrap})
+    raw.produce(rules_topic, key=b"junk", value=b"\x00not a rule")  # not Avro in the wire format
+    assert raw.flush(30) == 0
+    monkeypatch.setenv("FRAUDSTREAM_DETECTOR_RULES_TOPIC", rules_topic)
+    registry = registry_client(kafka)
+    sent = 0
+    for run in ("first", "restarted"):
+        det = Detector(bootstrap, url, topology, t.application_id, "a", tmp_path / f"{run}.log")
+        try:
+            det.wait_for_log("rule ctl@1 rejected")
+            det.wait_for_log("rule deep@1 rejected")
+            det.wait_for_log("rule junk rejected")
+            batch, _ = produce_transactions(bootstrap, registry, t.transactions, 100, seed=len(run))
+            sent += len(batch)
+            read_until(bootstrap, t.outputs, "read_committed", sent, timeout_s=30)  # it still decides
+        finally:
+            det.signal(signal.SIGTERM)
+            assert det.wait() == 0, det.output()[-3000:]
+    assert "control character U+0007" in det.output() and "nested too deeply" in det.output()

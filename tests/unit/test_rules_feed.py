@@ -71,3 +71,18 @@ def test_the_version_depends_on_the_rule_set_only() -> None:
     assert _decided(a, b"big")["fraudstream.rules"] == b"large@1"
     on_a.apply([rule(3, "amount >= 5")])
     assert a.version == rules_version("1.0+abc", a.topology) != before  # another rule set, another version
+
+
+def test_hostile_rules_are_counted_and_the_rules_in_force_stay() -> None:
+    p = _processor()
+    applier = RuleApplier(p)
+    applier.apply([rule(2, "amount >= 5")])
+    before = (p.version, p.topology)
+    applier.apply([
+        ("new", {"id": "new", "version": 3, "definition": "when: amount >= 1\x07"}),
+        ("new", {"id": "new", "version": 4, "definition": "when: " + "(" * 3000 + "amount >= 1" + ")" * 3000}),
+        ("new", {"id": "new", "version": "x", "definition": "when: amount >= 1"}),
+    ])  # fmt: skip
+    assert applier.rejected == 3
+    assert (p.version, p.topology) == before  # version 2 of "new" still decides
+    assert _decided(p, b"big")["fraudstream.rules"] == b"large@1,new@2"

@@ -81,3 +81,19 @@ def test_removing_last_rule_of_branch_is_refused(topology: Topology) -> None:
     t = apply_rule(topology, "other", None)
     with pytest.raises(RuleError, match="last rule of branch 'fraud'"):
         apply_rule(t, "big", None)
+
+
+HOSTILE = {
+    "control character": ("when: amount >= 1\x07", "control character U+0007 is not allowed (line 1)"),
+    "deep expression": ("when: " + "(" * 3000 + "amount >= 1" + ")" * 3000, "nested too deeply"),
+    "deep YAML": ("when:\n" + "".join("  " * i + "- a:\n" for i in range(3000)), "nested too deeply"),
+    "not YAML": ("when: [unclosed", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_definition_is_a_rule_error_naming_the_rule(name: str) -> None:
+    definition, reason = HOSTILE[name]
+    with pytest.raises(RuleError) as info:
+        parse_rule("evil", {"id": "evil", "version": 1, "definition": definition})
+    assert str(info.value).startswith("rule evil: definition: ") and reason in str(info.value)

@@ -37,7 +37,8 @@ from typing import Any, NoReturn
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from topology.plan.expr import TRANSACTION_FIELDS, ExprError, Expression, FieldType, fields_from_avro, parse
 from topology.plan.model import (
@@ -104,13 +105,31 @@ def loads_topology(
     fields: Mapping[str, FieldType] | None = None,
 ) -> Topology:
     """The topology in YAML ``text`` (``filename`` is used in error messages)."""
+    doc = load_yaml(text, filename)
     try:
-        doc = YAML(typ="rt").load(text)
+        return _Loader(filename, known_topics, fields or transaction_fields()).topology(doc)
+    except RecursionError:
+        raise TopologyError(filename, 0, "-", "nested too deeply") from None
+
+
+def load_yaml(text: str, filename: str) -> Any:
+    """The YAML document in ``text`` (round-trip, with line numbers); ``TopologyError`` for anything that is
+    not YAML: bad syntax, a control character, nesting too deep to walk."""
+    try:
+        return YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
         raise TopologyError(filename, line, "-", f"not valid YAML: {exc.problem or exc}") from exc
-    return _Loader(filename, known_topics, fields or transaction_fields()).topology(doc)
+    except ReaderError as exc:  # a character YAML does not allow (a control character)
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        ch = exc.character
+        shown = f"U+{ch:04X}" if isinstance(ch, int) else repr(ch)
+        raise TopologyError(filename, line, "-", f"not valid YAML: control character {shown} is not allowed") from exc
+    except YAMLError as exc:
+        raise TopologyError(filename, 0, "-", f"not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise TopologyError(filename, 0, "-", "not valid YAML: nested too deeply") from None
 
 
 class _Loader:

@@ -10,11 +10,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
 
-from topology.plan.loader import TopologyError, _Loader, transaction_fields
+from topology.plan.loader import TopologyError, _Loader, load_yaml, transaction_fields
 from topology.plan.model import PlanError, Rule, Topology, check_name
 
 
@@ -45,9 +43,10 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
         raise RuleError(rule_id, "definition must be a YAML string")
     filename = f"rule {rule_id}@{version} definition"
     try:
-        node = YAML(typ="rt").load(definition)
-    except MarkedYAMLError as exc:
-        raise RuleError(rule_id, f"definition is not valid YAML: {exc.problem or exc}") from exc
+        node = load_yaml(definition, filename)
+    except TopologyError as exc:
+        where = f" (line {exc.line})" if exc.line else ""
+        raise RuleError(rule_id, f"definition: {exc.message}{where}") from exc
     if not isinstance(node, CommentedMap):
         raise RuleError(rule_id, "definition must be a YAML mapping with a 'when' key")
     for key, expected in (("id", rule_id), ("version", version)):
@@ -64,6 +63,8 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
         raise RuleError(rule_id, f"{exc.key}: {exc.message} (line {exc.line} of the definition)") from exc
     except PlanError as exc:
         raise RuleError(rule_id, str(exc)) from exc
+    except RecursionError:
+        raise RuleError(rule_id, "definition: nested too deeply") from None
 
 
 def apply_rule(topology: Topology, rule_id: str, value: Mapping[str, Any] | None) -> Topology:
