@@ -369,3 +369,13 @@ def test_the_fraud_topology_routes_identically_with_both_decoders() -> None:
         outputs.append({t: [(w.key, w.value, w.headers) for w in ws] for t, ws in driver.logs.items()})
     assert outputs[0] == outputs[1]
     assert outputs[0]["streaming.transactions.fraud"] and outputs[0]["streaming.transactions.dlq"]
+
+
+def test_a_new_topology_keeps_the_alert_writers_fields_projected() -> None:
+    registry = SchemaRegistryClient.new_client({"url": "mock://projection-alerts"})
+    topology = load_topology(FRAUD_TOPOLOGY)
+    alerts = FraudAlerts(lambda doc: b"")
+    decoder = ProjectionDecoder.for_topology(registry, topology, TX, alerts)
+    before = decoder._fields
+    decoder.project(topology)  # what the processor does at every install
+    assert decoder._fields == before and decoder._fields is not None and "transaction_id" in decoder._fields

@@ -211,8 +211,10 @@ class ProjectionDecoder:
         *,
         reader_schema: str | None = None,
         epoch_ms: Iterable[str] = (),
+        alerts: AlertWriter | None = None,
     ) -> None:
         self._registry = registry
+        self._alerts = alerts  # its fields stay projected when ``project`` is told a new topology
         self._full = AvroDecoder(registry, reader_schema)
         self._reader: dict[str, Any] | None = None if reader_schema is None else json.loads(reader_schema)
         self._fields = None if fields is None else frozenset(fields)
@@ -229,8 +231,8 @@ class ProjectionDecoder:
         unknowable)."""
         p = projection_of(topology, alerts)
         if p is None:
-            return cls(registry, None, reader_schema=reader_schema)
-        return cls(registry, p.fields, reader_schema=reader_schema, epoch_ms=p.epoch_ms)
+            return cls(registry, None, reader_schema=reader_schema, alerts=alerts)
+        return cls(registry, p.fields, reader_schema=reader_schema, epoch_ms=p.epoch_ms, alerts=alerts)
 
     def fast_path(self, schema_id: int) -> bool | None:
         """Whether values of ``schema_id`` take the fast path (``None``: not seen yet)."""
@@ -254,7 +256,7 @@ class ProjectionDecoder:
 
     def project(self, topology: Topology) -> None:
         """From now on build what ``topology`` reads (a processor calls it when its rules change)."""
-        p = projection_of(topology)
+        p = projection_of(topology, self._alerts)
         fields = None if p is None else p.fields
         epoch_ms = frozenset() if p is None else p.epoch_ms
         if fields != self._fields or epoch_ms != self._epoch_ms:
