@@ -233,3 +233,17 @@ def test_reader_that_cannot_resolve_gives_invalid_avro(registry: SchemaRegistryC
     v1_id = registry.register_schema("evo-value", Schema(TX, "AVRO"))
     reason, _ = _reason(AvroDecoder(registry, reader_schema=v2), _write(TX, _tx(), v1_id))
     assert reason == "invalid-avro"
+
+
+def test_an_unknown_schema_id_is_asked_again_after_its_ttl() -> None:
+    text = schemas.schema_text("transaction")
+    value = AvroEncoder(SchemaRegistryClient.new_client({"url": "mock://ttl-writer"}), text, "t-value").encode(_tx())
+    registry = SchemaRegistryClient.new_client({"url": "mock://ttl-reader"})  # knows no schema yet
+    now = [0.0]
+    decoder = AvroDecoder(registry, text, unknown_ttl_s=10.0, clock=lambda: now[0])
+    assert _reason(decoder, value)[0] == "unknown-schema"
+    registry.register_schema("t-value", Schema(text, "AVRO"))  # registered a moment after its first record
+    now[0] = 9.9
+    assert _reason(decoder, value)[0] == "unknown-schema"  # remembered: no lookup per record
+    now[0] = 10.0
+    assert decoder.decode(value)["transaction_id"] == _tx()["transaction_id"]  # asked again, now known

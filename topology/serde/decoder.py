@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal, cast, get_args
 
@@ -70,8 +71,16 @@ class AvroDecoder:
     without it values decode as written.
     """
 
-    def __init__(self, registry: SchemaRegistryClient, reader_schema: str | None = None) -> None:
+    def __init__(
+        self, registry: SchemaRegistryClient, reader_schema: str | None = None, *, unknown_ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self._registry = registry
+        # An id the registry does not know is asked again after ``unknown_ttl_s`` (a schema registered a
+        # moment after its first record, or a registry replica lagging); until then its records are
+        # dead-lettered at once ("unknown-schema"), without a lookup per record.
+        self._unknown_ttl_s = unknown_ttl_s
+        self._clock = clock
         self._reader: dict[str, Any] | None = None
         self._reader_canonical: str | None = None
         if reader_schema is not None:
@@ -79,7 +88,7 @@ class AvroDecoder:
             self._reader_canonical = _canonical(self._reader)
         # schema id -> (parsed writer schema, parsed reader schema or None)
         self._by_id: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
-        self._unknown: dict[int, str] = {}
+        self._unknown: dict[int, tuple[str, float]] = {}  # id -> (why, when to ask again)
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
         """The record in ``value``; raises ``DecodeError`` naming what is wrong."""
@@ -108,7 +117,10 @@ class AvroDecoder:
     def _load(self, schema_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
         known_missing = self._unknown.get(schema_id)
         if known_missing is not None:
-            raise DecodeError("unknown-schema", known_missing)
+            message, until = known_missing
+            if self._clock() < until:
+                raise DecodeError("unknown-schema", message)
+            del self._unknown[schema_id]
         try:
             registered = self._registry.get_schema(schema_id)
         except SchemaRegistryError as exc:
@@ -134,7 +146,7 @@ class AvroDecoder:
 
     def _remember_unknown(self, schema_id: int, message: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if len(self._unknown) < _MAX_UNKNOWN_IDS:
-            self._unknown[schema_id] = message
+            self._unknown[schema_id] = (message, self._clock() + self._unknown_ttl_s)
         raise DecodeError("unknown-schema", message)
 
 
