@@ -308,6 +308,11 @@ def stats_records_in(log_text: str, *, staged: bool = False) -> int:
     return int((found[-1][1 if staged else 0] or "0").replace(",", "")) if found else 0
 
 
+def stats_committed(log_text: str) -> int:
+    """Records one detector process committed, both stages (inputs plus repartition records re-read)."""
+    return stats_records_in(log_text) + stats_records_in(log_text, staged=True)
+
+
 def stats_restored(log_text: str) -> int:
     """The largest count of changelog records one detector process logged as restored (0: none)."""
     found = re.findall(r"(\d+) records replayed", re.sub(r"\s+", " ", log_text))

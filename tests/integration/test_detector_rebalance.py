@@ -41,6 +41,7 @@ from tests.integration.stateful_support import (
     run_reference,
     scenario_transactions,
     stateful_topology,
+    stats_committed,
     stats_records_in,
     wait_outputs,
 )
@@ -97,7 +98,7 @@ def test_instances_joining_and_leaving_mid_stream_keep_stateful_decisions_identi
                 if "a_stopped" not in marks or d is b_:
                     assert d.proc.poll() is None, d.output()[-3000:]
             count = counter.poll(0.0)
-            if "b_joined" not in marks and " assigned " in _log(b_) and stats_records_in(b_.output()) > 0:
+            if "b_joined" not in marks and " assigned " in _log(b_) and stats_committed(b_.output()) > 0:
                 marks["b_joined"] = count
                 marks["b_assignments"] = _log(b_).count(" assigned ")
             elif "b_joined" in marks and "a_stopped" not in marks and count > marks["b_joined"] + 1000:

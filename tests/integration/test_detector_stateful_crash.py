@@ -35,7 +35,7 @@ from tests.integration.stateful_support import (
     describe_difference,
     rule_counts,
     stateful_input,
-    stats_records_in,
+    stats_committed,
     stats_restored,
     wait_outputs,
 )
@@ -78,7 +78,7 @@ def test_stateful_rules_decide_the_same_after_sigkills_as_an_uninterrupted_run(
             # (its stats line counts committed records).
             target = COUNT * len(runs) // (KILLS + 2)
             deadline = time.monotonic() + 120
-            while stats_records_in(d.output()) == 0 or counter.poll(0.02) < target:
+            while stats_committed(d.output()) == 0 or counter.poll(0.02) < target:
                 assert d.proc.poll() is None, f"detector exited early:\n{d.output()[-3000:]}"
                 assert time.monotonic() < deadline, f"no progress in 120 s:\n{d.output()[-3000:]}"
             time.sleep(rnd.uniform(0.0, 0.2))  # somewhere inside a transaction
