@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +23,7 @@ from schemas import SCHEMA_DIR
 from services.consumer import to_json
 from services.kafka import check_broker, consumer_config, end_offsets, ensure_topics, producer_config, registry_client
 from tests.conftest import Endpoints
-from tests.integration.eos_support import ROOT
+from tests.integration.eos_support import ROOT, Detector, Topics, read_until, stateless_topology
 from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 pytestmark = pytest.mark.integration
@@ -138,3 +141,29 @@ def _produce_hex(stack: Endpoints, topic: str, values: list[str]) -> None:
     for value in values:
         producer.produce(topic, bytes.fromhex(value))
     assert producer.flush(30) == 0
+
+
+def test_the_detector_routes_what_confluent_serialized_exactly_once(
+    stack: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    t = Topics.make(f"cf{unique}")
+    records = [
+        {"transaction_id": f"cf-{i}", "source_account": f"ACC{i % 3}", "target_account": "MER1",
+         "amount": amount, "currency": "EUR", "event_time": f"2026-03-01T12:00:{i:02d}.000Z",
+         "channel": "online" if i % 2 else None, "country": None, "merchant_category": None}
+        for i, amount in enumerate(["0.01", "899.99", "900.00", "12.50", "9999999999999999.99", "450.00"])
+    ]  # fmt: skip
+    AvroEncoder(registry_client(stack.kafka), (SCHEMA_DIR / "transaction.avsc").read_text(), f"{t.transactions}-value")
+    _produce_hex(stack, t.transactions, confluent("encode", stack, t.transactions, [json.dumps(r) for r in records]))
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(stateless_topology(t))
+    detector = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "a",
+                        tmp_path / "detector.log")  # fmt: skip
+    try:
+        out = read_until(stack.bootstrap_servers, t.outputs, "read_committed", len(records), timeout_s=60)
+    finally:
+        detector.signal(signal.SIGTERM)
+        assert detector.wait() == 0, detector.output()[-3000:]
+    routed = {o.transaction_id(): o.topic for o in out if o.topic != t.dlq}
+    assert len(out) == len(records) == len(routed)  # every record once, none dead-lettered
+    assert routed == {r["transaction_id"]: t.fraud if Decimal(str(r["amount"])) >= 900 else t.legit for r in records}

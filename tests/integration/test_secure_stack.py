@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
@@ -19,7 +21,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from services.config import TOPICS
 from services.evaluate.cli import drain
 from services.kafka import check_broker, end_offsets, producer_config, registry_client, topic_partitions
-from tests.conftest import SecureStack
+from tests.conftest import SecureStack, free_port
 from tests.integration.eos_support import ROOT, Detector, Topics, stateless_topology
 from topology.serde.decoder import AvroDecoder
 
@@ -117,9 +119,39 @@ def test_reader_can_only_read_the_fraud_topic(secure_stack: SecureStack) -> None
     assert topic_partitions(admin, TOPICS.fraud) == 3
 
 
+def test_dashboard_over_sasl_ssl_shows_the_decisions_and_the_detectors_lag(secure_stack: SecureStack) -> None:
+    port = free_port()
+    env = secure_stack.env("detector", FRAUDSTREAM_DASHBOARD_DETECTOR_GROUP=_topics().application_id)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services", "dashboard", "--from-beginning", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    snapshot: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/snapshot", timeout=5) as r:
+                    snapshot = json.loads(r.read())
+            except OSError:
+                pass
+            if snapshot.get("totals", {}).get("decisions") == COUNT and snapshot["health"].get("lag") is not None:
+                break
+            time.sleep(1)
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+        CAPTURED.append(output)
+    totals = snapshot.get("totals", {})
+    assert totals.get("decisions") == COUNT and totals["fraud"] > 0, (totals, output[-3000:])
+    assert snapshot["health"]["lag"] == 0, snapshot["health"]  # the detector's group, read over SASL_SSL
+    queue = snapshot["queue"]
+    assert len(queue) == totals["fraud"] and all("fraud" in row["kinds"] and row["rules"] for row in queue)
+
+
 def test_no_secret_in_any_captured_log(secure_stack: SecureStack) -> None:
     logs = [*CAPTURED, *(p.read_text(errors="replace") for p in (secure_stack.settings.data_dir / "run").glob("*"))]
-    assert len(CAPTURED) >= 6
+    assert len(CAPTURED) >= 7
     for secret in secure_stack.secrets():
         assert not any(secret in text for text in logs)
 
