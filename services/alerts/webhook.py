@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
+from services.client_properties import redact
 from services.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,13 @@ class WebhookPoster:
         self.metrics = metrics
         self.sleep = sleep
 
+    def redact(self, text: str) -> str:
+        """``text`` without the webhook URL's path, query or user info (only scheme and host stay)."""
+        parts = urlsplit(self.url)
+        text = text.replace(self.url, f"{parts.scheme}://{parts.hostname}/***")
+        secrets = [parts.path, parts.query, parts.netloc.rpartition("@")[0]]
+        return redact(text, [s for s in secrets if s not in ("", "/")])
+
     async def post(self, payload: Mapping[str, Any]) -> int:
         """Deliver ``payload``; returns the number of attempts, raises ``WebhookGaveUp``."""
         p = self.policy
@@ -177,7 +186,8 @@ class WebhookPoster:
                     retry_after_s=_retry_after(resp.headers.get("Retry-After")),
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            error = WebhookError(f"{type(exc).__name__}: {exc}", retryable=True)
+            # aiohttp names the URL in some errors; a webhook URL is a secret (Slack's carries its token).
+            error = WebhookError(self.redact(f"{type(exc).__name__}: {exc}"), retryable=True)
         finally:
             self.metrics.alert_post_latency.observe(time.perf_counter() - started)
         self.metrics.alert_attempts_failed.inc()

@@ -130,3 +130,25 @@ def test_alert_text_escapes_every_value() -> None:
                              error="not-wire-format: <x>")
     assert "AC1" in undecodable and "&lt;x&gt;" in undecodable and "(default branch)" in undecodable
     assert slack_escape("a&<b>") == "a&amp;&lt;b&gt;"
+
+
+def test_the_webhook_url_never_appears_in_an_error() -> None:
+    secret = "T0000/B0000/s3cr3tT0ken"
+
+    async def main() -> str:
+        async def loop(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(request.path_qs)  # aiohttp's TooManyRedirects names the whole URL
+
+        app = web.Application()
+        app.router.add_post(f"/services/{secret}", loop)
+        async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+            url = str(server.make_url(f"/services/{secret}?token=abcd1234"))
+            poster = WebhookPoster(session, url, RetryPolicy(max_attempts=1, backoff_initial_s=0.01,
+                                   backoff_max_s=0.01, give_up_after_s=5, request_timeout_s=2), Metrics("alerts"))
+            with pytest.raises(WebhookGaveUp) as info:
+                await poster.post({"text": "x"})
+            return str(info.value)
+
+    text = asyncio.run(main())
+    assert "TooManyRedirects" in text and "127.0.0.1" in text, text  # the host stays: it says where
+    assert secret not in text and "abcd1234" not in text, text
