@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,19 +30,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
 from services.dashboard.screenshot import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import Endpoints
+from services.detector import FRAUD_TOPOLOGY
+from tests.conftest import Endpoints, free_port
 from topology.serde.decoder import AvroEncoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 XSS_SCRIPT = "<script>window.__xss = 1</script>"
 XSS_IMG = '<img src=x onerror="window.__xss = 2">'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def transaction(i: int, **over: Any) -> dict[str, Any]:
@@ -298,7 +292,7 @@ class Analyst:
 
     def topology(self) -> str:
         """services/detector/fraud.yaml with this run's topics."""
-        text = (Path(__file__).resolve().parents[2] / "topology" / "fraud.yaml").read_text()
+        text = FRAUD_TOPOLOGY.read_text()
         t = self.topics
         for old, new in (("topology: fraud-detector", f"topology: dash-{self.unique}"),
                          ("queueing.transactions", self.input), ("streaming.transactions.dlq", t.dlq),
