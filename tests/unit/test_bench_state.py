@@ -32,7 +32,7 @@ def test_template_values_are_changelog_values_a_fresh_processor_restores() -> No
 
 def test_report_json_has_rates_and_the_stateful_to_stateless_ratio() -> None:
     report = StateReport({"cpus": 2}, keys=10, count=100, partitions=3)
-    report.restore = Restore(10, 3, 2, 70.0, 0.1, 0.5, 10, 10)
+    report.restore = Restore(10, 3, 2, 70.0, 0.1, 0.5, 10, 10, 0.2)
     report.results = [Throughput("stateful", 100, 2.0, 5), Throughput("stateless", 100, 1.0, 5)]
     doc = json.loads(json.dumps(report.as_json()))
     assert doc["restore"]["keys_per_second"] == 20.0

@@ -158,7 +158,7 @@ class ExactlyOnceRuntime:
         consumer, producer = self._clients()
         s = self.settings
         self._restore_step(consumer)
-        timeout = 0.1
+        timeout = 0.0 if self._restorer.pending else 0.1  # restoring: the restore step is the wait
         if self.txn is not None:
             timeout = min(max(self.txn.started + s.commit_interval_ms / 1000.0 - time.monotonic(), 0.0), 0.1)
         want = max(1, min(s.consume_batch, s.max_batch - (self.txn.records if self.txn else 0)))

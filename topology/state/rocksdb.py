@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from topology.plan.model import Aggregate
 from topology.state.group import StateGroup
-from topology.state.window import NO_TIME, AggValue, WindowStore
+from topology.state.window import NO_TIME, AggValue, WindowStore, entry_max_time
 
 _META = b"\xff\xffmeta"  # per partition: stream time per store (JSON), not a group key
 
@@ -389,8 +389,8 @@ class KVStateGroup(StateGroup):
             self._db_of(partition)
         if value is None:
             return
-        for s in self._kvs:
-            t = _max_time(value, s.state_id)
+        for s, tag in self._tags:
+            t = entry_max_time(value, tag)
             if t is not None:
                 s.advance_stream_time(partition, t)
 
@@ -426,14 +426,3 @@ class KVState:
             group.adopt(old)
         self._groups[changelog_topic] = group
         return group
-
-
-def _max_time(value: bytes, state_id: str) -> int | None:
-    """The first number of ``state_id``'s entry in a changelog document (its largest event time), unparsed."""
-    tag = b'"' + state_id.encode() + b'":['
-    i = value.find(tag)
-    if i < 0:
-        return None
-    i += len(tag)
-    j = value.find(b",", i)
-    return int(value[i:j])

@@ -9,7 +9,9 @@ one stage and their one changelog topic (Kafka Streams' record cache idea):
   key's state in every store of the group as one compact JSON document, or ``None`` (a
   tombstone) when no store holds the key any more. The runtime produces them in the same
   transaction as the outputs and offsets, right before it commits;
-- ``restore`` applies such an entry, so the last changelog value per key rebuilds the state.
+- ``restore`` keeps such an entry as it is, undecoded (the last changelog value per key rebuilds the
+  state): a key is decoded into every store of its group when it is first used, or a few per flush
+  (``StateGroup``), so a restore costs a dict insert and a scan for each store's largest event time.
 
 A store's entry in the document is named by its ``state_id`` (store name and a digest of what
 it keeps: function, field, grouping, window kind and size, filter), so a store whose definition
@@ -18,8 +20,8 @@ changed at run time does not load state kept under the old one.
 Stream time is per (store, partition): the largest event time the store has aggregated. A
 window closes when its end + grace <= stream time; a record whose windows are all closed is
 late: it is not aggregated and its condition is false. Stream time can be rebuilt from the
-changelog because each key's entry carries its own largest event time, and stream time only
-moves when a key is written.
+changelog because each key's entry carries its own largest event time as its first number
+(``entry_max_time`` reads it without decoding), and stream time only moves when a key is written.
 
 What a key keeps is bounded by its aggregate's caps (``topology.state.bounds``), and its changes
 can be undone to the last commit (``aborted``; ``topology.state.keys``).
@@ -30,7 +32,7 @@ from __future__ import annotations
 import json
 import zlib
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +40,7 @@ from topology.plan.model import Aggregate
 from topology.state.bounds import Bounds, Entry, bounded_text
 from topology.state.keys import NO_TIME, KeyState, Partition, Win, decode_entry, encode_entry
 
-__all__ = ["DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "state_id"]
+__all__ = ["DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "entry_max_time", "entry_tag", "state_id"]
 
 AggValue = int | Decimal
 
@@ -54,6 +56,28 @@ def state_id(name: str, aggregate: Aggregate) -> str:
         what += "|ids"
     what += Bounds.of(aggregate).tag()
     return f"{name}#{zlib.crc32(what.encode()):08x}"
+
+
+def entry_tag(state_id: str) -> bytes:
+    """What precedes a store's entry in a changelog document: ``"state_id":[``."""
+    return b'"' + state_id.encode() + b'":['
+
+
+def entry_max_time(document: bytes, tag: bytes) -> int | None:
+    """The largest event time of the entry that ``tag`` (``entry_tag``) opens in a changelog document, or
+    None when the document has no such entry; the document is not decoded.
+
+    Sound on any document ``DUMPS`` wrote: a state id ends in a hex digit, and inside a JSON string every
+    quote is escaped (preceded by a backslash), so ``<hex digit>":[`` only occurs after a key."""
+    i = document.find(tag)
+    if i < 0:
+        return None
+    i += len(tag)
+    return int(document[i : document.find(b",", i)])
+
+
+def _no_undecoded(partition: int, key: bytes | None) -> None:
+    """A store outside any group has no undecoded keys."""
 
 
 class WindowStore:
@@ -77,6 +101,20 @@ class WindowStore:
         # Idle keys are swept when stream time passes next_sweep; the interval only bounds memory.
         self._sweep_every = max(self._retention // 4, 1000)
         self._partitions: dict[int, Partition] = {}
+        # Restored keys not decoded yet, per partition (shared by the stores of a group; see ``StateGroup``)
+        # and the group's decoder: (partition, key) decodes one key into every store, (partition, None) all.
+        self.undecoded: dict[int, dict[bytes, bytes]] = {}
+        self._decode: Callable[[int, bytes | None], None] = _no_undecoded
+
+    def join_group(self, undecoded: dict[int, dict[bytes, bytes]], decode: Callable[[int, bytes | None], None]) -> None:
+        """Work inside a group: its undecoded restored keys and its decoder."""
+        self.undecoded = undecoded
+        self._decode = decode
+
+    def _decode_all(self, partition: int | None = None) -> None:
+        """Decode every undecoded key (of ``partition``, or of all): before reading the whole state."""
+        for n in [n for n in self.undecoded if partition is None or n == partition]:
+            self._decode(n, None)
 
     def with_aggregate(self, aggregate: Aggregate) -> WindowStore:
         """A store for ``aggregate`` (same ``state_id``: e.g. another threshold or grace) taking over this state."""
@@ -84,6 +122,7 @@ class WindowStore:
         if new.state_id != self.state_id:
             raise ValueError(f"store {self.name}: {aggregate} keeps other state than {self.aggregate}")
         new._partitions = self._partitions
+        new.undecoded, new._decode = self.undecoded, self._decode
         return new
 
     # ------------------------------------------------------------ partitions
@@ -101,13 +140,20 @@ class WindowStore:
 
     def keys(self, partition: int) -> list[bytes]:
         """The keys held in memory for ``partition``."""
+        self._decode_all(partition)
         p = self._partitions.get(partition)
         return [] if p is None else list(p.keys)
 
     def size(self, partition: int | None = None) -> int:
         """Number of keys held (in one partition, or all)."""
+        self._decode_all(partition)
         parts = self._partitions.values() if partition is None else [self._partitions.get(partition, Partition())]
         return sum(len(p.keys) for p in parts)
+
+    def keys_decoded(self, partition: int) -> int:
+        """Keys of ``partition`` held decoded (restored keys not used yet are not counted, nor decoded)."""
+        p = self._partitions.get(partition)
+        return 0 if p is None else len(p.keys)
 
     def stream_time(self, partition: int) -> int:
         p = self._partitions.get(partition)
@@ -175,6 +221,11 @@ class WindowStore:
         st = p.stream_time if p.stream_time > time_ms else time_ms
         close = st - self._grace  # windows ending at or before this are closed
         ks = p.keys.get(key)
+        if ks is None and self.undecoded:  # restored, not decoded yet?
+            todo = self.undecoded.get(partition)
+            if todo is not None and key in todo:
+                self._decode(partition, key)
+                ks = p.keys.get(key)
         result: tuple[AggValue, ...]
         if self._kind == "sliding":
             if time_ms + 1 <= close:
@@ -291,6 +342,10 @@ class WindowStore:
         ((time - size, time], oldest first); empty unless the store is ``related``."""
         p = self._partitions.get(partition)
         ks = None if p is None else p.keys.get(key)
+        if ks is None and key in self.undecoded.get(partition, ()):
+            self._decode(partition, key)
+            p = self._partitions.get(partition)
+            ks = None if p is None else p.keys.get(key)
         if ks is None or not self.related:
             return []
         lo = bisect_right(ks.times, time_ms - self._size)
@@ -320,7 +375,7 @@ class WindowStore:
 
     def holds(self, partition: int, key: bytes) -> bool:
         p = self._partitions.get(partition)
-        return p is not None and key in p.keys
+        return (p is not None and key in p.keys) or key in self.undecoded.get(partition, ())
 
     def entries(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
         """The JSON-ready state of those of ``keys`` the store holds."""
@@ -332,6 +387,8 @@ class WindowStore:
 
     def entry(self, partition: int, key: bytes) -> list[Any] | None:
         """The JSON-ready state of ``key`` (None: the store does not hold it)."""
+        if key in self.undecoded.get(partition, ()):
+            self._decode(partition, key)
         return self.entries(partition, (key,)).get(key)
 
     def load(self, partition: int, key: bytes, entry: Sequence[Any] | None) -> None:
@@ -351,6 +408,7 @@ class WindowStore:
     def snapshot(self, partition: int) -> dict[bytes, str]:
         """Every live key's state in ``partition`` as text (for tests: equal snapshots mean equal
         state). Keys that expired but were not swept yet (e.g. restored) are left out."""
+        self._decode_all(partition)
         p = self._partitions.get(partition)
         if p is None:
             return {}
