@@ -92,6 +92,19 @@ def state_command(
     )
 
 
+@app.command("hot")
+def hot_command(
+    normal: Annotated[int, typer.Option(help="Normal records in every input.")] = 100_000,
+    hot: Annotated[int, typer.Option(help="Records added: more normal ones, or one hot payer's / payee's.")] = 50_000,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (normal, hot payer, hot payee).")] = 2,
+    partitions: Partitions = 6,
+) -> None:
+    """Hot keys: fraud.yaml's speed with one hot payer or payee against normal traffic (same run, same size)."""
+    from services.bench.hot import run_hot_bench
+
+    raise typer.Exit(run_hot_bench(normal=normal, hot=hot, rounds=rounds, partitions=partitions))
+
+
 @app.command("stores")
 def stores_command(
     records: Annotated[int, typer.Option(help="Generated transactions of the update + flush workloads.")] = 100_000,

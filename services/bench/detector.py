@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -405,11 +405,18 @@ class DetectorBench:
 
     def preload(self, topic: str | None = None, count: int | None = None) -> float:
         """Produce ``count`` generated transactions to ``topic``; returns records per second."""
-        topic = topic or self.input
         count = count or self.count
+        return self.preload_records(topic or self.input, (g.record for g in self.generated(count)), count)
+
+    @staticmethod
+    def generated(count: int) -> Iterable[Any]:
+        """The seeded stream every pass reads (seed 42)."""
+        return TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=42, rate=0))).take(count)
+
+    def preload_records(self, topic: str, records: Iterable[Mapping[str, Any]], count: int) -> float:
+        """Produce ``records`` (``count`` of them) as Avro to ``topic``, keyed by source account; records/s."""
         self._topics([topic])
         encoder = AvroEncoder(self.registry, schemas.schema_text("transaction"), f"{topic}-value")
-        stream = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=42, rate=0)))
         producer = Producer(
             {
                 **self.kafka.client_config(),
@@ -423,10 +430,9 @@ class DetectorBench:
         )
         started = time.perf_counter()
         encode, produce = encoder.encode, producer.produce
-        for i in range(count):
-            g = next(stream)
-            value = encode(g.record)
-            key = g.record["source_account"].encode()
+        for i, record in enumerate(records):
+            value = encode(record)
+            key = record["source_account"].encode()
             while True:
                 try:
                     produce(topic, value, key)
@@ -501,22 +507,27 @@ class DetectorBench:
                 copied, in_txn, txns, offsets = copied + in_txn, 0, txns + 1, {}
         return copied, txns, first or 0.0, time.monotonic()
 
-    def run_detector(self, row: str, round_: int = 1, profile: bool = False) -> tuple[Throughput, str | None]:
-        """The runtime with ``row``'s topology over the preloaded input, until every output is committed."""
-        prefix = f"bench-{self.run_id}-{row}-r{round_}"  # also the prefix of its changelog/repartition topics
-        topology = loads_topology(topology_text(row, prefix, self.input), filename=f"<{row} bench topology>")
+    def run_detector(
+        self, row: str, round_: int = 1, profile: bool = False, *, source: str | None = None,
+        count: int | None = None, tag: str = "",
+    ) -> tuple[Throughput, str | None]:
+        """The runtime with ``row``'s topology over the preloaded input (or ``source``, holding ``count``
+        records), until every output is committed; ``tag`` names the pass's topics apart."""
+        source = source or self.input
+        count = count or self.count
+        prefix = f"bench-{self.run_id}-{row}{tag}-r{round_}"  # also the prefix of its changelog/repartition topics
+        topology = loads_topology(topology_text(row, prefix, source), filename=f"<{row} bench topology>")
         processor = bench_processor(self.registry, topology)
         settings = self._settings(
             prefix, dlq_topic=topology.dlq, transient_errors=(RegistryError,), topic_partitions=self.partitions
         )
         runtime = ExactlyOnceRuntime(processor, settings)
         stats = runtime.stats
-        source = self.input
         repartition = tuple(processor.repartition_topics)
 
         def done() -> bool:
             by = stats.records_in_by_topic
-            return by[source] >= self.count and all(by[r] >= stats.records_out[r] for r in repartition)
+            return by[source] >= count and all(by[r] >= stats.records_out[r] for r in repartition)
 
         profiler = cProfile.Profile() if profile else None
         cpu = time.process_time()

@@ -9,7 +9,7 @@ payers within 5 minutes (the fan-in window, after the repartition stage). ``frau
 with fraud.yaml must decide every record exactly once without exiting, fire velocity for the hot
 payer and fan-in for the hot payee, and no changelog record may exceed a fixed bound (state per
 key is bounded by what the aggregates need, not by the events in the window). The per-record
-speed of hot against normal traffic is a benchmark figure (``fraudstream bench state --hot``),
+speed of hot against normal traffic is a benchmark figure (``fraudstream bench hot``),
 not an assertion here.
 """
 
