@@ -10,8 +10,10 @@ Three inputs of ``normal + hot`` records each, preloaded once on unique topics:
   from distinct payers within 5 minutes (the fan-in window, after the repartition stage).
 
 Then ``rounds`` rounds, interleaved (normal, payer, payee, normal, ...), each a ``DetectorBench`` pass
-of fraud.yaml with its own application id. Per row: the median tx/s, the CPU µs per record, and the
-median ratio of its speed to the normal pass of the same round, with its spread (target: >= 0.5).
+of fraud.yaml with its own application id. Per row: the median tx/s, the CPU µs per record, the median
+ratio of its speed to the normal pass of the same round, and the speed of its hot records alone (the
+pass's time less its normal records' at the normal pass's per-record time), each with its spread. The
+target applies to the hot records alone: at least half the normal per-record speed.
 """
 
 from __future__ import annotations
@@ -63,6 +65,21 @@ class HotReport:
         base = {r.round: r.per_second for r in self.results if r.row == "normal"}
         return [r.per_second / base[r.round] for r in self.results if r.row == kind and base.get(r.round)]
 
+    def hot_ratios(self, kind: str) -> list[float]:
+        """Per round, the speed of ``kind``'s hot records alone relative to normal records: the pass's time
+        less what its ``normal`` records take at the normal pass's per-record time, over ``hot``."""
+        base = {r.round: r for r in self.results if r.row == "normal"}
+        out = []
+        for r in self.results:
+            b = base.get(r.round)
+            if r.row != kind or b is None or not b.records:
+                continue
+            per_normal = b.seconds / b.records
+            hot_seconds = r.seconds - self.normal * per_normal
+            if hot_seconds > 0:
+                out.append(per_normal / (hot_seconds / self.hot))
+        return out
+
     def summary(self) -> list[dict[str, Any]]:
         rows = []
         for kind in KINDS:
@@ -78,6 +95,7 @@ class HotReport:
                     "tx_per_s": Spread.of(r.per_second for r in mine),
                     "cpu_us": statistics.median(cpu) if cpu else None,
                     "ratio": Spread.of(ratios) if ratios else None,
+                    "hot_ratio": Spread.of(h) if (h := self.hot_ratios(kind)) and kind != "normal" else None,
                 }
             )
         return rows
@@ -109,16 +127,21 @@ def report_lines(report: HotReport) -> Iterator[str]:
         f"fraud.yaml on {report.normal:,} normal records + {report.hot:,} more "
         f"(normal, or one hot payer / payee within 5 min), {report.rounds} rounds interleaved"
     )
-    yield f"{'traffic':<10} {'tx/s (median, range)':>28} {'CPU µs/rec':>11} {'vs normal (median, range)':>27}  target"
+    yield (
+        f"{'traffic':<10} {'tx/s (median, range)':>28} {'CPU µs/rec':>11} {'vs normal (median, range)':>27} "
+        f"{'its hot records alone':>22}  target (hot records alone)"
+    )
     for row in report.summary():
         rate: Spread = row["tx_per_s"]
         ratio: Spread | None = row["ratio"]
         cpu = "" if row["cpu_us"] is None else f"{row['cpu_us']:.1f}"
         vs = "" if ratio is None else f"{ratio.median:.0%} ({ratio.low:.0%}-{ratio.high:.0%})"
-        verdict = "" if ratio is None else ("met" if ratio.median >= SPEED_TARGET else "NOT met")
+        hot: Spread | None = row["hot_ratio"]
+        alone = "" if hot is None else f"{hot.median:.0%} ({hot.low:.0%}-{hot.high:.0%})"
+        verdict = "" if hot is None else ("met" if hot.median >= SPEED_TARGET else "NOT met")
         speed = f"{rate.median:,.0f} ({rate.low:,.0f}-{rate.high:,.0f})"
-        target = "" if ratio is None else f">= {SPEED_TARGET:.0%}: {verdict}"
-        yield f"{row['row']:<10} {speed:>28} {cpu:>11} {vs:>27}  {target}"
+        target = "" if hot is None else f">= {SPEED_TARGET:.0%}: {verdict}"
+        yield f"{row['row']:<10} {speed:>28} {cpu:>11} {vs:>27} {alone:>22}  {target}"
 
 
 def run_hot_bench(*, normal: int, hot: int, rounds: int, partitions: int) -> int:

@@ -25,10 +25,13 @@ def test_hot_inputs_add_one_payer_or_payee_inside_five_minutes_mixed_by_event_ti
 
 def test_ratios_compare_each_hot_pass_with_the_normal_pass_of_its_round() -> None:
     report = HotReport(10, 5, 2)
-    for rnd, (n, p, q) in enumerate(((100.0, 50.0, 40.0), (200.0, 150.0, 40.0)), start=1):
+    for rnd, (n, p, q) in enumerate(((100.0, 90.0, 40.0), (200.0, 180.0, 40.0)), start=1):
         for kind, seconds in (("normal", 15 / n), ("hot-payer", 15 / p), ("hot-payee", 15 / q)):
             report.results.append(Throughput(kind, 15, seconds, 1, row=kind, round=rnd, cpu_seconds=1.5))
-    assert [round(r, 3) for r in report.ratios("hot-payer")] == [0.5, 0.75]
+    assert [round(r, 3) for r in report.ratios("hot-payer")] == [0.9, 0.9]
     assert [round(r, 3) for r in report.ratios("hot-payee")] == [0.4, 0.2]
+    # round 1: normal 15 records in 0.15 s; hot payer 1/6 s: 10 normal at 0.01 s each + 5 hot in 1/15 s
+    assert [round(r, 3) for r in report.hot_ratios("hot-payer")] == [0.75, 0.75]
+    assert [round(r, 3) for r in report.hot_ratios("hot-payee")] == [0.182, 0.077]
     text = "\n".join(report_lines(report))
     assert "hot-payer" in text and ">= 50%: met" in text and ">= 50%: NOT met" in text

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from confluent_kafka.admin import NewTopic
 
 from topology.records import Processor
 from topology.runtime.clients import ClientFactory
+from topology.runtime.errors import FatalRuntimeError
 from topology.runtime.settings import RuntimeSettings, admin_config
 
 log = logging.getLogger("fraudstream.runtime")
 
 
 def ensure_topics(clients: ClientFactory, s: RuntimeSettings, processor: Processor, dlq_topic: str | None) -> None:
-    """Create missing sink topics (and compacted changelog topics) with the sources' partition count."""
+    """Create missing sink topics with the sources' partition count and missing (compacted) changelogs with
+    their input topic's; then check that every changelog has its input topic's partition count."""
     changelogs = set(processor.changelog_topics)
     every = list(dict.fromkeys((*processor.sink_topics, *changelogs, *((dlq_topic,) if dlq_topic else ()))))
     config = admin_config(s)
@@ -25,17 +28,49 @@ def ensure_topics(clients: ClientFactory, s: RuntimeSettings, processor: Process
     if partitions is None:
         partitions = 6
         log.warning("no source topic exists yet; new sink topics get %d partitions", partitions)
+    counts = dict(existing)
     wanted = [t for t in every if t not in existing]
+    for t in wanted:  # sinks (repartition topics among them) first: a changelog takes its input topic's count
+        if t not in changelogs:
+            counts[t] = partitions
+    inputs = changelog_inputs(processor)
+    for t in wanted:
+        if t in changelogs:
+            counts[t] = counts.get(inputs.get(t, ""), partitions)
+    check_partition_counts(processor, counts)
     if not wanted:
         return
     clients.create_topics(
         config,
         [
-            NewTopic(t, num_partitions=partitions, replication_factor=s.replication_factor,
+            NewTopic(t, num_partitions=counts[t], replication_factor=s.replication_factor,
                      config={"cleanup.policy": "compact"} if t in changelogs else {})
             for t in wanted
         ],
         s.kafka_timeout_s,
     )
     for t in wanted:
-        log.info("created topic %s (%d partitions)", t, partitions)
+        log.info("created topic %s (%d partitions)", t, counts[t])
+
+
+def changelog_inputs(processor: Processor) -> dict[str, str]:
+    """Each changelog topic's input topic (partition N of the state is input partition N)."""
+    return {c: t for t in processor.source_topics for c, _ in processor.changelog_partitions(t, 0)}
+
+
+def check_partition_counts(processor: Processor, counts: Mapping[str, int]) -> None:
+    """Stop with a clear error when a changelog's partition count differs from its input topic's: the state
+    of input partition N is changelog partition N, so input partitions added later would write state to
+    partitions that do not exist, and a key that moved partition would not find its state."""
+    bad = [
+        f"{topic} has {counts[topic]} partitions but its changelog {changelog} has {counts[changelog]}"
+        for changelog, topic in sorted(changelog_inputs(processor).items())
+        if topic in counts and changelog in counts and counts[topic] != counts[changelog]
+    ]
+    if bad:
+        raise FatalRuntimeError(
+            "partition counts disagree: " + "; ".join(bad) + ". Keys are placed by partition count, so the "
+            "state cannot follow a change of it: give the input its former partition count, or start the "
+            "application anew (delete its changelog and repartition topics, or use another topology name; "
+            "its state is then rebuilt from what the input topics still hold)"
+        )
