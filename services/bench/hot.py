@@ -43,9 +43,15 @@ def hot_records(kind: str, base: Sequence[Mapping[str, Any]], hot: int) -> list[
     for j in range(hot):
         t = start + j * HOT_WINDOW_MS // hot
         if kind == "hot-payer":
-            r = {"source_account": "acct-hot", "target_account": f"shop-{j % 97}", "amount": Decimal("12.50")}
-        elif kind == "hot-payee":
-            r = {"source_account": f"payer-{j:07d}", "target_account": "mule-hot", "amount": Decimal("500.00")}
+            r = {
+                "source_account": "acct-hot", "target_account": f"shop-{j % 97}", "amount": Decimal("12.50"),
+                "merchant_category": "5411",
+            }  # fmt: skip
+        elif kind == "hot-payee":  # a transfer to a private account (no merchant): what fan-in aggregates
+            r = {
+                "source_account": f"payer-{j:07d}", "target_account": "mule-hot", "amount": Decimal("500.00"),
+                "merchant_category": None,
+            }  # fmt: skip
         else:
             raise ValueError(f"unknown traffic {kind!r}: one of {', '.join(KINDS)}")
         out.append({**template, **r, "transaction_id": f"{kind}-{j:09d}", "event_time": t})

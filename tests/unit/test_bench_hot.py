@@ -20,7 +20,9 @@ def test_hot_inputs_add_one_payer_or_payee_inside_five_minutes_mixed_by_event_ti
         assert mine[-1]["event_time"] - mine[0]["event_time"] < HOT_WINDOW_MS
         first = records.index(mine[0])
         assert first > 0 and records.index(mine[-1]) < len(records) - 1  # normal traffic on both sides
-    assert len({r["source_account"] for r in payee if r["target_account"] == "mule-hot"}) == 500
+    to_mule = [r for r in payee if r["target_account"] == "mule-hot"]
+    assert len({r["source_account"] for r in to_mule}) == 500
+    assert all(r["merchant_category"] is None and r["amount"] >= 100 for r in to_mule)  # what fan-in aggregates
 
 
 def test_ratios_compare_each_hot_pass_with_the_normal_pass_of_its_round() -> None:
