@@ -189,3 +189,27 @@ def test_reader_defaults_fill_fields_an_older_writer_lacks(registry: SchemaRegis
 def test_a_compile_that_refuses_the_schema_refuses_the_batch(registry: SchemaRegistryClient) -> None:
     encoder = AvroEncoder(registry, TX, "t-value")
     assert ColumnarDecoder(registry, TX).evaluate([encoder.encode(tx(1))], lambda schema: None) is None
+
+
+def test_a_polars_panic_past_read_avro_sends_the_batch_to_the_per_record_path(
+    registry: SchemaRegistryClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from polars.exceptions import PanicException
+
+    encoder = AvroEncoder(registry, TX, "t-value")
+    columnar = ColumnarDecoder(registry, TX)
+    values = [encoder.encode(tx(i)) for i in range(40)]
+    assert columnar.evaluate(values, _amount_cents) is not None
+
+    def panic(self: pl.DataFrame, *args: Any, **kwargs: Any) -> pl.DataFrame:
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    monkeypatch.setattr(pl.DataFrame, "select", panic)
+    assert not issubclass(PanicException, Exception)  # what a bare `except Exception` would let through
+    assert columnar.evaluate(values, _amount_cents) is None  # None: every record of it per record
+    assert columnar.evaluate(values, _amount_cents) is None
+    assert columnar.failed_batches == 2
+    assert [r.message for r in caplog.records].count(
+        "batch decoding failed (PanicException: called `Option::unwrap()` on a `None` value; 1 batches so far): "
+        "these records go through the per-record path"
+    ) == 1

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ _MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=
 _SIMPLE = {"string", "bytes", "long", "boolean", "float", "double"}
 
 
+log = logging.getLogger("fraudstream.batch")
+
 Compile = Callable[[Mapping[str, pl.DataType]], pl.Expr | None]
 """Gives the expression to evaluate on the rows of a frame with this schema (``None``: cannot)."""
 
@@ -93,13 +96,23 @@ class ColumnarDecoder:
         self._plans: dict[bytes, _Plan | None] = {}  # wire header -> plan (None: not for this path)
         self.batches = 0  # evaluate calls
         self.refused_chunks = 0  # chunks polars or the checks refused (split, or their rows per record)
+        self.failed_batches = 0  # batches given to the per-record path whole: polars failed past read_avro
 
     def evaluate(self, values: Sequence[bytes | None], compile: Compile) -> list[int] | None:
         """Per value, the Int64 expression ``compile(schema)`` on its decoded row, or ``-1`` where the
         per-record decoder must judge the value; ``None`` when ``compile`` cannot take the schema."""
         self.batches += 1
         out: list[int] = []
-        if not self._evaluate(values, compile, out, set()):
+        try:
+            if not self._evaluate(values, compile, out, set()):
+                return None
+        except (Exception, PanicException) as exc:  # a polars panic is a BaseException: never let it out
+            self.failed_batches += 1
+            if self.failed_batches == 1 or self.failed_batches % 1000 == 0:
+                log.warning(
+                    "batch decoding failed (%s: %s; %d batches so far): these records go through the "
+                    "per-record path", type(exc).__name__, exc, self.failed_batches,
+                )  # fmt: skip
             return None
         return out
 
