@@ -357,6 +357,12 @@ class DetectorSettings(_Section):
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
     session_timeout_ms: int = Field(10_000, ge=1_000)
     max_retries: int = Field(3, ge=0)  # failures of one record before it is dead-lettered
+    # Event-time skew guard (stateful topologies): a source record dated more than this ahead of the wall
+    # clock, or of its partition's stream time, is dead-lettered (event-time-skew) before it moves stream
+    # time. 0 = not checked. Off by default over stream time: a partition quiet for longer would refuse its
+    # next record.
+    max_event_lead_s: float = Field(86_400.0, ge=0)
+    max_stream_lead_s: float = Field(0.0, ge=0)
     on_error: Literal["dead-letter", "fail"] = "dead-letter"
     static_membership: bool = False  # group.instance.id = transactional.id (restart without rebalance)
     partitions: int | None = Field(None, ge=1)  # for missing sink topics (None = as the input topic)

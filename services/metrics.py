@@ -93,6 +93,15 @@ class Metrics:
             "fraudstream_transactions", "Kafka transactions ended, by outcome (committed/aborted).",
             ["outcome"], registry=r,
         )
+        self.late_records = Gauge(
+            "fraudstream_late_records", "Records too late for every window of a store since start (not "
+            "aggregated there; a retried transaction counts its records again), by store (rule).",
+            ["store"], registry=r,
+        )
+        self.rules_rejected = Gauge(
+            "fraudstream_rules_rejected", "Rules-topic records refused since start (not a rule, or a change "
+            "the running topology cannot take); the rules in force stay as they were.", registry=r,
+        )
         self.consumer_lag = Gauge(
             "fraudstream_consumer_lag", "Records behind the end of the partition (librdkafka statistics).",
             ["topic", "partition"], registry=r,

@@ -35,6 +35,12 @@ def detect_command(
     stats_interval_s: Annotated[float | None, typer.Option(help="Seconds between stats lines.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     store: Annotated[str | None, typer.Option(help="Window state stores: 'memory' or 'rocksdb'.")] = None,
+    max_event_lead_s: Annotated[
+        float | None, typer.Option(help="Dead-letter events dated more than this ahead of the wall clock (0: off).")
+    ] = None,
+    max_stream_lead_s: Annotated[
+        float | None, typer.Option(help="... or ahead of their partition's stream time (0: off, the default).")
+    ] = None,
 ) -> None:
     """Run the fraud detector: read transactions, route them to fraud/legit/DLQ exactly once."""
     setup_logging()
@@ -42,7 +48,8 @@ def detect_command(
         topology_file=topology, application_id=application_id, instance_id=instance_id,
         commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,
         session_timeout_ms=session_timeout_ms, on_error=_on_error(on_error), stats_interval_s=stats_interval_s,
-        metrics_port=metrics_port, store=_store(store),
+        metrics_port=metrics_port, store=_store(store), max_event_lead_s=max_event_lead_s,
+        max_stream_lead_s=max_stream_lead_s,
     )
     raise typer.Exit(run(settings, KafkaSettings()))
 
@@ -83,7 +90,7 @@ def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
             return 2
         install_stop_signals(runtime)
         line = StatsLine(runtime.processor.source_topics[0])
-        sync_rules = start_rules(runtime, settings, kafka, registry=registry)
+        sync_rules = start_rules(runtime, settings, kafka, registry=registry, metrics=metrics)
         next_line = time.monotonic() + settings.stats_interval_s
 
         def tick(stats: RuntimeStats) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -26,6 +26,7 @@ from services.metrics import Metrics
 from topology.batch.decode import ColumnarDecoder
 from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
+from topology.processor.timeguard import EventTimeGuard
 from topology.records import Kind
 from topology.runtime import CommitReport, ExactlyOnceRuntime, RuntimeSettings, RuntimeStats
 from topology.serde.decoder import RegistryError
@@ -69,8 +70,11 @@ def build_runtime(
 
         directory = settings.state_dir / settings.application_id / settings.instance_id
         state = KVState(directory, cache_keys=settings.store_cache_keys)
+    guard = EventTimeGuard(
+        int(settings.max_event_lead_s * 1000) or None, int(settings.max_stream_lead_s * 1000) or None
+    )
     processor = TopologyProcessor(
-        topology, decoder, version=version, alerts=alerts, columnar=columnar, state=state
+        topology, decoder, version=version, alerts=alerts, columnar=columnar, state=state, time_guard=guard
     )
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
@@ -97,13 +101,13 @@ def build_runtime(
         "detector %s: topology %s (%s), version %s, %s state stores", runtime_settings.transactional_id,
         topology.name, path, version, settings.store,
     )
-    return ExactlyOnceRuntime(
-        processor, runtime_settings, on_commit=None if metrics is None else _metrics_hook(metrics)
-    )
+    hook = None if metrics is None else _metrics_hook(metrics, processor.late_by_store)
+    return ExactlyOnceRuntime(processor, runtime_settings, on_commit=hook)
 
 
 def start_rules(
-    runtime: ExactlyOnceRuntime, settings: DetectorSettings, kafka: KafkaSettings, *, registry: Any = None
+    runtime: ExactlyOnceRuntime, settings: DetectorSettings, kafka: KafkaSettings, *, registry: Any = None,
+    metrics: Metrics | None = None,
 ) -> Callable[[], None] | None:
     """Apply the rules topic to its end now; the returned call applies newer records (None if off).
 
@@ -122,11 +126,18 @@ def start_rules(
         return None
     feed = RulesFeed(kafka, settings.rules_topic, registry=registry)
     applier = RuleApplier(runtime.processor)
-    applier.apply(feed.read_to_end())
-    return lambda: applier.apply(feed.poll())
+
+    def apply(records: Any) -> None:
+        applier.apply(records)
+        if metrics is not None:
+            metrics.rules_rejected.set(applier.rejected + feed.rejected)
+
+    apply(feed.read_to_end())
+    return lambda: apply(feed.poll())
 
 
-def _metrics_hook(metrics: Metrics) -> Callable[[CommitReport], None]:
+def _metrics_hook(metrics: Metrics, late_by_store: Mapping[str, int]) -> Callable[[CommitReport], None]:
+    """Counts each committed transaction's records; ``late_by_store`` is the processor's live count."""
     def on_commit(report: CommitReport) -> None:
         for topic, n in report.records_in.items():
             metrics.records_in.labels(topic).inc(n)
@@ -138,6 +149,8 @@ def _metrics_hook(metrics: Metrics) -> Callable[[CommitReport], None]:
                     metrics.rule_hits.labels(rule).inc(n)
         for error_class, n in report.dead_letters.items():
             metrics.dlq.labels(error_class).inc(n)
+        for store, n in late_by_store.items():
+            metrics.late_records.labels(store).set(n)
         metrics.transactions.labels("committed").inc()
         metrics.commit_latency.observe(report.seconds)
 

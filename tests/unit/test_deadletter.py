@@ -1,6 +1,7 @@
 """The dead-letter contract holds on every path that gives up on a record.
 
-Paths: an undecodable value, an unevaluable rule, an alert that cannot be encoded (the processor),
+Paths: an undecodable value, an unevaluable rule, an event dated too far ahead, an alert that cannot be
+encoded (the processor),
 and a record the processor keeps failing on (the runtime, after its retries). The alerts service's
 path is checked on real Kafka in ``tests/integration/test_alerts.py``. Each dead letter keeps the
 original bytes and headers, then carries every ``CONTRACT`` header once, naming where it was read.
@@ -65,6 +66,24 @@ def test_an_unevaluable_rule(s: Serde) -> None:
                .default_branch(to="legit"), s)  # fmt: skip
     dead, source = _dead_of_piped(d, tx(1, "100"), "dlq")
     assert_contract(dead, source, "evaluation")
+
+
+def test_an_event_dated_too_far_ahead(s: Serde) -> None:
+    from schemas import schema_text
+    from topology.batch.decode import ColumnarDecoder
+    from topology.plan.dsl import count, sliding
+    from topology.processor.timeguard import EventTimeGuard
+
+    busy = rule("busy", count(by="source_account", window=sliding("1h")) >= 3)
+    topology = stream(TOPIC, dlq="dlq").split().branch(busy, to="fraud").default_branch(to="legit")
+    guard = EventTimeGuard(max_wall_lead_ms=0, clock=lambda: 0.0)  # every event is ahead of 1970
+    processor = TopologyProcessor(
+        topology, s.decoder.decode, version="v", columnar=ColumnarDecoder(s.registry, schema_text("transaction")),
+        time_guard=guard,
+    )  # fmt: skip
+    d = TopologyTestDriver(processor, encoder=s.encoder.encode, decoder=s.decoder.decode, key_fields=TX_KEY)
+    dead, source = _dead_of_piped(d, tx(1), "dlq")
+    assert_contract(dead, source, "event-time-skew")
 
 
 def test_an_alert_that_cannot_be_encoded(s: Serde) -> None:

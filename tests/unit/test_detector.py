@@ -39,7 +39,8 @@ def test_stats_line_shows_rates_branches_dlq_and_commit_latency() -> None:
 
 def test_metrics_hook_counts_committed_records() -> None:
     metrics = Metrics(service="detector")
-    hook = _metrics_hook(metrics)
+    late = {"velocity": 2}
+    hook = _metrics_hook(metrics, late)
     hook(CommitReport(
         {"in": 3},
         {("fraud", Kind.DECISION, ("fraud", "large-amount@1")): 1, ("legit", Kind.DECISION, ("legit",)): 1,
@@ -53,6 +54,7 @@ def test_metrics_hook_counts_committed_records() -> None:
     assert 'fraudstream_dlq_records_total{error_class="DecodeError"} 1.0' in text
     assert 'fraudstream_records_out_total{branch="dead-letter",topic="dlq"} 1.0' in text
     assert 'fraudstream_transactions_total{outcome="committed"} 1.0' in text
+    assert 'fraudstream_late_records{store="velocity"} 2.0' in text
 
 
 def test_the_store_is_typed_config_memory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

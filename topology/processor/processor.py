@@ -67,6 +67,7 @@ from topology.processor.compiled import (
 from topology.processor.decisions import Decider, Related, RuleFailed
 from topology.processor.stages import INTERNAL, carried, forward, ignored_later, prior_values, unpack_fields
 from topology.processor.stores import StageStores, kept_stores
+from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
 from topology.records import H_KEY, H_ORIGIN, H_VERSION, Headers, Kind, OutRecord, RawRecord, header
 from topology.serde.decoder import DecodeError, EncodeError
 from topology.state import AggValue, InMemoryState, StateBackend, WindowStore
@@ -94,6 +95,7 @@ class TopologyProcessor:
         columnar: ColumnarDecoder | None = None,
         state: StateBackend | None = None,
         max_record_bytes: int = 1_000_000,
+        time_guard: EventTimeGuard | None = None,
     ) -> None:
         self.version = version
         self.max_record_bytes = max_record_bytes  # no changelog record may exceed it (checked per topology)
@@ -106,6 +108,8 @@ class TopologyProcessor:
         self._stores: dict[str, WindowStore] = {}
         self._groups = StageStores()
         self.late_records = 0  # records too late for some window (not aggregated there)
+        self.late_by_store: dict[str, int] = {}  # the same, per store
+        self._guard = time_guard  # dead-letters source records dated too far ahead (stateful topologies)
         self._related: dict[str, list[str]] = {}  # this record's related aggregates that hold: store -> earlier ids
         self._related_total: dict[str, int] = {}  # store -> number of earlier ids in its window
         check_sizes(topology, max_record_bytes)
@@ -212,6 +216,11 @@ class TopologyProcessor:
             return [self._dead(record, exc, getattr(exc, "reason", "decode"))]
         aggs: Aggs | None = None
         if self._n_stores:
+            if self._guard is not None:
+                try:
+                    self._guard.check_record(self._time(value), [sl.store for sl in stage.slots], record.partition)
+                except EventTimeSkew as exc:
+                    return [self._dead(record, exc, exc.reason)]
             aggs = [None] * self._n_stores
             if stage.slots:
                 try:
@@ -301,6 +310,7 @@ class TopologyProcessor:
                 vals = store.add(partition, k, t, v)
             if not vals:
                 self.late_records += 1
+                self.late_by_store[store.name] = self.late_by_store.get(store.name, 0) + 1
             aggs[slot.index] = vals
 
     def _add_related(
@@ -344,7 +354,8 @@ class TopologyProcessor:
         message = str(exc) or type(exc).__name__
         if rule is not None:
             message = f"rule {rule.ref}: {type(exc).__name__}: {message}"
-        cls = type(exc).__name__ if isinstance(exc, self._decode_errors) else EvaluationError.__name__
+        named = isinstance(exc, (*self._decode_errors, EventTimeSkew))
+        cls = type(exc).__name__ if named else EvaluationError.__name__
         return dead_letter(
             self._dlq, key, record.value, headers, Source(topic, int(partition), int(offset)),
             Failure(cls, reason, message), extra=(self._version_header,), timestamp_ms=record.timestamp_ms,
