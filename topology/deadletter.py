@@ -5,6 +5,10 @@ A dead letter keeps the original key, value and headers, and adds, in this order
 ``not-wire-format``, ``evaluation`` or ``retries-exhausted``), ``error.message`` (at most
 ``MAX_MESSAGE`` characters), ``source.topic``, ``source.partition`` and ``source.offset`` (where
 the input was read), then whatever the caller adds (``error.attempts``, a version header).
+
+A dead letter too large for the producer (an input near the broker's limit, plus these headers) is
+written ``reduced``: without its value (``error.omitted: value``, ``error.value.bytes``), then also
+without the original headers, then also without the key, so that it always fits.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ ERROR_CLASS = "error.class"
 ERROR_REASON = "error.reason"
 ERROR_MESSAGE = "error.message"
 ERROR_ATTEMPTS = "error.attempts"
+ERROR_OMITTED = "error.omitted"  # a dead letter too large to write whole: what it leaves out ("value", ...)
+ERROR_VALUE_BYTES = "error.value.bytes"  # ... and the size of the value it left out
 SOURCE_TOPIC = "source.topic"
 SOURCE_PARTITION = "source.partition"
 SOURCE_OFFSET = "source.offset"
@@ -80,3 +86,29 @@ def dead_letter(
         kind=Kind.DEAD_LETTER,
         labels=(failure.reason,),
     )
+
+
+REDUCTIONS: tuple[tuple[str, ...], ...] = ((), ("value",), ("value", "headers"), ("value", "headers", "key"))
+"""What a dead letter leaves out, from the whole record to the smallest form (``reduced``)."""
+
+
+def reduced(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers,
+    source: Source,
+    failure: Failure,
+    omit: tuple[str, ...],
+    *,
+    extra: Headers = (),
+    timestamp_ms: int | None = None,
+) -> OutRecord:
+    """``dead_letter`` without the parts named in ``omit`` (one of ``REDUCTIONS``), saying what it left out."""
+    if not omit:
+        return dead_letter(topic, key, value, headers, source, failure, extra=extra, timestamp_ms=timestamp_ms)
+    said = ((ERROR_OMITTED, ",".join(omit).encode()), (ERROR_VALUE_BYTES, str(len(value or b"")).encode()))
+    return dead_letter(
+        topic, None if "key" in omit else key, None, () if "headers" in omit else headers, source, failure,
+        extra=(*extra, *said), timestamp_ms=timestamp_ms,
+    )  # fmt: skip

@@ -1,7 +1,7 @@
 """The dead-letter contract holds on every path that gives up on a record.
 
 Paths: an undecodable value, an unevaluable rule, an event dated too far ahead, an alert that cannot be
-encoded (the processor),
+encoded (the processor), an input too large to forward (reduced until it fits),
 and a record the processor keeps failing on (the runtime, after its retries). The alerts service's
 path is checked on real Kafka in ``tests/integration/test_alerts.py``. Each dead letter keeps the
 original bytes and headers, then carries every ``CONTRACT`` header once, naming where it was read.
@@ -113,3 +113,43 @@ def test_a_record_the_processor_keeps_failing_on() -> None:
     dead, source = _dead_of_piped(d, b"payload", "dlq")
     assert_contract(dead, source, "retries-exhausted")
     assert dict(dead.headers)["error.attempts"] == b"3"
+
+
+class _Echo(ProcessorBase):
+    """Forwards each record with its value and one more header (as a branch record does)."""
+
+    source_topics = (TOPIC,)
+    sink_topics = ("out",)
+    dlq_topic = "dlq"
+
+    def process(self, record: RawRecord) -> list[OutRecord]:
+        return [OutRecord("out", record.key, record.value, (*record.headers, ("branch", b"legit")))]
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "headers", "omitted"),
+    [
+        (b"v" * 999_990, b"k", ORIGINAL, b"value"),  # near the 1,000,000-byte limit: one more header is too much
+        (b"v" * 10, b"k", (("big", b"h" * 1_000_100),), b"value,headers"),  # the original headers are too large
+        (b"v" * 10, b"k" * 1_000_100, ORIGINAL, b"value,headers,key"),  # and the key
+    ],
+)
+def test_an_input_too_large_to_forward_is_dead_lettered_reduced_until_it_fits(
+    value: bytes, key: bytes, headers: tuple[tuple[str, bytes], ...], omitted: bytes
+) -> None:
+    d = TopologyTestDriver(_Echo(), settings=driver_settings(max_retries=2))
+    d.pipe(b"small", key=b"a")
+    d.pipe(value, key=key, headers=headers)  # the broker took it (its limit can be above the producer's)
+    d.pipe(b"after", key=b"b")
+    assert [r.value for r in d.records("out")] == [b"small", b"after"]  # nothing lost, nothing stuck
+    (dead,) = d.records("dlq")
+    h = dict(dead.headers)
+    assert dead.value is None and h["error.omitted"] == omitted
+    assert h["error.value.bytes"] == str(len(value)).encode()
+    assert (dead.key is None) == (b"key" in omitted)
+    assert (tuple(dead.headers[: len(headers)]) == headers) == (b"headers" not in omitted)
+    assert h["error.reason"] == b"retries-exhausted" and h["error.attempts"] == b"3"
+    assert b"MSG_SIZE_TOO_LARGE" in h["error.message"]
+    assert h["source.offset"] == b"1"
+    names = [k for k, _ in dead.headers]
+    assert all(names.count(n) == 1 for n in CONTRACT)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException
 
-from topology.records import TP, Decision, Headers, Kind, OutRecord, RawRecord
+from topology.deadletter import REDUCTIONS
+from topology.records import TP, Decision, Headers, Kind, RawRecord
 from topology.runtime.clients import MessageLike
 from topology.runtime.errors import FatalRuntimeError, kafka_error
 from topology.runtime.failures import dead_letter
@@ -119,21 +120,33 @@ class BatchProcessing:
     def _one(self, txn: Transaction, producer: TransactionalProducer, record: RawRecord) -> None:
         rt = self.rt
         failure = rt.failures.exhausted(record)
-        outs = self._give_up(record, failure.error, failure.count) if failure else rt.processor.process(record)
-        for o in outs:
+        if failure is not None:
+            self._give_up(txn, producer, record, failure.error, failure.count)
+            return
+        for o in rt.processor.process(record):
             producer.send(txn, o, record.timestamp_ms)
 
-    def _give_up(self, record: RawRecord, error: BaseException, count: int) -> list[OutRecord]:
+    def _give_up(
+        self, txn: Transaction, producer: TransactionalProducer, record: RawRecord, error: BaseException, count: int
+    ) -> None:
+        """Dead-letter ``record`` (reduced until it fits: ``deadletter.REDUCTIONS``), or stop."""
         rt = self.rt
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
         if rt.settings.on_error == "fail" or rt.dlq_topic is None:
             rt.abort("giving up")
-            raise FatalRuntimeError(
-                f"record {record.topic}[{record.partition}]@{record.offset} failed "
-                f"{count} times, giving up: {type(error).__name__}: {error}"
-            )
-        log.error("dead-lettering %s[%d]@%d after %d failures: %s", record.topic, record.partition,
-                  record.offset, count, error)  # fmt: skip
-        return [dead_letter(record, rt.dlq_topic, error, count)]
+            raise FatalRuntimeError(f"record {where} failed {count} times, giving up: {type(error).__name__}: {error}")
+        log.error("dead-lettering %s after %d failures: %s", where, count, error)
+        for i, omit in enumerate(REDUCTIONS):
+            try:
+                producer.send(txn, dead_letter(record, rt.dlq_topic, error, count, omit), record.timestamp_ms)
+                return
+            except KafkaException as exc:
+                if kafka_error(exc).code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                if i + 1 < len(REDUCTIONS):
+                    log.warning("the dead letter of %s is too large for the producer: written without its %s",
+                                where, ", ".join(REDUCTIONS[i + 1]))  # fmt: skip
+        raise FatalRuntimeError(f"record {where}: even its smallest dead letter is too large for the producer")
 
     def _failed(self, record: RawRecord, exc: Exception, batch: Sequence[MessageLike], index: int) -> None:
         """Abort the transaction after ``record`` failed; wait; raise ``Abort``."""

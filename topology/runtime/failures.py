@@ -14,12 +14,15 @@ from topology.runtime.settings import RuntimeSettings
 log = logging.getLogger("fraudstream.runtime")
 
 
-def dead_letter(record: RawRecord, topic: str, error: BaseException, attempts: int) -> OutRecord:
-    """The dead letter of an input the processor kept failing on (reason ``retries-exhausted``)."""
-    return deadletter.dead_letter(
+def dead_letter(
+    record: RawRecord, topic: str, error: BaseException, attempts: int, omit: tuple[str, ...] = ()
+) -> OutRecord:
+    """The dead letter of an input the processor kept failing on (reason ``retries-exhausted``), without
+    the parts named in ``omit`` (``deadletter.REDUCTIONS``)."""
+    return deadletter.reduced(
         topic, record.key, record.value, record.headers,
         deadletter.Source(record.topic, record.partition, record.offset),
-        deadletter.Failure.of(error, "retries-exhausted"),
+        deadletter.Failure.of(error, "retries-exhausted"), omit,
         extra=((deadletter.ERROR_ATTEMPTS, str(attempts).encode()),),
     )  # fmt: skip
 

@@ -163,6 +163,7 @@ class FakeProducer:
     def __init__(self, cluster: FakeCluster, config: Mapping[str, Any]) -> None:
         self.cluster = cluster
         self.transactional_id: str = config.get("transactional.id", "")
+        self.max_bytes = int(config.get("message.max.bytes", 1_000_000))  # librdkafka refuses larger at produce()
         self.epoch = -1
         self.txn: _Txn | None = None
 
@@ -195,6 +196,9 @@ class FakeProducer:
             raise KafkaException(KafkaError(KafkaError._STATE, "produce outside a transaction"))
         if topic not in self.cluster.partitions:
             raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, f"unknown topic {topic}"))
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+        if size > self.max_bytes:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, f"Message size {size} too large"))
         tp = (topic, self.cluster.partition_of(topic, key, partition))
         self.cluster.append(tp, Entry(key, value, tuple(headers or ()), timestamp, self.txn))
         self.txn.partitions.add(tp)
