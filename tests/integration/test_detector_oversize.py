@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
@@ -67,3 +68,41 @@ def test_an_input_too_large_to_forward_is_dead_lettered_without_its_value(
     assert (h["source.topic"], h["source.offset"]) == (t.transactions.encode(), b"1")
     assert b"MSG_SIZE_TOO_LARGE" in h["error.message"] and h["error.reason"] == b"retries-exhausted"
     assert "dead-lettering" in d.output()
+
+
+def test_a_record_the_sink_topic_refuses_at_commit_is_found_and_dead_lettered(
+    stack: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    """The legit topic allows 2,000 bytes (a topic-level max.message.bytes): only the commit fails, for the
+    whole produce request. The runtime halves its transactions until the record is alone, retries it, and
+    dead-letters it whole (the DLQ topic takes it); the others are decided once."""
+    t = Topics.make(unique)
+    create_topics(stack.bootstrap_servers, [t.transactions], 1)
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    for f in admin.create_topics([NewTopic(t.legit, 1, 1, config={"max.message.bytes": "2000"})]).values():
+        f.result(timeout=30)
+    encoder = AvroEncoder(SchemaRegistryClient({"url": stack.registry_url}), schema_text("transaction"),
+                          f"{t.transactions}-value")  # fmt: skip
+    values = [encoder.encode(_tx(n, "x" * 5000 if n == 6 else "shop")) for n in range(20)]
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers})
+    for i, v in enumerate(values):
+        producer.produce(t.transactions, v, f"acct-{i}".encode())
+    assert producer.flush(30) == 0
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(stateless_topology(t), encoding="utf-8")
+    counter = OutputCounter(stack.bootstrap_servers, t.outputs, 1)
+    d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "one", tmp_path / "d.log")
+    try:
+        wait_outputs(counter, 20, [d], timeout=120)
+    finally:
+        counter.close()
+        d.signal(signal.SIGTERM)
+        rc = d.wait()
+    assert rc == 0, d.output()[-3000:]
+    outputs = read_all(stack.bootstrap_servers, t.outputs, "read_committed")
+    assert [o.value for o in outputs if o.topic == t.legit] == [v for i, v in enumerate(values) if i != 6]
+    (dead,) = [o for o in outputs if o.topic == t.dlq]
+    h = dict(dead.headers)
+    assert dead.value == values[6] and h["source.offset"] == b"6"
+    assert b"MSG_SIZE_TOO_LARGE" in h["error.message"]
+    assert "commit refused" in d.output()

@@ -136,7 +136,9 @@ class BatchProcessing:
             rt.abort("giving up")
             raise FatalRuntimeError(f"record {where} failed {count} times, giving up: {type(error).__name__}: {error}")
         log.error("dead-lettering %s after %d failures: %s", where, count, error)
-        for i, omit in enumerate(REDUCTIONS):
+        # Each further failure of the dead letter itself (refused at commit) starts one reduction further.
+        start = min(len(REDUCTIONS) - 1, max(0, count - rt.settings.max_retries - 1))
+        for i, omit in enumerate(REDUCTIONS[start:], start):
             try:
                 producer.send(txn, dead_letter(record, rt.dlq_topic, error, count, omit), record.timestamp_ms)
                 return

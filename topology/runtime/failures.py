@@ -6,9 +6,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaError, KafkaException
+
 from topology import deadletter
 from topology.records import TP, OutRecord, RawRecord
-from topology.runtime.errors import backoff_seconds
+from topology.runtime.errors import FatalRuntimeError, backoff_seconds
 from topology.runtime.settings import RuntimeSettings
 
 log = logging.getLogger("fraudstream.runtime")
@@ -85,3 +87,55 @@ class Failures:
     def forget(self, parts: Iterable[TP]) -> None:
         gone = set(parts)
         self._by_record = {k: f for k, f in self._by_record.items() if (k[0], k[1]) not in gone}
+
+
+# Errors of a commit that one record in the transaction can cause (its produce request was refused).
+_PER_RECORD = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.POLICY_VIOLATION,
+})  # fmt: skip
+
+
+class Refusals:
+    """Commits the broker refused (e.g. a record larger than a sink topic's ``max.message.bytes``).
+
+    Such a failure shows only at commit, for the whole produce request, so the record is unknown. After
+    each refusal the next transactions hold half as many input records, down to one: that record is then
+    counted as failing (``Failures``), retried, and dead-lettered like any other. Commits double the limit
+    back. ``max_refusals`` refusals in a row, whatever their cause, stop the runtime with the last error.
+    """
+
+    def __init__(self, settings: RuntimeSettings, failures: Failures, max_refusals: int = 50) -> None:
+        self._settings = settings
+        self._failures = failures
+        self._max_refusals = max_refusals
+        self.limit: int | None = None  # records per transaction at most while bisecting (None: max_batch)
+        self.streak = 0
+
+    @property
+    def max_batch(self) -> int:
+        return self._settings.max_batch if self.limit is None else self.limit
+
+    def refused(self, records: int, first: dict[TP, int], error: KafkaError) -> None:
+        """A commit of ``records`` input records (first offsets ``first``) was refused and aborted."""
+        self.streak += 1
+        if self.streak > self._max_refusals:
+            raise FatalRuntimeError(
+                f"the broker refused {self.streak - 1} commits in a row; the last: {error.name()}: {error.str()}"
+            )
+        if error.code() not in _PER_RECORD:
+            return
+        if records > 1:
+            self.limit = max(1, records // 2)
+            log.warning("commit refused (%s): next transactions hold at most %d records, to find the record",
+                        error.name(), self.limit)  # fmt: skip
+            return
+        if len(first) == 1:
+            ((topic, partition), offset) = next(iter(first.items()))
+            culprit = RawRecord(topic, partition, offset, None, None, 0, ())
+            self._failures.failed(culprit, KafkaException(error))
+
+    def committed(self) -> None:
+        self.streak = 0
+        if self.limit is not None:
+            self.limit = None if self.limit * 2 >= self._settings.max_batch else self.limit * 2

@@ -43,7 +43,7 @@ from topology.records import TP, Processor
 from topology.runtime.batch import BatchProcessing
 from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients
 from topology.runtime.errors import FatalRuntimeError, fatal_error, is_fenced, kafka_error
-from topology.runtime.failures import Failures
+from topology.runtime.failures import Failures, Refusals
 from topology.runtime.partitions import Partitions
 from topology.runtime.restore import Progress, Restorer
 from topology.runtime.settings import RuntimeSettings, consumer_config, producer_config
@@ -83,6 +83,7 @@ class ExactlyOnceRuntime:
         self._callback_error: BaseException | None = None  # raised in a rebalance callback
         self.partitions = Partitions()
         self.failures = Failures(settings)
+        self.refusals = Refusals(settings, self.failures)  # commits refused for a record in them: bisect
         self.txn: Transaction | None = None
         self._producer: TransactionalProducer | None = None
         self._consumer: ConsumerClient | None = None
@@ -161,7 +162,8 @@ class ExactlyOnceRuntime:
         timeout = 0.0 if self._restorer.pending else 0.1  # restoring: the restore step is the wait
         if self.txn is not None:
             timeout = min(max(self.txn.started + s.commit_interval_ms / 1000.0 - time.monotonic(), 0.0), 0.1)
-        want = max(1, min(s.consume_batch, s.max_batch - (self.txn.records if self.txn else 0)))
+        max_batch = self.refusals.max_batch
+        want = max(1, min(s.consume_batch, max_batch - (self.txn.records if self.txn else 0)))
         # consume(n, t) blocks until n messages or t have passed, which at low input rates delays every
         # record by t: take what is fetched already, else wait for the first record only.
         messages = list(consumer.consume(want, 0))
@@ -175,7 +177,7 @@ class ExactlyOnceRuntime:
                 self._batch.process(messages, producer)
             except Abort:
                 return
-        if self.txn is not None and self.txn.expired(s.commit_interval_ms / 1000.0, s.max_batch):
+        if self.txn is not None and self.txn.expired(s.commit_interval_ms / 1000.0, max_batch):
             self.commit()
 
     def commit(self) -> bool:
@@ -196,6 +198,7 @@ class ExactlyOnceRuntime:
             if err.txn_requires_abort() and not err.fatal():
                 log.warning("commit failed (%s): aborting and re-reading", err)
                 self.abort(str(err))
+                self.refusals.refused(txn.records, txn.first, err)
                 return False
             if (err.fatal() or err.retriable()) and not is_fenced(err):
                 self._recover(err, "commit_transaction")
@@ -295,6 +298,7 @@ class ExactlyOnceRuntime:
         report = txn.report(seconds)
         self.stats.add(report, time.monotonic())
         self.failures.committed(txn.next)
+        self.refusals.committed()
         if self._on_commit is not None:
             self._on_commit(report)
         if self.processor.changelog_topics and time.monotonic() >= self._next_checkpoint:

@@ -90,6 +90,7 @@ class FakeCluster:
         self.epochs: dict[str, int] = {}
         self.open_txns: dict[str, _Txn] = {}
         self.order: list[tuple[TP, int]] = []  # every append, in write order
+        self.max_message_bytes: dict[str, int] = {}  # a topic's max.message.bytes: larger values fail the commit
         self._failures: dict[str, list[BaseException]] = {}
 
     # ------------------------------------------------------------ topics
@@ -220,6 +221,16 @@ class FakeProducer:
     def commit_transaction(self, timeout: float) -> None:
         self._live("commit_transaction")
         assert self.txn is not None
+        limits = self.cluster.max_message_bytes
+        for tp in sorted(self.txn.partitions) if limits else ():
+            limit = limits.get(tp[0])
+            if limit is not None and any(
+                e.txn is self.txn and len(e.value or b"") > limit for e in self.cluster.logs[tp]
+            ):  # as the broker does: the produce request fails, the transaction must be aborted
+                raise KafkaException(KafkaError(
+                    KafkaError.MSG_SIZE_TOO_LARGE, f"ProduceRequest for {tp[0]} [{tp[1]}] failed: Message size too large",
+                    txn_requires_abort=True,
+                ))  # fmt: skip
         self.cluster.end_txn(self.txn, "committed")
         self.txn = None
 
