@@ -6,8 +6,8 @@
    with single-broker transaction settings, a detector that scales (no container_name, no
    host port), configuration by environment only, and every ``FRAUDSTREAM_*`` variable
    naming a real settings field (a typo would otherwise be silently ignored).
-3. Each Dockerfile: slim Python base, non-root user, HEALTHCHECK, pinned deps via pyproject,
-   and a command the ``fraudstream`` CLI really has.
+3. The one Dockerfile: a target per service on shared stages (slim Python base, non-root user, pinned
+   deps via pyproject), each with a HEALTHCHECK and a command the ``fraudstream`` CLI really has.
 Nothing here runs a container: no Docker engine on this machine.
 """
 
@@ -142,7 +142,13 @@ def test_configuration_is_by_environment_only_and_names_real_settings() -> None:
 
 
 def dockerfile(service: str) -> str:
-    return (ROOT / "services" / service / "Dockerfile").read_text()
+    """The shared stages of the one Dockerfile, then ``service``'s target."""
+    text = (ROOT / "Dockerfile").read_text()
+    targets = re.split(r"^(?=FROM )", text, flags=re.M)
+    shared = [t for t in targets if re.match(r"FROM python:3\.11-slim AS (build|base)\b", t)]
+    mine = [t for t in targets if re.match(rf"FROM base AS {service}\b", t)]
+    assert len(shared) == 2 and len(mine) == 1, f"no target {service!r} on the shared stages"
+    return "".join(shared + mine)
 
 
 def cli_commands() -> set[str]:
@@ -154,7 +160,7 @@ def cli_commands() -> set[str]:
 def test_dockerfile(service: str) -> None:
     text = dockerfile(service)
     stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert stages and all(s == "python:3.11-slim" or s.startswith("python:3.11-slim ") for s in stages)
+    assert stages and all(s in ("python:3.11-slim", "base") for s in stages)
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0"), "run as a non-root user"
     assert re.search(r"^HEALTHCHECK .*\n?.*services\.healthcheck\", \"" + service, text, re.M)
@@ -163,7 +169,7 @@ def test_dockerfile(service: str) -> None:
     assert command and command.group(1) == SERVICES[service]
     assert command.group(1) in cli_commands()
     compose = load("docker-compose.yml")["services"][service]
-    assert compose["build"] == {"context": ".", "dockerfile": f"services/{service}/Dockerfile"}
+    assert compose["build"] == {"context": ".", "target": service}
 
 
 def test_pyproject_pins_every_runtime_dependency() -> None:
