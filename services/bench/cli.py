@@ -105,6 +105,34 @@ def hot_command(
     raise typer.Exit(run_hot_bench(normal=normal, hot=hot, rounds=rounds, partitions=partitions))
 
 
+@app.command("processor")
+def processor_command(
+    count: Annotated[int, typer.Option(help="Generated transactions.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated stream.")] = 1,
+    partitions: Annotated[int, typer.Option(help="Input partitions.")] = 3,
+    commit_every: Annotated[int, typer.Option(help="Input records between two flush() calls.")] = 1000,
+    profile: Annotated[bool, typer.Option("--profile", help="Print a cProfile of the fraud.yaml run.")] = False,
+    json_output: JsonOutput = False,
+) -> None:
+    """The processor alone, no broker: the stateless rule and fraud.yaml over the same generated input."""
+    from services.bench.processor import run_processor_bench
+
+    raise typer.Exit(run_processor_bench(
+        count=count, seed=seed, partitions=partitions, commit_every=commit_every, profile=profile,
+        json_output=json_output,
+    ))  # fmt: skip
+
+
+@app.command("dashboard")
+def dashboard_command(
+    records: Annotated[int, typer.Option(help="Decisions produced, then taken in by the dashboard's feed.")] = 50_000,
+) -> None:
+    """The dashboard's feed: decisions per second taken in, and the worst event-loop stall (real broker)."""
+    from services.bench.dashboard import run_dashboard_bench
+
+    raise typer.Exit(run_dashboard_bench(records))
+
+
 @app.command("stores")
 def stores_command(
     records: Annotated[int, typer.Option(help="Generated transactions of the update + flush workloads.")] = 100_000,

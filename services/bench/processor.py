@@ -7,12 +7,11 @@ records are fed back in (the next stage), as the Kafka runtime would read them, 
 ``flush()`` is called every ``--commit-every`` input records, as the runtime does at each
 commit. Only processing is timed (not generation or encoding).
 
-    python -m services.bench.processor [--count 100000] [--partitions 3] [--commit-every 1000] [--profile]
+    fraudstream bench processor [--count 100000] [--partitions 3] [--commit-every 1000] [--profile]
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import dataclasses
 import json
@@ -92,27 +91,20 @@ def run(
     return time.perf_counter() - started, outputs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.bench.processor", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=100_000, help="transactions (default 100000)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--partitions", type=int, default=3, help="input partitions (default 3)")
-    ap.add_argument("--commit-every", type=int, default=1000, help="input records between flush() calls")
-    ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the fraud.yaml run")
-    ap.add_argument("--json", action="store_true", help="print the results as one JSON object")
-    args = ap.parse_args(argv)
-
+def run_processor_bench(*, count: int, seed: int, partitions: int, commit_every: int, profile: bool,
+                        json_output: bool) -> int:  # fmt: skip
+    """Both topologies over the same generated input; print the table (or JSON); the exit code."""
     fraud = load_topology(FRAUD_TOPOLOGY)
     registry = SchemaRegistryClient.new_client({"url": "mock://bench-processor"})
-    records = encoded_input(registry, fraud.source, args.count, args.seed, args.partitions)
+    records = encoded_input(registry, fraud.source, count, seed, partitions)
     results: dict[str, Any] = {}
     for name, topology in (("stateless", stateless(fraud)), ("fraud.yaml", fraud)):
         decoder = AvroDecoder(registry, schema_text("transaction"))
         processor = TopologyProcessor(topology, decoder.decode, version="bench")
-        profiler = cProfile.Profile() if args.profile and name == "fraud.yaml" else None
+        profiler = cProfile.Profile() if profile and name == "fraud.yaml" else None
         if profiler is not None:
             profiler.enable()
-        seconds, by_topic = run(processor, records, args.partitions, args.commit_every)
+        seconds, by_topic = run(processor, records, partitions, commit_every)
         if profiler is not None:
             profiler.disable()
         if by_topic[topology.dlq]:
@@ -133,14 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-        "count": args.count, "partitions": args.partitions, "commit_every": args.commit_every,
+        "count": count, "partitions": partitions, "commit_every": commit_every,
         "results": results, "stateful_vs_stateless": round(ratio, 3),
     }  # fmt: skip
-    if args.json:
+    if json_output:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"processor bench: {args.count} generated transactions (seed {args.seed}), {args.partitions} partitions, "
-          f"flush every {args.commit_every}, python {platform.python_version()}, {os.cpu_count()} cpus")  # fmt: skip
+    print(f"processor bench: {count} generated transactions (seed {seed}), {partitions} partitions, "
+          f"flush every {commit_every}, python {platform.python_version()}, {os.cpu_count()} cpus")  # fmt: skip
     print(f"{'topology':<12} {'rules':>5} {'seconds':>8} {'input rec/s':>12} {'outputs/input':>14} {'fraud':>6}")
     for name, r in results.items():
         print(f"{name:<12} {r['rules']:>5} {r['seconds']:>8.2f} {r['input_per_second']:>12,} "
@@ -148,6 +140,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"stateful / stateless: {ratio:.2f}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from services.config import DashboardSettings, DetectorSettings, KafkaSettings
 from services.dashboard.catalog import RuleCatalog
-from services.dashboard.feed import KafkaFeed, consumer_config, default_group_id
+from services.dashboard.feed import KafkaFeed, default_group_id, feed_config
 from services.dashboard.health import Health
 from services.dashboard.hub import Hub, TopicRoles
 from services.dashboard.probe import Probe
@@ -36,12 +36,7 @@ def build_app(settings: DashboardSettings, kafka: KafkaSettings) -> web.Applicat
     roles = TopicRoles(legit=settings.legit_topic, fraud=settings.fraud_topic, alerts=settings.alerts_topic,
                        dlq=settings.dlq_topic)
     decoder = AvroDecoder(registry_client(kafka))
-    config = {  # the connection section (security, pass-through) under the feed's own settings
-        **kafka.client_config(),
-        **consumer_config(
-            kafka.bootstrap_servers, settings.group_id or default_group_id(), from_beginning=settings.from_beginning
-        ),
-    }
+    config = feed_config(kafka, settings.group_id or default_group_id(), from_beginning=settings.from_beginning)
     feed = KafkaFeed(config, roles, decoder.decode, hub, metrics, max_batch=settings.max_batch)
     rules = (RulesFeed(kafka, settings.rules_topic)
              if settings.rules_topic else None)

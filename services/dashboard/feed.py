@@ -20,7 +20,9 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 from confluent_kafka.aio import AIOConsumer
 
+from services.config import KafkaSettings
 from services.dashboard.hub import Event, Hub, TopicRoles, make_event
+from services.kafka import consumer_config as kafka_consumer_config
 from services.metrics import Metrics
 from topology.serde.decoder import DecodeError, RegistryError
 
@@ -34,17 +36,12 @@ def default_group_id() -> str:
     return f"fraudstream-dashboard-{socket.gethostname()}-{os.getpid()}"
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": group_id,
-        "isolation.level": "read_committed",  # only decisions whose transaction committed
-        "enable.auto.commit": False,  # a viewer: never moves a group's offsets
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        # A topic created later (the alerts topic) is picked up within seconds.
-        "topic.metadata.refresh.interval.ms": 5000,
-        "client.id": "fraudstream-dashboard",
-    }
+def feed_config(kafka: KafkaSettings, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
+    """The feed's consumer: ``services.kafka.consumer_config`` (read_committed: only decisions whose
+    transaction committed; never commits: a viewer moves no group's offsets), picking up a topic created
+    later (the alerts topic) within seconds."""
+    extra: dict[str, Any] = {"topic.metadata.refresh.interval.ms": 5000, "client.id": "fraudstream-dashboard"}
+    return kafka_consumer_config(kafka, group_id, from_beginning=from_beginning, **extra)
 
 
 def message_headers(msg: Message) -> list[tuple[str, str | bytes | None]]:

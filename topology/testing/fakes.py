@@ -227,10 +227,8 @@ class FakeProducer:
             if limit is not None and any(
                 e.txn is self.txn and len(e.value or b"") > limit for e in self.cluster.logs[tp]
             ):  # as the broker does: the produce request fails, the transaction must be aborted
-                raise KafkaException(KafkaError(
-                    KafkaError.MSG_SIZE_TOO_LARGE, f"ProduceRequest for {tp[0]} [{tp[1]}] failed: Message size too large",
-                    txn_requires_abort=True,
-                ))  # fmt: skip
+                message = f"ProduceRequest for {tp[0]} [{tp[1]}] failed: Message size too large"
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, message, txn_requires_abort=True))
         self.cluster.end_txn(self.txn, "committed")
         self.txn = None
 

@@ -1,4 +1,4 @@
-"""``python -m services.dashboard.bench``: how many decisions per second the dashboard's feed takes in.
+"""``fraudstream bench dashboard``: how many decisions per second the dashboard's feed takes in.
 
 Produces N Avro transactions (committed, with decision headers) to two fresh topics, then
 times the dashboard's own KafkaFeed (AIOConsumer, decode on its executor, Hub fan-out to
@@ -8,7 +8,6 @@ deletes its topics. Needs the broker and registry of KAFKA_BOOTSTRAP_SERVERS / S
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import time
@@ -17,23 +16,22 @@ from decimal import Decimal
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
 from services.config import KafkaSettings
-from services.dashboard.feed import KafkaFeed, consumer_config
+from services.dashboard.feed import KafkaFeed, feed_config
 from services.dashboard.hub import Hub, TopicRoles
+from services.kafka import check_broker, ensure_topics, producer_config, registry_client
 from services.metrics import Metrics
 from topology.serde.decoder import AvroDecoder, AvroEncoder
 
 
 def produce(kafka: KafkaSettings, roles: TopicRoles, n: int) -> float:
     """Write ``n`` decisions (1 in 50 fraud) in transactions of 1,000; seconds taken."""
-    registry = SchemaRegistryClient({"url": kafka.schema_registry_url})
+    registry = registry_client(kafka)
     encoders = {t: AvroEncoder(registry, schema_text("transaction"), f"{t}-value") for t in (roles.legit, roles.fraud)}
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 20,
-                         "transactional.id": f"bench-dashboard-{uuid.uuid4().hex[:8]}"})
+    txn_id = f"bench-dashboard-{uuid.uuid4().hex[:8]}"
+    producer = Producer(producer_config(kafka, **{"linger.ms": 20, "transactional.id": txn_id}))
     producer.init_transactions(30)
     started = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
@@ -62,8 +60,8 @@ async def consume(kafka: KafkaSettings, roles: TopicRoles, n: int) -> tuple[floa
     metrics = Metrics("dashboard-bench")
     hub = Hub(recent=200, client_buffer=1000, history_s=300, metrics=metrics)
     hub.subscribe()  # one browser that never reads: its buffer drops, the feed must not slow down
-    decoder = AvroDecoder(SchemaRegistryClient({"url": kafka.schema_registry_url}))
-    config = consumer_config(kafka.bootstrap_servers, f"bench-dashboard-{uuid.uuid4().hex[:8]}", from_beginning=True)
+    decoder = AvroDecoder(registry_client(kafka))
+    config = feed_config(kafka, f"bench-dashboard-{uuid.uuid4().hex[:8]}", from_beginning=True)
     feed = KafkaFeed(config, roles, decoder.decode, hub, metrics)
     stop = asyncio.Event()
     started = time.perf_counter()
@@ -79,29 +77,23 @@ async def consume(kafka: KafkaSettings, roles: TopicRoles, n: int) -> tuple[floa
     return elapsed, hub, worst_stall
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--records", type=int, default=50_000)
-    args = parser.parse_args()
+def run_dashboard_bench(records: int) -> int:
+    """Produce ``records`` decisions, then time the dashboard's feed taking them in; print the figures."""
     kafka = KafkaSettings()
     suffix = uuid.uuid4().hex[:8]
     roles = TopicRoles(f"bench.dash.legit.{suffix}", f"bench.dash.fraud.{suffix}", f"bench.dash.alerts.{suffix}")
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(roles.legit, 3, 1), NewTopic(roles.fraud, 3, 1)]).values():
-        future.result(30)
+    admin = check_broker(kafka)
+    ensure_topics(admin, [roles.legit, roles.fraud], partitions=3, timeout_s=30)
     try:
-        produced_s = produce(kafka, roles, args.records)
-        consumed_s, hub, stall_s = asyncio.run(consume(kafka, roles, args.records))
+        produced_s = produce(kafka, roles, records)
+        consumed_s, hub, stall_s = asyncio.run(consume(kafka, roles, records))
     finally:
         for future in admin.delete_topics([roles.legit, roles.fraud]).values():
             future.result(30)
     seen = hub.totals.legit + hub.totals.fraud
-    print(f"produced {args.records:,} decisions in {produced_s:.2f} s ({args.records / produced_s:,.0f}/s)")
+    print(f"produced {records:,} decisions in {produced_s:.2f} s ({records / produced_s:,.0f}/s)")
     print(f"dashboard feed took in {seen:,} decisions in {consumed_s:.2f} s ({seen / consumed_s:,.0f}/s) "
           f"incl. consumer start and group join; fraud {hub.totals.fraud:,}, "
           f"dropped for a browser that never reads {hub.totals.dropped:,}")
     print(f"worst event-loop stall meanwhile {stall_s * 1000:.1f} ms (Kafka polls and decoding run on the executor)")
-
-
-if __name__ == "__main__":
-    main()
+    return 0
