@@ -15,11 +15,10 @@ It knows nothing about fraud: it feeds every input record, as a ``RawRecord``, t
             send_offsets_to_transaction(offsets, consumer_group_metadata())
             commit_transaction(); processor.committed()
 
-Rebalancing uses the **cooperative-sticky** assignor: only the partitions that move are
-revoked. ``on_revoke`` commits the open transaction (it still owns the partitions then) and
-checkpoints their state before giving them up; ``on_lost`` (the group already gave them away)
-aborts it. ``on_assign`` pauses the new partitions that have state; the loop restores them
-(``topology.runtime.restore``) and resumes them, while the other partitions go on.
+Rebalancing uses the **cooperative-sticky** assignor (``topology.runtime.rebalance``): ``on_revoke``
+commits the open transaction and checkpoints the partitions' state, ``on_lost`` aborts it, and
+``on_assign`` pauses the new partitions that have state until the loop has restored them
+(``topology.runtime.restore``), while the other partitions go on.
 
 Errors: a processing error aborts the transaction: ``processor.aborted()`` puts the state back
 to the last commit (no changelog replay), every partition of the transaction is sought back to
@@ -44,7 +43,8 @@ from topology.runtime.batch import BatchProcessing
 from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients
 from topology.runtime.errors import FatalRuntimeError, fatal_error, is_fenced, kafka_error
 from topology.runtime.failures import Failures, Refusals
-from topology.runtime.partitions import Partitions
+from topology.runtime.partitions import Partitions, committed_offsets
+from topology.runtime.rebalance import Rebalance
 from topology.runtime.restore import Progress, Restorer
 from topology.runtime.settings import RuntimeSettings, consumer_config, producer_config
 from topology.runtime.stats import CommitReport, RuntimeStats
@@ -87,8 +87,9 @@ class ExactlyOnceRuntime:
         self.txn: Transaction | None = None
         self._producer: TransactionalProducer | None = None
         self._consumer: ConsumerClient | None = None
-        self._restorer = Restorer(self.clients, settings, processor, on_restore_progress)
+        self.restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
+        self._rebalance = Rebalance(self)
         self._recoveries = 0  # producer replacements since the last commit
         self._retired: list[TransactionalProducer] = []  # replaced producers, kept alive a while
         self._next_checkpoint = 0.0
@@ -145,10 +146,10 @@ class ExactlyOnceRuntime:
         self._producer = self._new_producer()
         consumer = self.clients.consumer(consumer_config(s, self._on_error))
         self._consumer = consumer
+        r = self._rebalance
         consumer.subscribe(
-            list(self.processor.source_topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )  # fmt: skip
+            list(self.processor.source_topics), on_assign=r.on_assign, on_revoke=r.on_revoke, on_lost=r.on_lost
+        )
         log.info(
             "runtime %s started: sources %s, sinks %s", self.transactional_id,
             ",".join(self.processor.source_topics), ",".join(self.processor.sink_topics),
@@ -158,8 +159,8 @@ class ExactlyOnceRuntime:
         """One turn of the loop: restore a slice, consume a batch, process it, commit when due."""
         consumer, producer = self._clients()
         s = self.settings
-        self._restore_step(consumer)
-        timeout = 0.0 if self._restorer.pending else 0.1  # restoring: the restore step is the wait
+        self._rebalance.restore_step(consumer)
+        timeout = 0.0 if self.restorer.pending else 0.1  # restoring: the restore step is the wait
         if self.txn is not None:
             timeout = min(max(self.txn.started + s.commit_interval_ms / 1000.0 - time.monotonic(), 0.0), 0.1)
         max_batch = self.refusals.max_batch
@@ -228,7 +229,7 @@ class ExactlyOnceRuntime:
         log.info("transaction aborted: %s", reason)
         for tp, offset in txn.first.items():
             if tp in self.partitions.assigned:
-                self._seek(consumer, tp, offset)
+                self.seek(consumer, tp, offset)
 
     def close(self, failed: BaseException | None = None) -> None:
         """Leave the group (a clean stop commits and checkpoints first) and close the clients."""
@@ -248,7 +249,7 @@ class ExactlyOnceRuntime:
                     producer.abort()
             if failed is None:
                 producer.producer.flush(self.settings.kafka_timeout_s)
-        self._restorer.close()
+        self.restorer.close()
         log.info(
             "runtime %s stopped: %d in, %d out, %d dead letters, %d commits, %d aborts", self.transactional_id,
             self.stats.records_in, sum(self.stats.records_out.values()), self.stats.dead_letters,
@@ -261,7 +262,7 @@ class ExactlyOnceRuntime:
             return
         cps = {cp for tp in parts for cp in self.processor.changelog_partitions(*tp)}
         if cps:
-            self.processor.checkpoint({cp: self._restorer.end_offset(cp) for cp in sorted(cps)})
+            self.processor.checkpoint({cp: self.restorer.end_offset(cp) for cp in sorted(cps)})
 
     # ------------------------------------------------------------- inside
 
@@ -307,6 +308,14 @@ class ExactlyOnceRuntime:
                 self.checkpoint(self.partitions.active())
             except FatalRuntimeError as exc:  # a checkpoint only shortens a later restore: try again later
                 log.warning("checkpoint skipped: %s", exc)
+
+    def can_commit(self) -> bool:
+        """Whether a commit (or abort) may be tried: a producer exists and no fatal error was reported."""
+        return self._producer is not None and self._fatal is None
+
+    def callback_failed(self, exc: BaseException) -> None:
+        """A rebalance callback failed: the loop raises ``exc`` at its next step (never into librdkafka)."""
+        self._callback_error = exc
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -354,7 +363,7 @@ class ExactlyOnceRuntime:
         if txn is None:
             return
         parts = [tp for tp in txn.first if tp in self.partitions.assigned]
-        committed = self._committed_offsets(consumer, parts)
+        committed = committed_offsets(consumer, parts, self.settings, self.transactional_id)
         at = {(tp.topic, tp.partition): tp.offset for tp in committed}
         if txn.next and all(at.get(tp) == o for tp, o in txn.next.items() if tp in at):
             self.processor.committed()
@@ -363,26 +372,9 @@ class ExactlyOnceRuntime:
             self.processor.aborted()
             self.stats.transactions_aborted += 1
         for tp in parts:
-            self._seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
+            self.seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
 
-    def _committed_offsets(self, consumer: ConsumerClient, parts: list[TP]) -> list[TopicPartition]:
-        """The group's committed offsets of ``parts``, waiting out a broker outage (``outage_patience_s``)."""
-        s = self.settings
-        deadline = time.monotonic() + s.outage_patience_s
-        while True:
-            try:
-                return consumer.committed([TopicPartition(*tp) for tp in parts], s.kafka_timeout_s)
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if err.fatal() or (not err.retriable() and err.code() != KafkaError._TRANSPORT):
-                    raise fatal_error(err, "committed offsets", self.transactional_id) from exc
-                if time.monotonic() > deadline:
-                    raise fatal_error(err, f"committed offsets (for {s.outage_patience_s:.0f} s)",
-                                      self.transactional_id) from exc  # fmt: skip
-                log.warning("committed offsets: %s; retrying", err.str())
-                time.sleep(1.0)
-
-    def _seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
+    def seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
         for attempt in range(50):
             try:
                 consumer.seek(TopicPartition(tp[0], tp[1], offset))
@@ -392,76 +384,3 @@ class ExactlyOnceRuntime:
                     raise FatalRuntimeError(f"cannot rewind {tp[0]}[{tp[1]}] to {offset}: {exc}") from exc
                 time.sleep(0.1)
         self.partitions.expected[tp] = offset
-
-    # ------------------------------------------------------------- restore
-
-    def _restore_step(self, consumer: ConsumerClient) -> None:
-        """Start restoring newly assigned partitions, replay a slice, resume those that are done."""
-        p = self.partitions
-        fresh = [tp for tp in sorted(p.restoring) if tp not in self._restorer.pending]
-        ready = self._restorer.start(fresh) if fresh else []
-        if self._restorer.pending:
-            ready += self._restorer.step(self.settings.restore_step_s)
-            self.stats.restored = self._restorer.restored
-        for tp in ready:
-            offset = p.restored(tp)
-            if offset is not None:
-                self._seek(consumer, tp, offset)
-            consumer.resume([TopicPartition(*tp)])
-
-    # ------------------------------------------------------------- rebalance
-
-    def _on_assign(self, consumer: ConsumerClient, partitions: list[TopicPartition]) -> None:
-        try:
-            parts = [(tp.topic, tp.partition) for tp in partitions]
-            if not parts:
-                return
-            log.info("assigned %s", _fmt(parts))
-            stateful = [tp for tp in parts if self.processor.changelog_partitions(*tp)]
-            self.partitions.add(parts, stateful)
-            self.processor.assigned(parts)
-            if stateful:
-                # Paused until the loop has restored their state; assigned here so that pause applies.
-                consumer.incremental_assign(partitions)
-                consumer.pause([TopicPartition(*tp) for tp in stateful])
-        except BaseException as exc:
-            self._callback_error = exc
-
-    def _on_revoke(self, consumer: ConsumerClient, partitions: list[TopicPartition]) -> None:
-        parts = [(tp.topic, tp.partition) for tp in partitions]
-        try:
-            if not parts:
-                return
-            log.info("revoked %s", _fmt(parts))
-            if self.txn is not None and self._producer is not None and self._fatal is None:
-                self.commit()  # we still own the partitions: finish the transaction before giving them up
-            if self._fatal is None and self.processor.changelog_topics:
-                self.checkpoint([tp for tp in parts if self.partitions.owns(tp)])
-        except BaseException as exc:
-            self._callback_error = exc
-        finally:
-            self._forget(parts)
-
-    def _on_lost(self, consumer: ConsumerClient, partitions: list[TopicPartition]) -> None:
-        parts = [(tp.topic, tp.partition) for tp in partitions]
-        try:
-            log.warning("lost %s (session expired): aborting the open transaction", _fmt(parts))
-            if self.txn is not None and self._producer is not None and self._fatal is None:
-                self.txn.forget(set(parts))
-                self.abort("partitions lost")
-        except BaseException as exc:
-            self._callback_error = exc
-        finally:
-            self._forget(parts)
-
-    def _forget(self, parts: list[TP]) -> None:
-        if self.txn is not None:
-            self.txn.forget(set(parts))
-        self.partitions.remove(parts)
-        self._restorer.cancel(parts)
-        self.failures.forget(parts)
-        self.processor.revoked(parts)
-
-
-def _fmt(parts: list[TP]) -> str:
-    return ",".join(f"{t}[{p}]" for t, p in sorted(parts))

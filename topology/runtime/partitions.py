@@ -1,10 +1,20 @@
-"""Which input partitions the runtime owns, which of them are still restoring, and where each goes on."""
+"""Which input partitions the runtime owns, which of them are still restoring, and where each goes on
+(the group's committed offsets, read through an outage)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
 from topology.records import TP
+from topology.runtime.clients import ConsumerClient
+from topology.runtime.errors import fatal_error, kafka_error
+from topology.runtime.settings import RuntimeSettings
+
+log = logging.getLogger("fraudstream.runtime")
 
 
 class Partitions:
@@ -52,3 +62,22 @@ class Partitions:
     def active(self) -> list[TP]:
         """Assigned partitions that are not restoring, sorted."""
         return sorted(tp for tp in self.assigned if tp not in self.restoring)
+
+
+def committed_offsets(
+    consumer: ConsumerClient, parts: list[TP], s: RuntimeSettings, transactional_id: str
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``parts``, waiting out a broker outage (``outage_patience_s``)."""
+    deadline = time.monotonic() + s.outage_patience_s
+    while True:
+        try:
+            return consumer.committed([TopicPartition(*tp) for tp in parts], s.kafka_timeout_s)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err.fatal() or (not err.retriable() and err.code() != KafkaError._TRANSPORT):
+                raise fatal_error(err, "committed offsets", transactional_id) from exc
+            if time.monotonic() > deadline:
+                where = f"committed offsets (for {s.outage_patience_s:.0f} s)"
+                raise fatal_error(err, where, transactional_id) from exc
+            log.warning("committed offsets: %s; retrying", err.str())
+            time.sleep(1.0)
