@@ -16,14 +16,14 @@ import pytest
 from services.detector import FRAUD_TOPOLOGY
 from services.detector.alerts import FraudAlerts
 from topology.deadletter import CONTRACT, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
-from topology.plan.dsl import rule, stream
+from topology.plan.dsl import rule
 from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, ProcessorBase, RawRecord
 from topology.serde.decoder import EncodeError
 from topology.testing.driver import TopologyTestDriver, Written, driver_settings
 
-from .topology_support import TOPIC, TX_KEY, Serde, driver, serde, tx
+from .topology_support import TOPIC, TX_KEY, Serde, driver, serde, stream, tx
 
 ORIGINAL = (("trace", b"t-1"),)
 

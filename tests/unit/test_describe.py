@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from services.config import TOPICS
 from services.detector import FRAUD_TOPOLOGY
 from services.topology_cli import app
+from tests.unit.topology_support import stream
 from topology.plan.describe import describe_mermaid, describe_text
-from topology.plan.dsl import stream
 from topology.plan.loader import load_topology
 
 

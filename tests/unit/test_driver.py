@@ -16,7 +16,7 @@ import pytest
 from schemas import schema_text
 from services.detector import FRAUD_TOPOLOGY
 from services.detector.alerts import FraudAlerts
-from topology.plan.dsl import all_of, any_of, count, rule, sliding, stream, sum_
+from topology.plan.dsl import all_of, any_of, count, rule, sliding, sum_
 from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import H_AGGS, H_KEY, H_ORIGIN
@@ -24,7 +24,7 @@ from topology.serde.decoder import EncodeError
 from topology.serde.projection import ProjectionDecoder
 from topology.testing.driver import TopologyTestDriver
 
-from .topology_support import T0, TOPIC, TX_KEY, Serde, driver, headers, serde, tx
+from .topology_support import T0, TOPIC, TX_KEY, Serde, driver, headers, serde, stream, tx
 
 FRAUD, LEGIT, DLQ = "streaming.transactions.fraud", "streaming.transactions.legit", "streaming.transactions.dlq"
 

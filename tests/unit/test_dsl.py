@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from services.detector import FRAUD_TOPOLOGY
-from topology.plan.dsl import all_of, any_of, count, distinct_count, hopping, rule, sliding, stream, sum_, tumbling
+from tests.unit.topology_support import stream
+from topology.plan.dsl import all_of, any_of, count, distinct_count, hopping, rule, sliding, sum_, tumbling
 from topology.plan.loader import load_topology
 from topology.plan.model import PlanError, Predicate, Topology, Window
 
@@ -22,6 +23,7 @@ def fraud_topology_in_python() -> Topology:
             dlq="streaming.transactions.dlq",
             name="fraud-detector",
             alerts="streaming.transactions.alerts",
+            id_field="transaction_id",
         )
         .split()
         .branch(

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from topology.plan.dsl import rule, stream
+from topology.plan.dsl import rule
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import Kind, RawRecord
 from topology.serde.decoder import wire_header
 
-from .topology_support import TOPIC, Serde, driver, headers, serde, tx
+from .topology_support import TOPIC, Serde, driver, headers, serde, stream, tx
 
 
 @pytest.fixture(scope="module")

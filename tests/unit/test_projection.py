@@ -24,8 +24,7 @@ from fastavro import parse_schema, schemaless_writer
 import schemas
 from services.detector import FRAUD_TOPOLOGY
 from services.detector.alerts import FraudAlerts
-from tests.unit.topology_support import TOPIC, TX_KEY, tx
-from topology.plan.dsl import stream
+from tests.unit.topology_support import TOPIC, TX_KEY, stream, tx
 from topology.plan.expr import to_epoch_ms
 from topology.plan.loader import load_topology, loads_topology
 from topology.plan.model import Aggregate, Rule, Window

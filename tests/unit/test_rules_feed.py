@@ -12,7 +12,7 @@ from topology.records import RawRecord
 
 BASE = """\
 topology: t
-source: {topic: tx}
+source: {topic: tx, key: [source_account], time: event_time}
 dlq: dlq
 rules:
   - {id: large, version: 1, when: amount >= 900}

@@ -10,7 +10,7 @@ from topology.plan.rules import RuleError, apply_rule, parse_rule
 
 BASE = """\
 topology: t
-source: {topic: tx}
+source: {topic: tx, key: [source_account], time: event_time}
 dlq: dlq
 rules:
   - {id: big, version: 1, when: amount >= 900}

@@ -8,13 +8,13 @@ import pytest
 
 from schemas import schema_text
 from topology.batch.decode import ColumnarDecoder
-from topology.plan.dsl import count, rule, sliding, stream
+from topology.plan.dsl import count, rule, sliding
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
 from topology.testing.driver import TopologyTestDriver
 
-from .topology_support import T0, TOPIC, TX_KEY, Serde, headers, serde, tx
+from .topology_support import T0, TOPIC, TX_KEY, Serde, headers, serde, stream, tx
 
 NOW_S = (T0 + timedelta(hours=1)).timestamp()  # the wall clock of these tests
 

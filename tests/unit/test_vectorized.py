@@ -15,9 +15,8 @@ from decimal import Decimal
 import pytest
 
 import schemas
-from tests.unit.topology_support import TOPIC, Serde, serde, tx
+from tests.unit.topology_support import TOPIC, Serde, serde, stream, tx
 from topology.batch.decode import ColumnarDecoder
-from topology.plan.dsl import stream
 from topology.plan.expr import parse
 from topology.plan.model import AllOf, AnyOf, Condition, Rule, Topology
 from topology.processor import TopologyProcessor

@@ -14,9 +14,9 @@ from topology.plan.model import Aggregate, AllOf, aggregates_of
 
 GOOD = """\
 topology: test-app
-source:
-  topic: in
-  key: [source_account]
+source: {topic: in,
+  key: [source_account],
+  time: event_time}
 dlq: dead
 rules:
   - id: big
@@ -155,6 +155,11 @@ def test_related_on_a_sliding_window() -> None:
     text = GOOD.replace("{kind: hopping, size: 10m, advance: 5m, grace: 1s}", "{kind: sliding, size: 10m}")
     (agg,) = aggregates_of(loads_topology(text).rules[1].condition)
     assert agg.related is False
-    related = text.replace("threshold: 3", "threshold: 3\n            related: true")
+    related = text.replace("threshold: 3", "threshold: 3\n            related: true").replace(
+        "  time: event_time}", "  time: event_time, id: transaction_id}"
+    )
     (agg,) = aggregates_of(loads_topology(related).rules[1].condition)
     assert agg.related is True
+    with pytest.raises(TopologyError) as exc:  # it names records by their id: the source must say which field
+        loads_topology(related.replace(", id: transaction_id}", "}"))
+    assert exc.value.key.endswith("aggregate.related") and "source.id" in exc.value.message

@@ -12,6 +12,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
 from topology.batch.decode import ColumnarDecoder
+from topology.plan.dsl import Stream
+from topology.plan.dsl import stream as dsl_stream
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.serde.decoder import AvroDecoder, AvroEncoder
@@ -20,6 +22,11 @@ from topology.testing.driver import TopologyTestDriver
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 TOPIC = "queueing.transactions"
 TX_KEY = ("source_account",)  # the record key of a piped transaction (as the generator keys them)
+
+
+def stream(topic: str, **kwargs: Any) -> Stream:
+    """``topology.plan.dsl.stream`` over transactions: keyed by source account, event time, transaction id."""
+    return dsl_stream(topic, **{"key": TX_KEY, "time_field": "event_time", "id_field": "transaction_id", **kwargs})
 
 
 @dataclass

@@ -178,7 +178,8 @@ class Stream:
     """``stream(topic)``: the source of a topology."""
 
     def __init__(
-        self, topic: str, *, dlq: str, name: str, key: Sequence[str], time_field: str, alerts: str | None = None
+        self, topic: str, *, dlq: str, name: str, key: Sequence[str], time_field: str, alerts: str | None = None,
+        id_field: str | None = None,
     ) -> None:
         self.topic = topic
         self.dlq = dlq
@@ -186,6 +187,7 @@ class Stream:
         self.name = name
         self.key = tuple(key)
         self.time_field = time_field
+        self.id_field = id_field
 
     def split(self) -> Split:
         """Start a ``split()``: branches in order, first match wins."""
@@ -231,6 +233,7 @@ class Split:
             source_key=s.key,
             time_field=s.time_field,
             alerts=s.alerts,
+            id_field=s.id_field,
         )
 
 
@@ -238,11 +241,13 @@ def stream(
     topic: str,
     *,
     dlq: str,
-    name: str = "fraud-detector",
-    key: Sequence[str] = ("source_account",),
-    time_field: str = "event_time",
+    key: Sequence[str],
+    time_field: str,
+    name: str = "topology",
     alerts: str | None = None,
+    id_field: str | None = None,
 ) -> Stream:
     """The source topic; ``key`` names the fields the record key is made of, ``name`` is the application id,
-    ``alerts`` the topic of a ``FraudAlert`` per decision of a (non-default) branch."""
-    return Stream(topic, dlq=dlq, name=name, key=key, time_field=time_field, alerts=alerts)
+    ``alerts`` the topic of an alert per decision of a (non-default) branch, ``id_field`` the field that
+    identifies a record (what ``related`` aggregates keep)."""
+    return Stream(topic, dlq=dlq, name=name, key=key, time_field=time_field, alerts=alerts, id_field=id_field)

@@ -3,7 +3,7 @@
 Format::
 
     topology: fraud-detector            # application id
-    source: {topic: queueing.transactions, key: [source_account], time: event_time}
+    source: {topic: queueing.transactions, key: [source_account], time: event_time, id: transaction_id}
     dlq: streaming.transactions.dlq
     alerts: streaming.transactions.alerts   # optional: a FraudAlert per decision of a (non-default) branch
     rules:
@@ -25,7 +25,7 @@ An aggregate::
       filter: amount == 1000            # optional
       op: ">="
       threshold: 20
-      related: true                     # optional, sliding only: the alert names the window's earlier transactions
+      related: true                     # optional, sliding only: the alert names the earlier records (source.id)
 """
 
 from __future__ import annotations
@@ -133,10 +133,15 @@ def load_yaml(text: str, filename: str) -> Any:
 
 
 class _Loader:
-    def __init__(self, file: str, known_topics: Collection[str] | None, fields: Mapping[str, FieldType]) -> None:
+    def __init__(
+        self, file: str, known_topics: Collection[str] | None, fields: Mapping[str, FieldType], *,
+        standalone: bool = False,
+    ) -> None:  # fmt: skip
         self.file = file
         self.known_topics = None if known_topics is None else set(known_topics)
         self.fields = fields
+        self.id_field: str | None = None  # source.id, once read (a related aggregate needs it)
+        self.standalone = standalone  # a rule read alone: its topology checks the id when the rule joins it
 
     # ------------------------------------------------------------ helpers
 
@@ -206,17 +211,15 @@ class _Loader:
         )  # fmt: skip
         name = self.name(root, "topology", "", "topology")
         sline = self.key_line(root, "source")
-        src = self.mapping(root["source"], "source", sline, ("topic", "key", "time"), ("topic",))
+        src = self.mapping(root["source"], "source", sline, ("topic", "key", "time", "id"), ("topic", "key", "time"))
         source = self.topic(src, "topic", "source")
-        key: tuple[str, ...] = ("source_account",)
-        if "key" in src:
-            seq = self.get(src, "key", "source", list)
-            key = tuple(self.field_name(v, self.key_line(seq, i), f"source.key[{i}]") for i, v in enumerate(seq))
-        time_field = "event_time"
-        if "time" in src:
-            time_field = self.field_name(src["time"], self.key_line(src, "time"), "source.time")
-            if self.fields[time_field].type != "timestamp":
-                self.fail(self.key_line(src, "time"), "source.time", f"{time_field!r} is not a timestamp field")
+        seq = self.get(src, "key", "source", list)
+        key = tuple(self.field_name(v, self.key_line(seq, i), f"source.key[{i}]") for i, v in enumerate(seq))
+        time_field = self.field_name(src["time"], self.key_line(src, "time"), "source.time")
+        if self.fields[time_field].type != "timestamp":
+            self.fail(self.key_line(src, "time"), "source.time", f"{time_field!r} is not a timestamp field")
+        id_field = self.field_name(src["id"], self.key_line(src, "id"), "source.id") if "id" in src else None
+        self.id_field = id_field
         dlq = self.topic(root, "dlq", "")
         alerts = self.topic(root, "alerts", "") if "alerts" in root else None
 
@@ -271,7 +274,7 @@ class _Loader:
             self.fail(self.key_line(dn, "name"), "default_branch.name", f"duplicate branch name {dname!r}")
         default = DefaultBranch(dname, self.sink(dn, "default_branch", topics, source, dlq))
         try:
-            return Topology(name, source, tuple(branches), default, dlq, key, time_field, alerts)
+            return Topology(name, source, tuple(branches), default, dlq, key, time_field, alerts, id_field)
         except PlanError as exc:  # anything the checks above did not name
             self.fail(1, "(top level)", str(exc))
 
@@ -371,6 +374,9 @@ class _Loader:
         if related and window.kind != "sliding":
             self.fail(self.key_line(node, "related"), f"{path}.related",
                       f"only a sliding window can name related transactions, not {window.kind}")  # fmt: skip
+        if related and self.id_field is None and not self.standalone:
+            self.fail(self.key_line(node, "related"), f"{path}.related",
+                      "a related aggregate names records by their id: declare it as source.id")  # fmt: skip
         return Aggregate(fn, group, window, op, threshold, field, flt, name, related)
 
     def window(self, node: Any, path: str, line: int) -> Window:

@@ -102,8 +102,8 @@ class Aggregate:
     It holds for a record when the record passes ``filter`` and the aggregate of its
     window (after adding the record) satisfies ``op threshold``. ``name`` names its
     state store; builders default it to the rule id. ``related`` (sliding windows only): the
-    store also keeps each record's ``transaction_id``, and when the aggregate holds, the alert
-    names the earlier transactions of the window (they make up the value that fired).
+    store also keeps each record's id (the topology's ``id_field``), and when the aggregate holds,
+    the alert names the earlier records of the window (they make up the value that fired).
     """
 
     function: AggregateFunction
@@ -271,7 +271,8 @@ class Stage:
 class Topology:
     """A whole topology. ``name`` is the application id (prefix of changelog/repartition topics).
 
-    ``alerts``, when set, is the topic of the ``FraudAlert`` written with every decision of a (non-default) branch.
+    ``alerts``, when set, is the topic of the alert written with every decision of a (non-default) branch.
+    ``id_field`` names the field that identifies a record: what a ``related`` aggregate keeps and names.
     """
 
     name: str
@@ -279,9 +280,10 @@ class Topology:
     branches: tuple[Branch, ...]
     default: DefaultBranch
     dlq: str
-    source_key: tuple[str, ...] = ("source_account",)
-    time_field: str = "event_time"
+    source_key: tuple[str, ...]  # the fields the source record's key is made of
+    time_field: str  # the event-time field windows use
     alerts: str | None = None
+    id_field: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "topology")
@@ -314,6 +316,10 @@ class Topology:
                     if a.name in stores:
                         raise PlanError(f"duplicate state store name {a.name!r}")
                     stores.add(a.name)
+                    if a.related and self.id_field is None:
+                        raise PlanError(
+                            f"rule {r.id}: a related aggregate names records by their id: declare the source's id field"
+                        )
 
     # ------------------------------------------------------------ derived
 

@@ -58,7 +58,7 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
     if description is not None and "description" not in node:
         node["description"] = description
     try:
-        return _Loader(filename, None, transaction_fields()).rule(node, "rule", 1)
+        return _Loader(filename, None, transaction_fields(), standalone=True).rule(node, "rule", 1)
     except TopologyError as exc:
         raise RuleError(rule_id, f"{exc.key}: {exc.message} (line {exc.line} of the definition)") from exc
     except PlanError as exc:

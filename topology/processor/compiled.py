@@ -199,8 +199,8 @@ def compile_stages(
         if rule_fields is not None:
             needs = rule_fields | exact | {topology.time_field} | (alert_fields or frozenset())
             needs |= frozenset(f for a in later if a.filter is not None for f in a.filter.fields)
-            if any(a.related for a in later):
-                needs |= {"transaction_id"}
+            if any(a.related for a in later) and topology.id_field is not None:
+                needs |= {topology.id_field}
         later_slots = tuple(
             store_slot(index[s.name], stores[s.name], st.key_fields)
             for st in stages[stage.index + 1 :]

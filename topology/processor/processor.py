@@ -135,6 +135,7 @@ class TopologyProcessor:
         self._decider = Decider(compile_branches(topology), topology.default, self._store_names, self._version_header)
         self._dlq = topology.dlq
         self._time = time_getter(topology.time_field)
+        self._id_field = topology.id_field or ""  # read by related aggregates only (the plan requires it then)
         self.source_topics: tuple[str, ...] = tuple(st.input_topic for st in stages)
         self.repartition_topics: tuple[str, ...] = self.source_topics[1:]
         self.changelog_topics: tuple[str, ...] = self._groups.changelog_topics
@@ -317,7 +318,7 @@ class TopologyProcessor:
         self, store: WindowStore, partition: int, k: bytes, t: int, v: Any, value: Mapping[str, Any]
     ) -> tuple[AggValue, ...]:
         """``store.add`` keeping the transaction id; when the aggregate holds, note the window's earlier ids."""
-        tid = value["transaction_id"]
+        tid = value[self._id_field]
         ident = "" if tid is None else str(tid)
         vals = store.add(partition, k, t, v, ident)
         a = store.aggregate
