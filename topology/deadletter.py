@@ -7,7 +7,7 @@ A dead letter keeps the original key, value and headers, and adds, in this order
 the input was read), then whatever the caller adds (``error.attempts``, a version header).
 
 A dead letter too large for the producer (an input near the broker's limit, plus these headers) is
-written ``reduced``: without its value (``error.omitted: value``, ``error.value.bytes``), then also
+written with ``omit``: without its value (``error.omitted: value``, ``error.value.bytes``), then also
 without the original headers, then also without the key, so that it always fits.
 """
 
@@ -23,6 +23,9 @@ ERROR_MESSAGE = "error.message"
 ERROR_ATTEMPTS = "error.attempts"
 ERROR_OMITTED = "error.omitted"  # a dead letter too large to write whole: what it leaves out ("value", ...)
 ERROR_VALUE_BYTES = "error.value.bytes"  # ... and the size of the value it left out
+
+REDUCTIONS: tuple[tuple[str, ...], ...] = ((), ("value",), ("value", "headers"), ("value", "headers", "key"))
+"""What a dead letter leaves out, from the whole record to the smallest form (``dead_letter(omit=...)``)."""
 SOURCE_TOPIC = "source.topic"
 SOURCE_PARTITION = "source.partition"
 SOURCE_OFFSET = "source.offset"
@@ -64,9 +67,16 @@ def dead_letter(
     *,
     extra: Headers = (),
     timestamp_ms: int | None = None,
+    omit: tuple[str, ...] = (),
 ) -> OutRecord:
-    """The dead letter of the record ``key``/``value``/``headers`` read at ``source``, for ``topic``."""
+    """The dead letter of the record ``key``/``value``/``headers`` read at ``source``, for ``topic``;
+    without the parts named in ``omit`` (one of ``REDUCTIONS``), saying what it left out."""
     message = failure.message[:MAX_MESSAGE] or failure.error_class
+    if omit:
+        said = ((ERROR_OMITTED, ",".join(omit).encode()), (ERROR_VALUE_BYTES, str(len(value or b"")).encode()))
+        extra = (*extra, *said)
+        key, value = None if "key" in omit else key, None
+        headers = () if "headers" in omit else headers
     return OutRecord(
         topic,
         key,
@@ -86,29 +96,3 @@ def dead_letter(
         kind=Kind.DEAD_LETTER,
         labels=(failure.reason,),
     )
-
-
-REDUCTIONS: tuple[tuple[str, ...], ...] = ((), ("value",), ("value", "headers"), ("value", "headers", "key"))
-"""What a dead letter leaves out, from the whole record to the smallest form (``reduced``)."""
-
-
-def reduced(
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Headers,
-    source: Source,
-    failure: Failure,
-    omit: tuple[str, ...],
-    *,
-    extra: Headers = (),
-    timestamp_ms: int | None = None,
-) -> OutRecord:
-    """``dead_letter`` without the parts named in ``omit`` (one of ``REDUCTIONS``), saying what it left out."""
-    if not omit:
-        return dead_letter(topic, key, value, headers, source, failure, extra=extra, timestamp_ms=timestamp_ms)
-    said = ((ERROR_OMITTED, ",".join(omit).encode()), (ERROR_VALUE_BYTES, str(len(value or b"")).encode()))
-    return dead_letter(
-        topic, None if "key" in omit else key, None, () if "headers" in omit else headers, source, failure,
-        extra=(*extra, *said), timestamp_ms=timestamp_ms,
-    )  # fmt: skip

@@ -272,6 +272,22 @@ def wait_outputs(counter: OutputCounter, at_least: int, detectors: Iterable[Dete
     return counter.count
 
 
+def run_until(
+    d: Detector, bootstrap: str, topics: tuple[str, ...], partitions: int, at_least: int, timeout: float
+) -> str:
+    """Wait until ``topics`` hold ``at_least`` committed records (the detector must not exit meanwhile),
+    then stop it with SIGTERM: it must exit 0. Returns its output."""
+    counter = OutputCounter(bootstrap, topics, partitions)
+    try:
+        wait_outputs(counter, at_least, [d], timeout=timeout)
+    finally:
+        counter.close()
+        d.signal(signal.SIGTERM)
+        rc = d.wait()
+    assert rc == 0, d.output()[-3000:]
+    return d.output()
+
+
 def run_reference(
     bootstrap: str, registry_url: str, t: Topics, topology: Path, total: int, partitions: int, log: Path
 ) -> dict[str, Decision]:
@@ -287,14 +303,7 @@ def run_reference(
         encoding="utf-8",
     )
     d = Detector(bootstrap, registry_url, ref_topology, app, "reference", log)
-    counter = OutputCounter(bootstrap, outputs.outputs, partitions)
-    try:
-        wait_outputs(counter, total, [d], timeout=180)
-    finally:
-        counter.close()
-        d.signal(signal.SIGTERM)
-        rc = d.wait()
-    assert rc == 0, d.output()[-3000:]
+    run_until(d, bootstrap, outputs.outputs, partitions, total, timeout=180)
     decided, seen = decisions(read_all(bootstrap, outputs.outputs, "read_committed"), outputs)
     assert len(decided) == total and max(seen.values()) == 1, "the reference run itself is not exactly once"
     return decided

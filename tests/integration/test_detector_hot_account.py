@@ -15,7 +15,6 @@ not an assertion here.
 
 from __future__ import annotations
 
-import signal
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,13 +26,12 @@ from tests.conftest import Endpoints
 from tests.integration.eos_support import Detector, Topics, create_topics, read_all
 from tests.integration.stateful_support import (
     START_MS,
-    OutputCounter,
     Tx,
     decisions,
     produce,
+    run_until,
     scenario_transactions,
     stateful_topology,
-    wait_outputs,
 )
 
 pytestmark = pytest.mark.integration
@@ -75,15 +73,8 @@ def test_hot_payer_and_hot_payee_are_decided_exactly_once_with_bounded_changelog
     produce(stack.bootstrap_servers, registry, t.transactions, txs)
     topology = tmp_path / "topology.yaml"
     topology.write_text(stateful_topology(t), encoding="utf-8")
-    counter = OutputCounter(stack.bootstrap_servers, t.outputs, PARTITIONS)
     d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "hot", tmp_path / "hot.log")
-    try:
-        wait_outputs(counter, len(txs), [d], timeout=420)
-    finally:
-        counter.close()
-        d.signal(signal.SIGTERM)
-        rc = d.wait()
-    assert rc == 0, d.output()[-3000:]
+    run_until(d, stack.bootstrap_servers, t.outputs, PARTITIONS, len(txs), timeout=420)
 
     decided, seen = decisions(read_all(stack.bootstrap_servers, t.outputs, "read_committed"), t)
     assert max(seen.values()) == 1 and len(decided) == len(txs)

@@ -9,7 +9,6 @@ re-read, fail). Now: a bounded number of retries, then a dead letter without the
 
 from __future__ import annotations
 
-import signal
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
 from tests.conftest import Endpoints
-from tests.integration.eos_support import Detector, Topics, create_topics, read_all, stateless_topology
-from tests.integration.stateful_support import OutputCounter, wait_outputs
+from tests.integration.eos_support import Detector, Output, Topics, create_topics, read_all, stateless_topology
+from tests.integration.stateful_support import run_until
 from topology.serde.decoder import AvroEncoder
 
 pytestmark = pytest.mark.integration
@@ -34,6 +33,20 @@ def _tx(n: int, target: str) -> dict[str, object]:
     }  # fmt: skip
 
 
+def _detect(stack: Endpoints, t: Topics, tmp_path: Path, values: list[bytes]) -> tuple[list[Output], str]:
+    """Produce ``values`` (up to the broker's limit), run the stateless detector until each is decided or
+    dead-lettered, stop it; (every output record read_committed, the detector's log)."""
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "message.max.bytes": 1_048_576})
+    for i, v in enumerate(values):
+        producer.produce(t.transactions, v, f"acct-{i}".encode())
+    assert producer.flush(30) == 0
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(stateless_topology(t), encoding="utf-8")
+    d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "one", tmp_path / "d.log")
+    log = run_until(d, stack.bootstrap_servers, t.outputs, 1, len(values), timeout=120)
+    return read_all(stack.bootstrap_servers, t.outputs, "read_committed"), log
+
+
 def test_an_input_too_large_to_forward_is_dead_lettered_without_its_value(
     stack: Endpoints, unique: str, tmp_path: Path
 ) -> None:
@@ -43,22 +56,7 @@ def test_an_input_too_large_to_forward_is_dead_lettered_without_its_value(
                           f"{t.transactions}-value")  # fmt: skip
     values = [encoder.encode(_tx(0, "shop")), encoder.encode(_tx(1, "x" * 999_850)), encoder.encode(_tx(2, "shop"))]
     assert 999_800 < len(values[1]) < 1_000_000
-    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "message.max.bytes": 1_048_576})
-    for i, v in enumerate(values):
-        producer.produce(t.transactions, v, f"acct-{i}".encode())
-    assert producer.flush(30) == 0
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(stateless_topology(t), encoding="utf-8")
-    counter = OutputCounter(stack.bootstrap_servers, t.outputs, 1)
-    d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "one", tmp_path / "d.log")
-    try:
-        wait_outputs(counter, 3, [d], timeout=120)
-    finally:
-        counter.close()
-        d.signal(signal.SIGTERM)
-        rc = d.wait()
-    assert rc == 0, d.output()[-3000:]
-    outputs = read_all(stack.bootstrap_servers, t.outputs, "read_committed")
+    outputs, log = _detect(stack, t, tmp_path, values)
     legit = [o for o in outputs if o.topic == t.legit]
     (dead,) = [o for o in outputs if o.topic == t.dlq]
     assert [o.value for o in legit] == [values[0], values[2]]  # the records around it, once each
@@ -67,7 +65,7 @@ def test_an_input_too_large_to_forward_is_dead_lettered_without_its_value(
     assert h["error.value.bytes"] == str(len(values[1])).encode()
     assert (h["source.topic"], h["source.offset"]) == (t.transactions.encode(), b"1")
     assert b"MSG_SIZE_TOO_LARGE" in h["error.message"] and h["error.reason"] == b"retries-exhausted"
-    assert "dead-lettering" in d.output()
+    assert "dead-lettering" in log
 
 
 def test_a_record_the_sink_topic_refuses_at_commit_is_found_and_dead_lettered(
@@ -84,25 +82,10 @@ def test_a_record_the_sink_topic_refuses_at_commit_is_found_and_dead_lettered(
     encoder = AvroEncoder(SchemaRegistryClient({"url": stack.registry_url}), schema_text("transaction"),
                           f"{t.transactions}-value")  # fmt: skip
     values = [encoder.encode(_tx(n, "x" * 5000 if n == 6 else "shop")) for n in range(20)]
-    producer = Producer({"bootstrap.servers": stack.bootstrap_servers})
-    for i, v in enumerate(values):
-        producer.produce(t.transactions, v, f"acct-{i}".encode())
-    assert producer.flush(30) == 0
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(stateless_topology(t), encoding="utf-8")
-    counter = OutputCounter(stack.bootstrap_servers, t.outputs, 1)
-    d = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "one", tmp_path / "d.log")
-    try:
-        wait_outputs(counter, 20, [d], timeout=120)
-    finally:
-        counter.close()
-        d.signal(signal.SIGTERM)
-        rc = d.wait()
-    assert rc == 0, d.output()[-3000:]
-    outputs = read_all(stack.bootstrap_servers, t.outputs, "read_committed")
+    outputs, log = _detect(stack, t, tmp_path, values)
     assert [o.value for o in outputs if o.topic == t.legit] == [v for i, v in enumerate(values) if i != 6]
     (dead,) = [o for o in outputs if o.topic == t.dlq]
     h = dict(dead.headers)
     assert dead.value == values[6] and h["source.offset"] == b"6"
     assert b"MSG_SIZE_TOO_LARGE" in h["error.message"]
-    assert "commit refused" in d.output()
+    assert "commit refused" in log

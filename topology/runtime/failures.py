@@ -21,11 +21,11 @@ def dead_letter(
 ) -> OutRecord:
     """The dead letter of an input the processor kept failing on (reason ``retries-exhausted``), without
     the parts named in ``omit`` (``deadletter.REDUCTIONS``)."""
-    return deadletter.reduced(
+    return deadletter.dead_letter(
         topic, record.key, record.value, record.headers,
         deadletter.Source(record.topic, record.partition, record.offset),
-        deadletter.Failure.of(error, "retries-exhausted"), omit,
-        extra=((deadletter.ERROR_ATTEMPTS, str(attempts).encode()),),
+        deadletter.Failure.of(error, "retries-exhausted"),
+        extra=((deadletter.ERROR_ATTEMPTS, str(attempts).encode()),), omit=omit,
     )  # fmt: skip
 
 
