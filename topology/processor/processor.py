@@ -219,7 +219,7 @@ class TopologyProcessor:
         if self._n_stores:
             if self._guard is not None:
                 try:
-                    self._guard.check_record(self._time(value), [sl.store for sl in stage.slots], record.partition)
+                    self._guard.check_record(self._time(value), stage.slots, record.partition)
                 except EventTimeSkew as exc:
                     return [self._dead(record, exc, exc.reason)]
             aggs = [None] * self._n_stores

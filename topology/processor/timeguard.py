@@ -12,9 +12,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from topology.state.keys import NO_TIME
 from topology.state.window import WindowStore
+
+
+class _Slot(Protocol):
+    @property
+    def store(self) -> WindowStore: ...
 
 
 class EventTimeSkew(ValueError):
@@ -29,14 +35,14 @@ class EventTimeGuard:
     max_stream_lead_ms: int | None = None  # over the partition's stream time (None: not checked)
     clock: Callable[[], float] = field(default=time.time, compare=False)  # seconds since the epoch
 
-    def check_record(self, event_time: object, stores: Iterable[WindowStore], partition: int) -> None:
-        """``check`` a source record against the stream time of ``stores`` (its stage's) in its partition;
-        an event time that is not a timestamp is left to the caller to refuse."""
+    def check_record(self, event_time: object, slots: Iterable[_Slot], partition: int) -> None:
+        """``check`` a source record against the stream time of its stage's stores (``slots``) in its
+        partition; an event time that is not a timestamp is left to the caller to refuse."""
         if not isinstance(event_time, int):
             return
         st = NO_TIME
         if self.max_stream_lead_ms is not None:
-            st = max((s.stream_time(partition) for s in stores), default=NO_TIME)
+            st = max((s.store.stream_time(partition) for s in slots), default=NO_TIME)
         self.check(event_time, st)
 
     def check(self, event_time_ms: int, stream_time_ms: int = NO_TIME) -> None:
