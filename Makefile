@@ -27,7 +27,8 @@ test: install browser-deps interop-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/fraudstream schemas check --offline
-	$(BIN)/pytest
+	$(BIN)/pytest tests/unit -n 2
+	$(BIN)/pytest -m integration
 
 ## Debian's chromium for the dashboard browser test, installed only when missing (never a downloaded browser).
 browser-deps:
@@ -48,7 +49,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit -n 2
 
 integration: install
 	$(BIN)/pytest -m integration
