@@ -50,8 +50,12 @@ def _wait_progress(progress: GroupProgress, above: int, d: Detector, timeout: fl
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
-    stack: Endpoints, unique: str, tmp_path: Path
+    stack: Endpoints, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Static membership (one group.instance.id across restarts, as a StatefulSet pod keeps its name): each
+    # restart takes the dead instance's place at once instead of waiting out its session timeout, and
+    # init_transactions still fences its open transaction. The stateful crash tests keep dynamic membership.
+    monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STATIC_MEMBERSHIP", "true")
     t = Topics.make(unique)
     create_topics(stack.bootstrap_servers, [t.transactions], PARTITIONS)
     registry = SchemaRegistryClient({"url": stack.registry_url})

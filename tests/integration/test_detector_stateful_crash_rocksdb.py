@@ -1,7 +1,7 @@
 """The stateful crash test again, with the window stores in RocksDB (``FRAUDSTREAM_DETECTOR_STORE=rocksdb``).
 
-Every restart after a SIGKILL finds the killed instance's RocksDB files (committed state only, but
-with no checkpoint: today's runtime writes none), wipes them and restores from the changelog:
+Every restart after a SIGKILL finds the killed instance's RocksDB files (committed state only) and
+its last checkpoint, keeps what the checkpoint vouches for and restores the changelog's tail:
 decisions must still equal those of the uninterrupted run (which also runs on RocksDB).
 """
 
@@ -25,6 +25,9 @@ def test_rocksdb_stores_decide_the_same_after_sigkills_as_an_uninterrupted_run(
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STORE", "rocksdb")
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STATE_DIR", str(state))
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STORE_CACHE_KEYS", "200")  # smaller than the key space: reads hit RocksDB
+    # Static membership (as a StatefulSet pod keeps its name and its disk): each restart takes the dead
+    # instance's place at once, without waiting out its session; the in-memory variant keeps dynamic membership.
+    monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STATIC_MEMBERSHIP", "true")
     crash.test_stateful_rules_decide_the_same_after_sigkills_as_an_uninterrupted_run(
         stack, unique, tmp_path, every_restart_replays=False
     )
