@@ -410,19 +410,14 @@ def restore_in_process(
     records = 0
     if pending:
         reader = Consumer(consumer_config(kafka, "bench-stores", **{"enable.partition.eof": False}))
-        reader.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
         restore = group.restore if group is not None else None
-        while pending:
-            for m in reader.consume(5000, 0.5):
-                if m.error() is not None:
-                    continue
-                if restore is not None:
-                    restore(m.partition(), m.key(), m.value())  # type: ignore[arg-type]
-                records += 1
-            for tp in reader.position([TopicPartition(topic, p) for p in pending]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)
-        reader.close()
+        try:
+            records = read_to_end(
+                reader, topic, {p: starts[p] for p in pending}, ends,
+                None if restore is None else lambda m: restore(m.partition(), m.key(), m.value()),
+            )  # fmt: skip
+        finally:
+            reader.close()
     if isinstance(group, KVStateGroup):
         group.write_restored()  # the last restored batch: the timing ends with the last write
     seconds = time.perf_counter() - started
@@ -435,6 +430,32 @@ def restore_in_process(
             group.checkpoint(p, ends[p])
             group.drop(p)
     return {"records": records, "seconds": round(seconds, 3), "rss_mb": round(rss, 1), "keys": keys}
+
+
+def read_to_end(
+    reader: Any, topic: str, starts: Mapping[int, int], ends: Mapping[int, int],
+    on_message: Callable[[Any], object] | None = None, timeout_s: float = 0.5,
+) -> int:  # fmt: skip
+    """Read ``topic``'s partitions from ``starts`` to ``ends`` with ``reader`` (a consumer, assigned here),
+    calling ``on_message`` on each message (``consume`` waits up to ``timeout_s``); the number of messages.
+    Under ``read_committed`` the
+    position passes control records too, so it does reach the end."""
+    from confluent_kafka import TopicPartition
+
+    pending = {p for p in starts if starts[p] < 0 or starts[p] < ends[p]}
+    reader.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
+    records = 0
+    while pending:
+        for m in reader.consume(5000, timeout_s):
+            if m.error() is not None:
+                continue
+            if on_message is not None:
+                on_message(m)
+            records += 1
+        for tp in reader.position([TopicPartition(topic, p) for p in pending]):
+            if tp.offset >= ends[tp.partition]:
+                pending.discard(tp.partition)
+    return records
 
 
 def _memory_keys(group: StateGroup, partitions: int) -> int:
