@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from topology.plan.describe import describe_mermaid, describe_text
-from topology.plan.loader import TopologyError, load_topology
+from topology.plan.loader import TopologyError
 from topology.plan.model import Topology
 
 app = typer.Typer(help="Print or check a topology file (default: the fraud detector's).", no_args_is_help=True)

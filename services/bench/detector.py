@@ -48,13 +48,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings, KafkaSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, loads_topology
 from services.detector.alerts import FraudAlerts
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
 from topology.batch.decode import ColumnarDecoder
-from topology.plan.loader import loads_topology
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.runtime import (
@@ -85,6 +84,7 @@ _SMALL_TOPOLOGY = """\
 topology: {prefix}
 source:
   topic: {source}
+  schema: transaction
   key: [source_account]
   time: event_time
 dlq: {prefix}.dlq

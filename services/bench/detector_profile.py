@@ -25,10 +25,10 @@ import typer
 import schemas
 from services.bench.detector import bench_processor, topology_text
 from services.config import GeneratorSettings, KafkaSettings
+from services.detector import loads_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import registry_client
-from topology.plan.loader import loads_topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.serde.decoder import AvroEncoder

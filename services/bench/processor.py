@@ -28,9 +28,8 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.generator.scenarios import StreamConfig, TransactionStream
-from topology.plan.loader import load_topology
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord

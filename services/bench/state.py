@@ -27,11 +27,10 @@ from typing import Any
 from services.bench.detector import DetectorBench, Log, Throughput, renamed_topology
 from services.bench.stores import read_to_end, write_changelog
 from services.config import GeneratorSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, loads_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import ensure_topics
-from topology.plan.loader import loads_topology
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord

@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from services.config import GeneratorSettings, KafkaSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from topology.plan.expr import to_epoch_ms
-from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, Window
 from topology.state import StateGroup, WindowStore, encode_group_key
 from topology.state.rocksdb import KeyValue, KVStateGroup, KVWindowStore, RocksKV

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from services.detector import transaction_fields
 from topology.plan.model import Rule, Topology, aggregates_of, format_duration
 from topology.plan.rules import RuleError, parse_rule
 
@@ -27,6 +28,8 @@ class RuleCatalog:
 
     def __init__(self, topology: Topology | None = None) -> None:
         self.rules: dict[str, dict[str, Any]] = {}
+        # what rules-topic rules read: the topology's records, else the detector's (Transactions)
+        self.fields = topology.fields if topology is not None else transaction_fields()
         for branch in topology.branches if topology is not None else ():
             for rule in branch.rules:
                 self.rules[rule.ref] = _entry(rule.named(), "topology file")
@@ -37,7 +40,7 @@ class RuleCatalog:
             if value is None:
                 continue
             try:
-                rule = parse_rule(rule_id, value)
+                rule = parse_rule(rule_id, value, self.fields)
             except RuleError:
                 continue
             self.rules[rule.ref] = _entry(rule.named(), "rules topic")

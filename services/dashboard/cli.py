@@ -15,12 +15,11 @@ from services.dashboard.health import Health
 from services.dashboard.hub import Hub, TopicRoles
 from services.dashboard.probe import Probe
 from services.dashboard.server import create_app
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.kafka import admin_config, registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
 from services.rules.feed import RulesFeed
-from topology.plan.loader import load_topology
 from topology.serde.decoder import AvroDecoder
 
 

@@ -20,11 +20,10 @@ from typing import Any
 
 from schemas import schema_text
 from services.config import DetectorSettings, KafkaSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
 from services.metrics import Metrics
 from topology.batch.decode import ColumnarDecoder
-from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.processor.timeguard import EventTimeGuard
 from topology.records import Kind

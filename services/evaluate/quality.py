@@ -31,12 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import schema_text
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
 from services.evaluate.cli import print_report
 from services.evaluate.score import Decision, Label, Report, evaluate, related_from_alerts, with_related
 from services.generator.scenarios import StreamConfig, TransactionStream
-from topology.plan.loader import load_topology
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import H_RULES, RawRecord

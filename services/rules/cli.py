@@ -11,7 +11,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from services.config import DetectorSettings, KafkaSettings
-from topology.plan.rules import RuleError, parse_rule
+from services.detector import parse_rule
+from topology.plan.rules import RuleError
 
 app = typer.Typer(help="Add, change, remove and list run-time rules (the rules topic).", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from topology.plan.dsl import count, expr, rule, sliding, stream
+from topology.plan.dsl import sliding, stream
 from topology.plan.expr import fields_from_avro
 from topology.plan.loader import loads_topology
 from topology.plan.model import Topology
@@ -24,10 +24,11 @@ READING = json.dumps({
     ],
 })  # fmt: skip
 FIELDS = fields_from_avro(READING)
+SCHEMAS = {"reading": READING}  # what ``source.schema`` names
 
 YAML = """
 topology: {name}
-source: {{topic: {source}, key: [sensor], time: at}}
+source: {{topic: {source}, schema: reading, key: [sensor], time: at}}
 dlq: {dlq}
 rules:
   - id: overheat
@@ -49,12 +50,11 @@ default_branch: {{name: normal, to: {normal}}}
 
 def in_python(name: str, source: str, alarm: str, normal: str, dlq: str) -> Topology:
     """The readings topology built with the DSL."""
-    overheat = rule("overheat", expr("celsius > 90", FIELDS))
-    warm = expr("celsius > 70", FIELDS)
-    flapping = rule("flapping", count(by="sensor", window=sliding("1m"), where=warm, fields=FIELDS) >= 3)
+    readings = stream(source, fields=FIELDS, dlq=dlq, name=name, key=("sensor",), time_field="at")
+    overheat = readings.rule("overheat", "celsius > 90")
+    flapping = readings.rule("flapping", readings.count(by="sensor", window=sliding("1m"), where="celsius > 70") >= 3)
     return (
-        stream(source, dlq=dlq, name=name, key=("sensor",), time_field="at")
-        .split()
+        readings.split()
         .branch([overheat, flapping], to=alarm, name="alarm")
         .default_branch(to=normal, name="normal")
     )
@@ -63,7 +63,7 @@ def in_python(name: str, source: str, alarm: str, normal: str, dlq: str) -> Topo
 def in_yaml(name: str, source: str, alarm: str, normal: str, dlq: str) -> Topology:
     """The same topology loaded from YAML."""
     text = YAML.format(name=name, source=source, alarm=alarm, normal=normal, dlq=dlq)
-    return loads_topology(text, filename="readings.yaml", fields=FIELDS)
+    return loads_topology(text, filename="readings.yaml", schemas=SCHEMAS.__getitem__)
 
 
 def readings() -> list[tuple[dict[str, Any], str]]:

@@ -21,8 +21,7 @@ from services.bench.detector import (
     topology_text,
 )
 from services.bench.detector_cli import _run, run_detector_bench
-from services.detector import FRAUD_TOPOLOGY
-from topology.plan.loader import loads_topology
+from services.detector import FRAUD_TOPOLOGY, loads_topology
 
 
 def _pass(row: str, round_: int, per_second: float, cpu_us: float = 10.0) -> Throughput:

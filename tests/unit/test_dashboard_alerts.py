@@ -9,8 +9,7 @@ from services.dashboard.alerts import AlertQueue, SeenIndex, evidence_items
 from services.dashboard.catalog import RuleCatalog, evidence_text
 from services.dashboard.health import Health, percentile
 from services.dashboard.hub import Hub, TopicRoles, make_event
-from services.detector import FRAUD_TOPOLOGY
-from topology.plan.loader import load_topology
+from services.detector import FRAUD_TOPOLOGY, load_topology
 
 ROLES = TopicRoles(legit="L", fraud="F", alerts="A", dlq="D")
 EVIDENCE = {"velocity@3": [

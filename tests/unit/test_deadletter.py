@@ -13,17 +13,15 @@ from typing import Any
 
 import pytest
 
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
 from topology.deadletter import CONTRACT, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
-from topology.plan.dsl import rule
-from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, ProcessorBase, RawRecord
 from topology.serde.decoder import EncodeError
 from topology.testing.driver import TopologyTestDriver, Written, driver_settings
 
-from .topology_support import TOPIC, TX_KEY, Serde, driver, serde, stream, tx
+from .topology_support import TOPIC, TX, TX_KEY, Serde, driver, serde, stream, tx
 
 ORIGINAL = (("trace", b"t-1"),)
 
@@ -55,14 +53,14 @@ def _dead_of_piped(d: TopologyTestDriver[Any], value: Any, dlq: str) -> tuple[Wr
 
 
 def test_an_undecodable_value(s: Serde) -> None:
-    d = driver(stream(TOPIC, dlq="dlq").split().branch(rule("big", "amount >= 900"), to="fraud")
+    d = driver(stream(TOPIC, dlq="dlq").split().branch(TX.rule("big", "amount >= 900"), to="fraud")
                .default_branch(to="legit"), s)  # fmt: skip
     dead, source = _dead_of_piped(d, b"junk", "dlq")
     assert_contract(dead, source, "not-wire-format")
 
 
 def test_an_unevaluable_rule(s: Serde) -> None:
-    d = driver(stream(TOPIC, dlq="dlq").split().branch(rule("ratio", "amount / (amount - 100) > 2"), to="fraud")
+    d = driver(stream(TOPIC, dlq="dlq").split().branch(TX.rule("ratio", "amount / (amount - 100) > 2"), to="fraud")
                .default_branch(to="legit"), s)  # fmt: skip
     dead, source = _dead_of_piped(d, tx(1, "100"), "dlq")
     assert_contract(dead, source, "evaluation")
@@ -71,10 +69,10 @@ def test_an_unevaluable_rule(s: Serde) -> None:
 def test_an_event_dated_too_far_ahead(s: Serde) -> None:
     from schemas import schema_text
     from topology.batch.decode import ColumnarDecoder
-    from topology.plan.dsl import count, sliding
+    from topology.plan.dsl import sliding
     from topology.processor.timeguard import EventTimeGuard
 
-    busy = rule("busy", count(by="source_account", window=sliding("1h")) >= 3)
+    busy = TX.rule("busy", TX.count(by="source_account", window=sliding("1h")) >= 3)
     topology = stream(TOPIC, dlq="dlq").split().branch(busy, to="fraud").default_branch(to="legit")
     guard = EventTimeGuard(max_wall_lead_ms=0, clock=lambda: 0.0)  # every event is ahead of 1970
     processor = TopologyProcessor(

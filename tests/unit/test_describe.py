@@ -7,11 +7,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from services.config import TOPICS
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.topology_cli import app
 from tests.unit.topology_support import stream
 from topology.plan.describe import describe_mermaid, describe_text
-from topology.plan.loader import load_topology
 
 
 def test_text_lists_sources_processors_branches_sinks() -> None:

@@ -14,17 +14,16 @@ import fastavro
 import pytest
 
 from schemas import schema_text
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
-from topology.plan.dsl import all_of, any_of, count, rule, sliding, sum_
-from topology.plan.loader import load_topology
+from topology.plan.dsl import sliding
 from topology.processor import TopologyProcessor
 from topology.records import H_AGGS, H_KEY, H_ORIGIN
 from topology.serde.decoder import EncodeError
 from topology.serde.projection import ProjectionDecoder
 from topology.testing.driver import TopologyTestDriver
 
-from .topology_support import T0, TOPIC, TX_KEY, Serde, driver, headers, serde, stream, tx
+from .topology_support import T0, TOPIC, TX, TX_KEY, Serde, driver, headers, serde, stream, tx
 
 FRAUD, LEGIT, DLQ = "streaming.transactions.fraud", "streaming.transactions.legit", "streaming.transactions.dlq"
 
@@ -146,11 +145,12 @@ def test_and_or_and_aggregates_update_even_when_not_needed_for_the_decision(s: S
     t = (
         stream(TOPIC, dlq="dlq", name="app")
         .split()
-        .branch(rule("big", "amount >= 900"), to="fraud", name="big")
+        .branch(TX.rule("big", "amount >= 900"), to="fraud", name="big")
         .branch(
             [
-                rule("both", all_of("currency == 'USD'", count(by="source_account", window=w) >= 3)),
-                rule("either", any_of(sum_("amount", by="source_account", window=w) >= 1500, "country == 'XX'")),
+                TX.rule("both", TX.all_of("currency == 'USD'", TX.count(by="source_account", window=w) >= 3)),
+                TX.rule("either", TX.any_of(TX.sum("amount", by="source_account", window=w) >= 1500,
+                                            "country == 'XX'")),
             ],
             to="fraud2",
             name="agg",

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from services.detector import FRAUD_TOPOLOGY
-from tests.unit.topology_support import stream
-from topology.plan.dsl import all_of, any_of, count, distinct_count, hopping, rule, sliding, sum_, tumbling
-from topology.plan.loader import load_topology
+from services.detector import FRAUD_TOPOLOGY, load_topology
+from tests.unit.topology_support import TX, stream
+from topology.plan import dsl
+from topology.plan.dsl import hopping, sliding, tumbling
+from topology.plan.expr import ExprError, FieldType
 from topology.plan.model import PlanError, Predicate, Topology, Window
 
 
@@ -17,18 +18,18 @@ def fraud_topology_in_python() -> Topology:
     day = sliding("24h", grace="1m")
     three_min = sliding("3m", grace="30s")
     under_large = "amount >= 700 and amount < 900"
+    tx = stream(
+        "queueing.transactions",
+        dlq="streaming.transactions.dlq",
+        name="fraud-detector",
+        alerts="streaming.transactions.alerts",
+        id_field="transaction_id",
+    )
     return (
-        stream(
-            "queueing.transactions",
-            dlq="streaming.transactions.dlq",
-            name="fraud-detector",
-            alerts="streaming.transactions.alerts",
-            id_field="transaction_id",
-        )
-        .split()
+        tx.split()
         .branch(
             [
-                rule(
+                tx.rule(
                     "large-amount",
                     "amount >= 900 and channel == 'online'",
                     version=2,
@@ -36,22 +37,22 @@ def fraud_topology_in_python() -> Topology:
                     "payments: large transfers between people are common legit traffic (v1 flagged about 1 legit "
                     "payment in 1,000).",
                 ),
-                rule(
+                tx.rule(
                     "velocity",
-                    any_of(
-                        all_of(
-                            count(by="source_account", window=three_min, name="velocity-count", related=True) >= 5,
-                            sum_("amount", by="source_account", window=three_min, name="velocity-sum") >= 1200,
+                    tx.any_of(
+                        tx.all_of(
+                            tx.count(by="source_account", window=three_min, name="velocity-count", related=True) >= 5,
+                            tx.sum("amount", by="source_account", window=three_min, name="velocity-sum") >= 1200,
                         ),
-                        count(by="source_account", window=three_min, name="velocity-many", related=True) >= 10,
+                        tx.count(by="source_account", window=three_min, name="velocity-many", related=True) >= 10,
                     ),
                     version=3,
                     description="A burst of spending from one account within three minutes: five or more payments "
                     "adding up to 1,200 or more, or ten or more payments of any amount.",
                 ),
-                rule(
+                tx.rule(
                     "card-testing",
-                    count(
+                    tx.count(
                         by="source_account", window=sliding("5m", grace="30s"), where="amount <= 2", related=True
                     )
                     >= 2,
@@ -59,9 +60,9 @@ def fraud_topology_in_python() -> Topology:
                     description="Tiny payments (2.00 or less) from one account in quick succession (a stolen card "
                     "being tested).",
                 ),
-                rule(
+                tx.rule(
                     "fan-in",
-                    distinct_count(
+                    tx.distinct_count(
                         "source_account",
                         by=["target_account", "amount"],
                         window=day,
@@ -73,9 +74,9 @@ def fraud_topology_in_python() -> Topology:
                     description="Three or more different accounts transferring the same amount (100 or more) to one "
                     "private account (no merchant) within a day: a money mule collecting.",
                 ),
-                rule(
+                tx.rule(
                     "fan-out",
-                    distinct_count(
+                    tx.distinct_count(
                         "target_account",
                         by="source_account",
                         window=sliding("15m", grace="30s"),
@@ -87,10 +88,10 @@ def fraud_topology_in_python() -> Topology:
                     description="One account transferring 100 or more to many different people (no merchant) "
                     "within 15 minutes.",
                 ),
-                rule(
+                tx.rule(
                     "structuring",
-                    any_of(
-                        count(
+                    tx.any_of(
+                        tx.count(
                             by="source_account",
                             window=day,
                             where="amount >= 7000 and amount < 10000",
@@ -98,13 +99,13 @@ def fraud_topology_in_python() -> Topology:
                             related=True,
                         )
                         >= 2,
-                        all_of(
-                            count(
+                        tx.all_of(
+                            tx.count(
                                 by="source_account", window=day, where=under_large, name="structuring-count",
                                 related=True,
                             )
                             >= 3,
-                            sum_("amount", by="source_account", window=day, where=under_large, name="structuring-sum")
+                            tx.sum("amount", by="source_account", window=day, where=under_large, name="structuring-sum")
                             >= 2000,
                         ),
                     ),
@@ -178,8 +179,8 @@ def test_windows() -> None:
             lambda: (
                 stream("in", dlq="d")
                 .split()
-                .branch(rule("r", "amount > 1"), to="a")
-                .branch(rule("r", "amount > 2"), to="b")
+                .branch(TX.rule("r", "amount > 1"), to="a")
+                .branch(TX.rule("r", "amount > 2"), to="b")
                 .default_branch(to="c")
             ),
             "duplicate rule id",
@@ -188,8 +189,8 @@ def test_windows() -> None:
             lambda: stream("in", dlq="d").split().branch("amount > 1", to="bad topic").default_branch(to="c"),
             "illegal topic name",
         ),
-        (lambda: count(by="nope", window=sliding("1m")) >= 1, "unknown field 'nope'"),
-        (lambda: sum_("currency", by="source_account", window=sliding("1m")) >= 1, "sum needs a number field"),
+        (lambda: TX.count(by="nope", window=sliding("1m")) >= 1, "unknown field 'nope'"),
+        (lambda: TX.sum("currency", by="source_account", window=sliding("1m")) >= 1, "sum needs a number field"),
     ],
 )
 def test_plan_errors(build: Any, message: str) -> None:
@@ -203,9 +204,9 @@ def test_stages_add_a_repartition_topic_per_foreign_grouping() -> None:
         .split()
         .branch(
             [
-                rule("a", count(by="source_account", window=sliding("1m")) >= 2),
-                rule("b", count(by=["source_account", "currency"], window=sliding("1m")) >= 2),
-                rule("c", count(by="target_account", window=sliding("1m")) >= 2),
+                TX.rule("a", TX.count(by="source_account", window=sliding("1m")) >= 2),
+                TX.rule("b", TX.count(by=["source_account", "currency"], window=sliding("1m")) >= 2),
+                TX.rule("c", TX.count(by="target_account", window=sliding("1m")) >= 2),
             ],
             to="out",
         )
@@ -221,3 +222,37 @@ def test_stages_add_a_repartition_topic_per_foreign_grouping() -> None:
     ]
     renamed = t.with_topics({"in": "in-1", "out": "out-1", "d": "d-1"})
     assert (renamed.source, renamed.dlq, renamed.branches[0].to, renamed.default.to) == ("in-1", "d-1", "out-1", "rest")
+
+
+READINGS = {"sensor": FieldType("string"), "at": FieldType("timestamp"), "celsius": FieldType("number")}
+
+
+def test_a_stream_needs_the_field_types_of_its_records() -> None:
+    with pytest.raises(TypeError, match="fields"):
+        dsl.stream("in", dlq="d", key=["sensor"], time_field="at")  # type: ignore[call-arg]
+
+
+def test_conditions_are_checked_against_the_fields_of_their_stream() -> None:
+    readings = dsl.stream("plant.readings", fields=READINGS, dlq="d", key=["sensor"], time_field="at")
+    assert readings.expr("celsius > 90").fields == {"celsius"}
+    with pytest.raises(ExprError, match="unknown field 'amount' \\(fields: at, celsius, sensor\\)"):
+        readings.rule("big", "amount >= 900")
+    with pytest.raises(PlanError, match="unknown field 'source_account'"):
+        readings.count(by="source_account", window=sliding("1m"))
+    with pytest.raises(ExprError, match="unknown field 'amount'"):
+        readings.split().branch("amount >= 900", to="out")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"key": ["site"]}, "the source's key field 'site' is none of its fields \\(at, celsius, sensor\\)"),
+        ({"time_field": "celsius"}, "the source's time field 'celsius' is not a timestamp"),
+        ({"id_field": "reading_id"}, "the source's id field 'reading_id' is none of its fields"),
+        ({"fields": {}}, "the source's key field 'sensor' is none of its fields \\(none\\)"),
+    ],
+)
+def test_the_source_key_time_and_id_are_fields_of_its_records(source: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"fields": READINGS, "dlq": "d", "key": ["sensor"], "time_field": "at", **source}
+    with pytest.raises(PlanError, match=message):
+        dsl.stream("in", **args).split().default_branch(to="out")

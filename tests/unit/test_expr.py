@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from schemas import schema_text
-from topology.plan.expr import TRANSACTION_FIELDS, ExprError, fields_from_avro, parse
+from services.detector import transaction_fields
+from topology.plan.expr import ExprError, Expression, FieldType, fields_from_avro
+from topology.plan.expr import parse as parse_with
+
+TX = transaction_fields()
+
+
+def parse(text: str) -> Expression:
+    """``text`` over a Transaction's fields."""
+    return parse_with(text, TX)
 
 
 def rec(**kw: Any) -> dict[str, Any]:
@@ -29,7 +38,31 @@ def rec(**kw: Any) -> dict[str, Any]:
 
 
 def test_fields_come_from_the_transaction_schema() -> None:
-    assert fields_from_avro(schema_text("transaction")) == dict(TRANSACTION_FIELDS)
+    assert fields_from_avro(schema_text("transaction")) == {
+        "transaction_id": FieldType("string"),
+        "source_account": FieldType("string"),
+        "target_account": FieldType("string"),
+        "amount": FieldType("number"),
+        "currency": FieldType("string"),
+        "event_time": FieldType("timestamp"),
+        "channel": FieldType("string", nullable=True),
+        "country": FieldType("string", nullable=True),
+        "merchant_category": FieldType("string", nullable=True),
+    }
+
+
+@pytest.mark.parametrize("text", ['"string"', '{"type": "enum", "name": "E", "symbols": ["A"]}', "[1, 2]", "{"])
+def test_fields_of_anything_but_an_avro_record_schema_are_an_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        fields_from_avro(text)
+
+
+def test_an_expression_is_checked_against_the_fields_it_is_given() -> None:
+    with pytest.raises(TypeError, match="fields"):
+        parse_with("amount > 1")  # type: ignore[call-arg]
+    with pytest.raises(ExprError, match="unknown field 'amount' \\(fields: none\\)"):
+        parse_with("amount > 1", {})
+    assert parse_with("celsius > 1", {"celsius": FieldType("number")}).evaluate({"celsius": 2}) is True
 
 
 @pytest.mark.parametrize(

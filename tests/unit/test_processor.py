@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from topology.plan.dsl import rule
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import Kind, RawRecord
 from topology.serde.decoder import wire_header
 
-from .topology_support import TOPIC, Serde, driver, headers, serde, stream, tx
+from .topology_support import TOPIC, TX, Serde, driver, headers, serde, stream, tx
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def simple() -> Topology:
     return (
         stream(TOPIC, dlq="dlq", name="app")
         .split()
-        .branch(rule("large-amount", "amount >= 900", version=3), to="fraud", name="fraud")
+        .branch(TX.rule("large-amount", "amount >= 900", version=3), to="fraud", name="fraud")
         .branch("country == 'XX'", to="suspicious", name="odd")
         .default_branch(to="legit", name="legit")
     )
@@ -82,7 +81,7 @@ def test_every_rule_of_the_deciding_branch_is_named(s: Serde) -> None:
     t = (
         stream(TOPIC, dlq="dlq")
         .split()
-        .branch([rule("big", "amount >= 900"), rule("eur", "currency == 'EUR'")], to="fraud")
+        .branch([TX.rule("big", "amount >= 900"), TX.rule("eur", "currency == 'EUR'")], to="fraud")
         .default_branch(to="legit")
     )
     d = driver(t, s)
@@ -133,8 +132,8 @@ def test_unevaluable_record_goes_to_the_dlq_naming_the_rule(s: Serde) -> None:
     t = (
         stream(TOPIC, dlq="dlq")
         .split()
-        .branch(rule("ratio", "amount / (amount - 100) > 2"), to="fraud")
-        .branch(rule("chan", "channel < 'm'"), to="odd")
+        .branch(TX.rule("ratio", "amount / (amount - 100) > 2"), to="fraud")
+        .branch(TX.rule("chan", "channel < 'm'"), to="odd")
         .default_branch(to="legit")
     )
     d = driver(t, s)
@@ -163,7 +162,7 @@ def test_processor_contract_attributes(s: Serde) -> None:
 def test_update_switches_rules_at_run_time_and_keeps_unchanged_state(s: Serde) -> None:
     from dataclasses import replace
 
-    from topology.plan.dsl import count, sliding
+    from topology.plan.dsl import sliding
 
     def build(threshold: str, version: int) -> Topology:
         return (
@@ -171,8 +170,8 @@ def test_update_switches_rules_at_run_time_and_keeps_unchanged_state(s: Serde) -
             .split()
             .branch(
                 [
-                    rule("big", f"amount >= {threshold}", version=version),
-                    rule("busy", count(by="source_account", window=sliding("1h")) >= 3),
+                    TX.rule("big", f"amount >= {threshold}", version=version),
+                    TX.rule("busy", TX.count(by="source_account", window=sliding("1h")) >= 3),
                 ],
                 to="fraud",
             )
@@ -188,5 +187,5 @@ def test_update_switches_rules_at_run_time_and_keeps_unchanged_state(s: Serde) -
     assert [headers(w)["fraudstream.rules"] for w in d.records("fraud")] == [b"busy@1", b"big@2"]
     with pytest.raises(ValueError, match="repartition"):
         t = build("400", 3)
-        extra = rule("by-target", count(by="target_account", window=sliding("1h")) >= 3)
+        extra = TX.rule("by-target", TX.count(by="target_account", window=sliding("1h")) >= 3)
         d.processor.update(replace(t, branches=(replace(t.branches[0], rules=(*t.branches[0].rules, extra)),)))

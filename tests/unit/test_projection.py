@@ -22,11 +22,10 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from fastavro import parse_schema, schemaless_writer
 
 import schemas
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology, loads_topology
 from services.detector.alerts import FraudAlerts
 from tests.unit.topology_support import TOPIC, TX_KEY, stream, tx
 from topology.plan.expr import to_epoch_ms
-from topology.plan.loader import load_topology, loads_topology
 from topology.plan.model import Aggregate, Rule, Window
 from topology.processor import TopologyProcessor
 from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError, wire_header

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.evaluate.quality import Run, run
-from topology.plan.loader import load_topology
 
 
 @pytest.fixture(scope="module")

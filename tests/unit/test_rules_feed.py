@@ -5,14 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from services.detector import loads_topology
 from services.rules.feed import RuleApplier, rules_version
-from topology.plan.loader import loads_topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
 
 BASE = """\
 topology: t
-source: {topic: tx, key: [source_account], time: event_time}
+source: {topic: tx, schema: transaction, key: [source_account], time: event_time}
 dlq: dlq
 rules:
   - {id: large, version: 1, when: amount >= 900}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from schemas import schema_text
+from services.detector import transaction_fields
 from topology.plan.loader import loads_topology
 from topology.plan.model import Topology
 from topology.plan.rules import RuleError, apply_rule, parse_rule
 
+from .generic_topology import in_yaml
+
 BASE = """\
 topology: t
-source: {topic: tx, key: [source_account], time: event_time}
+source: {topic: tx, schema: transaction, key: [source_account], time: event_time}
 dlq: dlq
 rules:
   - {id: big, version: 1, when: amount >= 900}
@@ -23,7 +27,7 @@ default_branch: {name: legit, to: legit}
 
 @pytest.fixture
 def topology() -> Topology:
-    return loads_topology(BASE)
+    return loads_topology(BASE, schemas=schema_text)
 
 
 def refs(t: Topology) -> list[str]:
@@ -48,7 +52,7 @@ def test_aggregate_definition() -> None:
         "when:\n  aggregate:\n    function: count\n    group_by: [source_account]\n"
         "    window: {kind: sliding, size: 2m}\n    op: '>='\n    threshold: 5\n"
     )
-    rule = parse_rule("burst", {"id": "burst", "version": 1, "definition": definition})
+    rule = parse_rule("burst", {"id": "burst", "version": 1, "definition": definition}, transaction_fields())
     assert rule.stateful and rule.ref == "burst@1"
 
 
@@ -95,5 +99,15 @@ HOSTILE = {
 def test_a_hostile_definition_is_a_rule_error_naming_the_rule(name: str) -> None:
     definition, reason = HOSTILE[name]
     with pytest.raises(RuleError) as info:
-        parse_rule("evil", {"id": "evil", "version": 1, "definition": definition})
+        parse_rule("evil", {"id": "evil", "version": 1, "definition": definition}, transaction_fields())
     assert str(info.value).startswith("rule evil: definition: ") and reason in str(info.value)
+
+
+def test_a_rule_is_checked_against_the_fields_of_the_topologys_source() -> None:
+    plant = in_yaml("plant", "plant.readings", "plant.alarms", "plant.normal", "plant.dlq")
+    t = apply_rule(plant, "hot", {"id": "hot", "version": 1, "definition": "when: celsius > 50"})
+    assert refs(t) == ["overheat@1", "flapping@1", "hot@1"]
+    with pytest.raises(RuleError, match="unknown field 'amount' \\(fields: at, celsius, sensor, site\\)"):
+        apply_rule(plant, "big", {"id": "big", "version": 1, "definition": "when: amount >= 900"})
+    with pytest.raises(RuleError, match="unknown field 'amount' \\(fields: none\\)"):
+        parse_rule("big", {"id": "big", "version": 1, "definition": "when: amount >= 900"}, {})

@@ -16,9 +16,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import schemaless_reader
 
 from schemas import schema_text
+from services.detector import loads_topology
 from tests.integration.eos_support import TX_SCHEMA, Topics
 from tests.integration.stateful_support import Tx, scenario_transactions, stateful_topology
-from topology.plan.loader import loads_topology
 from topology.processor import TopologyProcessor
 from topology.serde.decoder import AvroDecoder, AvroEncoder
 from topology.testing.driver import TopologyTestDriver

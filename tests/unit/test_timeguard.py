@@ -8,13 +8,13 @@ import pytest
 
 from schemas import schema_text
 from topology.batch.decode import ColumnarDecoder
-from topology.plan.dsl import count, rule, sliding
+from topology.plan.dsl import sliding
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
 from topology.testing.driver import TopologyTestDriver
 
-from .topology_support import T0, TOPIC, TX_KEY, Serde, headers, serde, stream, tx
+from .topology_support import T0, TOPIC, TX, TX_KEY, Serde, headers, serde, stream, tx
 
 NOW_S = (T0 + timedelta(hours=1)).timestamp()  # the wall clock of these tests
 
@@ -25,7 +25,7 @@ def s() -> Serde:
 
 
 def velocity() -> Topology:
-    busy = rule("busy", count(by="source_account", window=sliding("10m", grace="1m")) >= 2)
+    busy = TX.rule("busy", TX.count(by="source_account", window=sliding("10m", grace="1m")) >= 2)
     return stream(TOPIC, dlq="dlq", name="app").split().branch(busy, to="fraud", name="fraud").default_branch(
         to="legit", name="legit"
     )

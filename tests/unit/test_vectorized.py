@@ -16,8 +16,8 @@ import pytest
 
 import schemas
 from tests.unit.topology_support import TOPIC, Serde, serde, stream, tx
+from tests.unit.topology_support import TX as TX_STREAM
 from topology.batch.decode import ColumnarDecoder
-from topology.plan.expr import parse
 from topology.plan.model import AllOf, AnyOf, Condition, Rule, Topology
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
@@ -67,9 +67,9 @@ def _expr(rng: random.Random, depth: int = 0) -> str:
 
 def _condition(rng: random.Random) -> Condition:
     if rng.random() < 0.2:
-        parts = tuple(parse(_expr(rng)) for _ in range(rng.randint(2, 3)))
+        parts = tuple(TX_STREAM.expr(_expr(rng)) for _ in range(rng.randint(2, 3)))
         return AllOf(parts) if rng.random() < 0.5 else AnyOf(parts)
-    return parse(_expr(rng))
+    return TX_STREAM.expr(_expr(rng))
 
 
 def _topology(rng: random.Random) -> Topology:

@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
+from services.detector import transaction_fields
 from topology.batch.decode import ColumnarDecoder
 from topology.plan.dsl import Stream
 from topology.plan.dsl import stream as dsl_stream
@@ -22,11 +23,16 @@ from topology.testing.driver import TopologyTestDriver
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 TOPIC = "queueing.transactions"
 TX_KEY = ("source_account",)  # the record key of a piped transaction (as the generator keys them)
+TX_FIELDS = transaction_fields()
 
 
-def stream(topic: str, **kwargs: Any) -> Stream:
-    """``topology.plan.dsl.stream`` over transactions: keyed by source account, event time, transaction id."""
-    return dsl_stream(topic, **{"key": TX_KEY, "time_field": "event_time", "id_field": "transaction_id", **kwargs})
+def stream(topic: str = TOPIC, **kwargs: Any) -> Stream:
+    """``topology.plan.dsl.stream`` of transactions: keyed by source account, event time, transaction id."""
+    defaults = {"fields": TX_FIELDS, "key": TX_KEY, "time_field": "event_time", "id_field": "transaction_id"}
+    return dsl_stream(topic, **{"dlq": "dlq", **defaults, **kwargs})
+
+
+TX = stream()  # builds conditions over transactions: TX.expr(...), TX.rule(...), TX.count(...)
 
 
 @dataclass

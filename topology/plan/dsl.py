@@ -1,16 +1,18 @@
 """The Python builder, in the spirit of Kafka Streams' ``split()/branch()/defaultBranch()``::
 
+    readings = stream("plant.readings", fields=fields_from_avro(reading_schema), key=["sensor"], time_field="at",
+                      dlq="plant.readings.dlq", name="plant-monitor")
     topology = (
-        stream("queueing.transactions", dlq="streaming.transactions.dlq", name="fraud-detector")
-        .split()
-        .branch(rule("large-amount", "amount >= 900"), to="streaming.transactions.fraud", name="fraud")
-        .default_branch(to="streaming.transactions.legit", name="legit")
+        readings.split()
+        .branch(readings.rule("overheat", "celsius > 90"), to="plant.alarms", name="alarm")
+        .default_branch(to="plant.normal", name="normal")
     )
 
-Windowed aggregates read like their meaning::
+The stream knows the field types of its records (``fields``): its expressions, rules and windowed
+aggregates are checked against them, and aggregates read like their meaning::
 
-    count(by="source_account", window=sliding("5m")) >= 10
-    distinct_count("source_account", by="target_account", window=sliding("24h"), where="amount == 1000") >= 20
+    readings.count(by="sensor", window=sliding("5m")) >= 10
+    readings.distinct_count("sensor", by="site", window=sliding("1h"), where="celsius > 70") >= 3
 
 It builds the same ``Topology`` value as the YAML loader.
 """
@@ -20,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from topology.plan.expr import TRANSACTION_FIELDS, Expression, FieldType, parse
+from topology.plan.expr import Expression, FieldType, parse
 from topology.plan.model import (
     Aggregate,
     AggregateFunction,
@@ -43,11 +45,7 @@ from topology.plan.model import (
 Duration = str | int
 Number = int | str | Decimal
 ConditionLike = Condition | str
-
-
-def expr(text: str, fields: Mapping[str, FieldType] = TRANSACTION_FIELDS) -> Expression:
-    """A checked expression over record fields (see ``topology.plan.expr``)."""
-    return parse(text, fields)
+Group = str | Sequence[str]
 
 
 def tumbling(size: Duration, *, grace: Duration = 0) -> Window:
@@ -93,101 +91,83 @@ class AggregateBuilder:
         return self.compare("<", threshold)
 
 
-def _agg(
-    function: AggregateFunction,
-    field: str | None,
-    by: str | Sequence[str],
-    window: Window,
-    where: str | Expression | None,
-    name: str,
-    fields: Mapping[str, FieldType],
-    related: bool = False,
-) -> AggregateBuilder:
-    group = (by,) if isinstance(by, str) else tuple(by)
-    for f in (*group, *([field] if field else [])):
-        if f not in fields:
-            raise PlanError(f"unknown field {f!r}")
-    if function == "sum" and field is not None and fields[field].type != "number":
-        raise PlanError(f"sum needs a number field, {field!r} is a {fields[field].type}")
-    flt = parse(where, fields) if isinstance(where, str) else where
-    return AggregateBuilder(function, field, group, window, flt, name, related)
+class AggregateOptions(TypedDict, total=False):
+    """What every aggregate may add: a filter, a store name, and ``related`` (the alert names the window's
+    earlier records; sliding windows only)."""
 
-
-def count(
-    *,
-    by: str | Sequence[str],
-    window: Window,
-    where: str | Expression | None = None,
-    name: str = "",
-    fields: Mapping[str, FieldType] = TRANSACTION_FIELDS,
-    related: bool = False,
-) -> AggregateBuilder:
-    """Number of records per group and window (``related``: alerts name the window's earlier transactions)."""
-    return _agg("count", None, by, window, where, name, fields, related)
-
-
-def sum_(
-    field: str,
-    *,
-    by: str | Sequence[str],
-    window: Window,
-    where: str | Expression | None = None,
-    name: str = "",
-    fields: Mapping[str, FieldType] = TRANSACTION_FIELDS,
-    related: bool = False,
-) -> AggregateBuilder:
-    """Sum of a number field per group and window."""
-    return _agg("sum", field, by, window, where, name, fields, related)
-
-
-def distinct_count(
-    field: str,
-    *,
-    by: str | Sequence[str],
-    window: Window,
-    where: str | Expression | None = None,
-    name: str = "",
-    fields: Mapping[str, FieldType] = TRANSACTION_FIELDS,
-    related: bool = False,
-) -> AggregateBuilder:
-    """Number of distinct values of a field per group and window."""
-    return _agg("distinct_count", field, by, window, where, name, fields, related)
-
-
-def _condition(c: ConditionLike) -> Condition:
-    return parse(c) if isinstance(c, str) else c
-
-
-def all_of(*conditions: ConditionLike) -> AllOf:
-    return AllOf(tuple(_condition(c) for c in conditions))
-
-
-def any_of(*conditions: ConditionLike) -> AnyOf:
-    return AnyOf(tuple(_condition(c) for c in conditions))
-
-
-def rule(id: str, condition: ConditionLike, *, version: int = 1, description: str = "") -> Rule:
-    """A named, versioned rule; a string condition is parsed as an expression."""
-    return Rule(id, _condition(condition), version, description).named()
+    where: str | Expression | None
+    name: str
+    related: bool
 
 
 BranchPredicate = Rule | Sequence[Rule] | str | Condition | Callable[[Mapping[str, Any]], bool]
 
 
 class Stream:
-    """``stream(topic)``: the source of a topology."""
+    """``stream(topic, fields=...)``: the source of a topology, and the builder of conditions over its records."""
 
     def __init__(
-        self, topic: str, *, dlq: str, name: str, key: Sequence[str], time_field: str, alerts: str | None = None,
-        id_field: str | None = None,
-    ) -> None:
+        self, topic: str, *, fields: Mapping[str, FieldType], dlq: str, name: str, key: Sequence[str],
+        time_field: str, alerts: str | None = None, id_field: str | None = None,
+    ) -> None:  # fmt: skip
         self.topic = topic
+        self.fields = fields
         self.dlq = dlq
         self.alerts = alerts
         self.name = name
         self.key = tuple(key)
         self.time_field = time_field
         self.id_field = id_field
+
+    # ------------------------------------------------------------ conditions over this stream's records
+
+    def expr(self, text: str) -> Expression:
+        """A checked expression over the record's fields (see ``topology.plan.expr``)."""
+        return parse(text, self.fields)
+
+    def condition(self, c: ConditionLike) -> Condition:
+        """``c``, an expression text parsed if it is one."""
+        return self.expr(c) if isinstance(c, str) else c
+
+    def all_of(self, *conditions: ConditionLike) -> AllOf:
+        return AllOf(tuple(self.condition(c) for c in conditions))
+
+    def any_of(self, *conditions: ConditionLike) -> AnyOf:
+        return AnyOf(tuple(self.condition(c) for c in conditions))
+
+    def rule(self, id: str, condition: ConditionLike, *, version: int = 1, description: str = "") -> Rule:
+        """A named, versioned rule; a string condition is parsed as an expression."""
+        return Rule(id, self.condition(condition), version, description).named()
+
+    def aggregate(
+        self, function: AggregateFunction, field: str | None, *, by: Group, window: Window,
+        where: str | Expression | None = None, name: str = "", related: bool = False,
+    ) -> AggregateBuilder:  # fmt: skip
+        """``function`` of ``field`` (none for ``count``) per group (``by``) and window."""
+        group = (by,) if isinstance(by, str) else tuple(by)
+        for f in (*group, *([field] if field else [])):
+            if f not in self.fields:
+                raise PlanError(f"unknown field {f!r} (fields: {', '.join(sorted(self.fields)) or 'none'})")
+        if function == "sum" and field is not None and self.fields[field].type != "number":
+            raise PlanError(f"sum needs a number field, {field!r} is a {self.fields[field].type}")
+        flt = self.expr(where) if isinstance(where, str) else where
+        return AggregateBuilder(function, field, group, window, flt, name, related)
+
+    def count(self, *, by: Group, window: Window, **options: Unpack[AggregateOptions]) -> AggregateBuilder:
+        """Number of records per group and window."""
+        return self.aggregate("count", None, by=by, window=window, **options)
+
+    def sum(self, field: str, *, by: Group, window: Window, **options: Unpack[AggregateOptions]) -> AggregateBuilder:
+        """Sum of a number field per group and window."""
+        return self.aggregate("sum", field, by=by, window=window, **options)
+
+    def distinct_count(
+        self, field: str, *, by: Group, window: Window, **options: Unpack[AggregateOptions]
+    ) -> AggregateBuilder:
+        """Number of distinct values of a field per group and window."""
+        return self.aggregate("distinct_count", field, by=by, window=window, **options)
+
+    # ------------------------------------------------------------ the topology
 
     def split(self) -> Split:
         """Start a ``split()``: branches in order, first match wins."""
@@ -213,7 +193,7 @@ class Split:
         elif isinstance(predicate, Sequence) and not isinstance(predicate, str):
             rules = tuple(r.named() for r in predicate)
         elif isinstance(predicate, str | Expression | Aggregate | AllOf | AnyOf | Predicate):
-            rules = (rule(bname, predicate),)
+            rules = (self.stream.rule(bname, predicate),)
         elif callable(predicate):
             fn_name = getattr(predicate, "__name__", "predicate")
             rules = (Rule(bname, Predicate(fn_name, predicate)),)
@@ -234,12 +214,14 @@ class Split:
             time_field=s.time_field,
             alerts=s.alerts,
             id_field=s.id_field,
+            fields=s.fields,
         )
 
 
 def stream(
     topic: str,
     *,
+    fields: Mapping[str, FieldType],
     dlq: str,
     key: Sequence[str],
     time_field: str,
@@ -247,7 +229,10 @@ def stream(
     alerts: str | None = None,
     id_field: str | None = None,
 ) -> Stream:
-    """The source topic; ``key`` names the fields the record key is made of, ``name`` is the application id,
+    """The source topic; ``fields`` are the field types of its records (``fields_from_avro`` of their Avro
+    schema), ``key`` names the fields the record key is made of, ``name`` is the application id,
     ``alerts`` the topic of an alert per decision of a (non-default) branch, ``id_field`` the field that
     identifies a record (what ``related`` aggregates keep)."""
-    return Stream(topic, dlq=dlq, name=name, key=key, time_field=time_field, alerts=alerts, id_field=id_field)
+    return Stream(
+        topic, fields=fields, dlq=dlq, name=name, key=key, time_field=time_field, alerts=alerts, id_field=id_field
+    )

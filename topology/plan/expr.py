@@ -13,9 +13,9 @@ Grammar (lowest precedence first)::
     atom    := NUMBER | STRING | "true" | "false" | "null" | FIELD | "(" expr ")"
     list    := "[" [literal ("," literal)*] "]"
 
-Text is parsed once into an AST, type-checked against the record's fields, and
-compiled into nested closures; nothing is ever passed to ``eval``. Numbers are
-``Decimal`` (so ``amount >= 900.10`` compares exactly against the decimal amount);
+Text is parsed once into an AST, type-checked against the record's fields (the caller's: e.g.
+``fields_from_avro`` of the source's Avro schema), and compiled into nested closures; nothing is
+ever passed to ``eval``. Numbers are ``Decimal`` (so ``price >= 900.10`` compares exactly against a decimal);
 timestamp fields read as epoch milliseconds. A comparison or arithmetic on a
 null field raises ``TypeError`` at evaluation time: the processor dead-letters it.
 """
@@ -53,19 +53,6 @@ class FieldType:
     nullable: bool = False
 
 
-# The Transaction contract (schemas/transaction.avsc); used when the .avsc file is absent.
-TRANSACTION_FIELDS: Mapping[str, FieldType] = {
-    "transaction_id": FieldType("string"),
-    "source_account": FieldType("string"),
-    "target_account": FieldType("string"),
-    "amount": FieldType("number"),
-    "currency": FieldType("string"),
-    "event_time": FieldType("timestamp"),
-    "channel": FieldType("string", nullable=True),
-    "country": FieldType("string", nullable=True),
-    "merchant_category": FieldType("string", nullable=True),
-}
-
 _AVRO_PRIMITIVES: Mapping[str, Type] = {
     "string": "string",
     "int": "number",
@@ -77,8 +64,12 @@ _AVRO_PRIMITIVES: Mapping[str, Type] = {
 
 
 def fields_from_avro(schema_text: str) -> dict[str, FieldType]:
-    """Field types of an Avro record schema (decimals are numbers, timestamp-millis are timestamps)."""
+    """Field types of an Avro record schema (decimals are numbers, timestamp-millis are timestamps).
+
+    Raises ``ValueError`` for text that is not an Avro record schema."""
     schema = json.loads(schema_text)
+    if not isinstance(schema, dict) or schema.get("type") != "record" or not isinstance(schema.get("fields"), list):
+        raise ValueError("not an Avro record schema")
     out: dict[str, FieldType] = {}
     for f in schema["fields"]:
         t = f["type"]
@@ -375,7 +366,7 @@ class _Checker:
         if isinstance(node, Field):
             ft = self.fields.get(node.name)
             if ft is None:
-                known = ", ".join(sorted(self.fields))
+                known = ", ".join(sorted(self.fields)) or "none"
                 raise ExprError(f"unknown field {node.name!r} (fields: {known})", node.col)
             self.used.add(node.name)
             return ft.type
@@ -505,8 +496,9 @@ class Expression:
         return self.text
 
 
-def parse(text: str, fields: Mapping[str, FieldType] = TRANSACTION_FIELDS, *, boolean: bool = True) -> Expression:
-    """Parse, type-check and compile ``text``; raises ``ExprError`` with the column of the problem."""
+def parse(text: str, fields: Mapping[str, FieldType], *, boolean: bool = True) -> Expression:
+    """Parse, type-check against ``fields`` (the record's) and compile ``text``; raises ``ExprError`` with
+    the column of the problem."""
     if not text.strip():
         raise ExprError("empty expression", 1)
     node = _Parser(text).parse()

@@ -1,36 +1,38 @@
-"""Load a topology from YAML (``services/detector/fraud.yaml``); every error names file, line and key.
+"""Load a topology from YAML; every error names file, line and key.
 
 Format::
 
-    topology: fraud-detector            # application id
-    source: {topic: queueing.transactions, key: [source_account], time: event_time, id: transaction_id}
-    dlq: streaming.transactions.dlq
-    alerts: streaming.transactions.alerts   # optional: a FraudAlert per decision of a (non-default) branch
+    topology: plant-monitor             # application id
+    source: {topic: plant.readings, schema: reading, key: [sensor], time: at, id: reading_id}
+    dlq: plant.readings.dlq
+    alerts: plant.alerts                # optional: an alert per decision of a (non-default) branch
     rules:
-      - id: large-amount
+      - id: overheat
         version: 1
-        description: The tutorial's rule.
-        when: amount >= 900              # an expression, or {aggregate: ...}, {all: [...]}, {any: [...]}
+        description: Too hot.
+        when: celsius > 90              # an expression, or {aggregate: ...}, {all: [...]}, {any: [...]}
     branches:
-      - {name: fraud, to: streaming.transactions.fraud, rules: [large-amount]}
-    default_branch: {name: legit, to: streaming.transactions.legit}
+      - {name: alarm, to: plant.alarms, rules: [overheat]}
+    default_branch: {name: normal, to: plant.normal}
 
-An aggregate::
+``source.schema`` names the Avro schema of the source's values; the caller's ``schemas`` resolves the
+name to the schema's text, whose fields every key, time field and expression is checked against (a
+caller may instead give ``fields`` for a source that names no schema). An aggregate::
 
     aggregate:
       function: distinct_count          # count | sum | distinct_count
-      field: source_account             # sum / distinct_count only
-      group_by: [target_account]
-      window: {kind: sliding, size: 24h, grace: 1m}   # tumbling | hopping (+ advance) | sliding
-      filter: amount == 1000            # optional
+      field: sensor                     # sum / distinct_count only
+      group_by: [site]
+      window: {kind: sliding, size: 1h, grace: 1m}    # tumbling | hopping (+ advance) | sliding
+      filter: celsius > 70              # optional
       op: ">="
-      threshold: 20
+      threshold: 3
       related: true                     # optional, sliding only: the alert names the earlier records (source.id)
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +42,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from topology.plan.expr import TRANSACTION_FIELDS, ExprError, Expression, FieldType, fields_from_avro, parse
+from topology.plan.expr import ExprError, Expression, FieldType, fields_from_avro, parse
 from topology.plan.model import (
     AGGREGATE_FUNCTIONS,
     COMPARISONS,
@@ -72,42 +74,43 @@ class TopologyError(ValueError):
         self.message = message
 
 
-def transaction_fields() -> dict[str, FieldType]:
-    """Field types of ``schemas/transaction.avsc`` (the built-in contract if the file is absent)."""
-    try:
-        from schemas import schema_text
-
-        return fields_from_avro(schema_text("transaction"))
-    except (ImportError, OSError):
-        return dict(TRANSACTION_FIELDS)
+SchemaResolver = Callable[[str], str]
+"""The Avro schema text of a schema name (``source.schema``); raises ``LookupError``, ``OSError`` or
+``ValueError`` for a name it does not know."""
 
 
 def load_topology(
     path: str | Path,
     *,
-    known_topics: Collection[str] | None = None,
+    schemas: SchemaResolver | None = None,
     fields: Mapping[str, FieldType] | None = None,
+    known_topics: Collection[str] | None = None,
 ) -> Topology:
-    """The topology in ``path``. With ``known_topics``, every topic must be one of them."""
+    """The topology in ``path``; see ``loads_topology``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise TopologyError(str(p), 0, "-", f"cannot read: {exc.strerror or exc}") from exc
-    return loads_topology(text, filename=str(p), known_topics=known_topics, fields=fields)
+    return loads_topology(text, filename=str(p), schemas=schemas, fields=fields, known_topics=known_topics)
 
 
 def loads_topology(
     text: str,
     *,
     filename: str = "<string>",
-    known_topics: Collection[str] | None = None,
+    schemas: SchemaResolver | None = None,
     fields: Mapping[str, FieldType] | None = None,
+    known_topics: Collection[str] | None = None,
 ) -> Topology:
-    """The topology in YAML ``text`` (``filename`` is used in error messages)."""
+    """The topology in YAML ``text`` (``filename`` is used in error messages).
+
+    ``schemas`` resolves ``source.schema``; ``fields`` are the source's field types when it names no
+    schema (neither: an error). With ``known_topics``, every topic must be one of them.
+    """
     doc = load_yaml(text, filename)
     try:
-        return _Loader(filename, known_topics, fields or transaction_fields()).topology(doc)
+        return _Loader(filename, fields, schemas=schemas, known_topics=known_topics).topology(doc)
     except RecursionError:
         raise TopologyError(filename, 0, "-", "nested too deeply") from None
 
@@ -134,12 +137,14 @@ def load_yaml(text: str, filename: str) -> Any:
 
 class _Loader:
     def __init__(
-        self, file: str, known_topics: Collection[str] | None, fields: Mapping[str, FieldType], *,
-        standalone: bool = False,
+        self, file: str, fields: Mapping[str, FieldType] | None, *, schemas: SchemaResolver | None = None,
+        known_topics: Collection[str] | None = None, standalone: bool = False,
     ) -> None:  # fmt: skip
         self.file = file
         self.known_topics = None if known_topics is None else set(known_topics)
-        self.fields = fields
+        self.given_fields = fields  # for a source that names no schema
+        self.fields: Mapping[str, FieldType] = fields or {}  # the source's, once read
+        self.schemas = schemas
         self.id_field: str | None = None  # source.id, once read (a related aggregate needs it)
         self.standalone = standalone  # a rule read alone: its topology checks the id when the rule joins it
 
@@ -210,27 +215,11 @@ class _Loader:
             ("topology", "source", "dlq", "rules", "branches", "default_branch"),
         )  # fmt: skip
         name = self.name(root, "topology", "", "topology")
-        sline = self.key_line(root, "source")
-        src = self.mapping(root["source"], "source", sline, ("topic", "key", "time", "id"), ("topic", "key", "time"))
-        source = self.topic(src, "topic", "source")
-        seq = self.get(src, "key", "source", list)
-        key = tuple(self.field_name(v, self.key_line(seq, i), f"source.key[{i}]") for i, v in enumerate(seq))
-        time_field = self.field_name(src["time"], self.key_line(src, "time"), "source.time")
-        if self.fields[time_field].type != "timestamp":
-            self.fail(self.key_line(src, "time"), "source.time", f"{time_field!r} is not a timestamp field")
-        id_field = self.field_name(src["id"], self.key_line(src, "id"), "source.id") if "id" in src else None
-        self.id_field = id_field
+        source, key, time_field = self.source(root["source"], self.key_line(root, "source"))
         dlq = self.topic(root, "dlq", "")
         alerts = self.topic(root, "alerts", "") if "alerts" in root else None
 
-        rules_node = self.get(root, "rules", "", list)
-        rules: dict[str, Rule] = {}
-        for i, rn in enumerate(rules_node):
-            r = self.rule(rn, f"rules[{i}]", self.key_line(rules_node, i))
-            if r.id in rules:
-                self.fail(self.key_line(rn, "id"), f"rules[{i}].id", f"duplicate rule id {r.id!r}")
-            rules[r.id] = r
-
+        rules = self.rules(root)
         used: set[str] = set()
         topics: dict[str, str] = {source: "source.topic", dlq: "dlq"}
         if alerts is not None:
@@ -249,19 +238,7 @@ class _Loader:
                 self.fail(self.key_line(bn, "name"), f"{path}.name", f"duplicate branch name {bname!r}")
             names.add(bname)
             to = self.sink(bn, path, topics, source, dlq)
-            refs = self.get(bn, "rules", path, list)
-            if not refs:
-                self.fail(self.key_line(bn, "rules"), f"{path}.rules", "a branch needs at least one rule")
-            brules = []
-            for j, ref in enumerate(refs):
-                line = self.key_line(refs, j)
-                if ref not in rules:
-                    self.fail(line, f"{path}.rules[{j}]", f"unknown rule {ref!r} (rules: {', '.join(rules)})")
-                if ref in used:
-                    self.fail(line, f"{path}.rules[{j}]", f"rule {ref!r} is already used by a branch")
-                used.add(ref)
-                brules.append(rules[ref])
-            branches.append(Branch(bname, tuple(brules), to))
+            branches.append(Branch(bname, self.branch_rules(bn, path, rules, used), to))
         unused = [r for r in rules if r not in used]
         if unused:
             self.fail(self.key_line(root, "rules"), "rules", f"rule(s) used by no branch: {', '.join(unused)}")
@@ -274,9 +251,70 @@ class _Loader:
             self.fail(self.key_line(dn, "name"), "default_branch.name", f"duplicate branch name {dname!r}")
         default = DefaultBranch(dname, self.sink(dn, "default_branch", topics, source, dlq))
         try:
-            return Topology(name, source, tuple(branches), default, dlq, key, time_field, alerts, id_field)
+            return Topology(
+                name, source, tuple(branches), default, dlq, key, time_field, alerts, self.id_field, fields=self.fields
+            )
         except PlanError as exc:  # anything the checks above did not name
             self.fail(1, "(top level)", str(exc))
+
+    def rules(self, root: Any) -> dict[str, Rule]:
+        """The rules by id, in file order."""
+        nodes = self.get(root, "rules", "", list)
+        rules: dict[str, Rule] = {}
+        for i, rn in enumerate(nodes):
+            r = self.rule(rn, f"rules[{i}]", self.key_line(nodes, i))
+            if r.id in rules:
+                self.fail(self.key_line(rn, "id"), f"rules[{i}].id", f"duplicate rule id {r.id!r}")
+            rules[r.id] = r
+        return rules
+
+    def branch_rules(self, node: Any, path: str, rules: Mapping[str, Rule], used: set[str]) -> tuple[Rule, ...]:
+        """The rules a branch names; each rule serves one branch (``used`` collects them)."""
+        refs = self.get(node, "rules", path, list)
+        if not refs:
+            self.fail(self.key_line(node, "rules"), f"{path}.rules", "a branch needs at least one rule")
+        out = []
+        for j, ref in enumerate(refs):
+            line = self.key_line(refs, j)
+            if ref not in rules:
+                self.fail(line, f"{path}.rules[{j}]", f"unknown rule {ref!r} (rules: {', '.join(rules)})")
+            if ref in used:
+                self.fail(line, f"{path}.rules[{j}]", f"rule {ref!r} is already used by a branch")
+            used.add(ref)
+            out.append(rules[ref])
+        return tuple(out)
+
+    def source(self, node: Any, line: int) -> tuple[str, tuple[str, ...], str]:
+        """The source's topic, key fields and time field; sets ``fields`` (its records') and ``id_field``."""
+        src = self.mapping(node, "source", line, ("topic", "schema", "key", "time", "id"), ("topic", "key", "time"))
+        topic = self.topic(src, "topic", "source")
+        self.fields = self.source_fields(src, line)
+        seq = self.get(src, "key", "source", list)
+        key = tuple(self.field_name(v, self.key_line(seq, i), f"source.key[{i}]") for i, v in enumerate(seq))
+        time_field = self.field_name(src["time"], self.key_line(src, "time"), "source.time")
+        if self.fields[time_field].type != "timestamp":
+            self.fail(self.key_line(src, "time"), "source.time", f"{time_field!r} is not a timestamp field")
+        self.id_field = self.field_name(src["id"], self.key_line(src, "id"), "source.id") if "id" in src else None
+        return topic, key, time_field
+
+    def source_fields(self, src: Any, line: int) -> Mapping[str, FieldType]:
+        """The fields of the schema ``source.schema`` names, else those the caller gave."""
+        if "schema" not in src:
+            if self.given_fields is None:
+                self.fail(line, "source", "missing key 'schema' (the Avro schema of the source's values)")
+            return self.given_fields
+        name = self.get(src, "schema", "source", str)
+        sline = self.key_line(src, "schema")
+        if self.schemas is None:
+            self.fail(sline, "source.schema", f"unknown schema {name!r} (no schemas were given to resolve it)")
+        try:
+            text = self.schemas(name)
+        except (LookupError, OSError, ValueError):
+            self.fail(sline, "source.schema", f"unknown schema {name!r}")
+        try:
+            return fields_from_avro(text)
+        except (ValueError, LookupError, TypeError):
+            self.fail(sline, "source.schema", f"schema {name!r} is not an Avro record schema")
 
     def sink(self, node: Any, path: str, topics: dict[str, str], source: str, dlq: str) -> str:
         to = self.topic(node, "to", path)

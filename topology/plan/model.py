@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-from topology.plan.expr import Expression
+from topology.plan.expr import Expression, FieldType
 
 AggregateFunction = Literal["count", "sum", "distinct_count"]
 WindowKind = Literal["tumbling", "hopping", "sliding"]
@@ -271,6 +271,8 @@ class Stage:
 class Topology:
     """A whole topology. ``name`` is the application id (prefix of changelog/repartition topics).
 
+    ``fields`` are the field types of the source's records (its value schema's): key, time and id fields
+    must be among them, and rules added at run time are checked against them.
     ``alerts``, when set, is the topic of the alert written with every decision of a (non-default) branch.
     ``id_field`` names the field that identifies a record: what a ``related`` aggregate keeps and names.
     """
@@ -284,9 +286,11 @@ class Topology:
     time_field: str  # the event-time field windows use
     alerts: str | None = None
     id_field: str | None = None
+    fields: Mapping[str, FieldType] = field(kw_only=True, hash=False)
 
     def __post_init__(self) -> None:
         check_name(self.name, "topology")
+        self._check_source_fields()
         check_topic(self.source)
         check_topic(self.dlq)
         if self.alerts is not None:
@@ -320,6 +324,16 @@ class Topology:
                         raise PlanError(
                             f"rule {r.id}: a related aggregate names records by their id: declare the source's id field"
                         )
+
+    def _check_source_fields(self) -> None:
+        named = {"key": self.source_key, "time": (self.time_field,), "id": (self.id_field,) if self.id_field else ()}
+        for what, names in named.items():
+            for name in names:
+                if name not in self.fields:
+                    known = ", ".join(sorted(self.fields)) or "none"
+                    raise PlanError(f"the source's {what} field {name!r} is none of its fields ({known})")
+        if self.fields[self.time_field].type != "timestamp":
+            raise PlanError(f"the source's time field {self.time_field!r} is not a timestamp")
 
     # ------------------------------------------------------------ derived
 

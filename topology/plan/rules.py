@@ -1,7 +1,8 @@
-"""Apply one record of the rules topic (``schemas/rule.avsc``) to a topology: add, replace or remove a rule.
+"""Apply one record of a rules topic to a topology: add, replace or remove a rule.
 
-Pure: no Kafka. A rule's ``definition`` is the YAML of a ``rules:`` entry of ``services/detector/fraud.yaml``
-(at least ``when:``); it is validated by the same loader as the topology file.
+Pure: no Kafka. A record's value has ``id``, ``version``, ``definition`` and optional ``description`` and
+``enabled``. The ``definition`` is the YAML of a ``rules:`` entry of a topology file (at least ``when:``,
+see ``topology.plan.loader``); it is validated by the same loader, against the fields of the source's records.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from topology.plan.loader import TopologyError, _Loader, load_yaml, transaction_fields
+from topology.plan.expr import FieldType
+from topology.plan.loader import TopologyError, _Loader, load_yaml
 from topology.plan.model import PlanError, Rule, Topology, check_name
 
 
@@ -25,8 +27,9 @@ class RuleError(ValueError):
         self.message = message
 
 
-def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
-    """The rule of one rules-topic value (``id``, ``version``, ``definition``, optional ``description``)."""
+def parse_rule(rule_id: str, value: Mapping[str, Any], fields: Mapping[str, FieldType]) -> Rule:
+    """The rule of one rules-topic value (``id``, ``version``, ``definition``, optional ``description``)
+    over records of ``fields``."""
     if value.get("id", rule_id) != rule_id:
         raise RuleError(rule_id, f"the value's id {value.get('id')!r} differs from the record key")
     version = value.get("version")
@@ -58,7 +61,7 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
     if description is not None and "description" not in node:
         node["description"] = description
     try:
-        return _Loader(filename, None, transaction_fields(), standalone=True).rule(node, "rule", 1)
+        return _Loader(filename, fields, standalone=True).rule(node, "rule", 1)
     except TopologyError as exc:
         raise RuleError(rule_id, f"{exc.key}: {exc.message} (line {exc.line} of the definition)") from exc
     except PlanError as exc:
@@ -70,13 +73,13 @@ def parse_rule(rule_id: str, value: Mapping[str, Any]) -> Rule:
 def apply_rule(topology: Topology, rule_id: str, value: Mapping[str, Any] | None) -> Topology:
     """``topology`` with rule ``rule_id`` set to ``value`` (None or ``enabled: false`` removes it).
 
-    A new rule joins the first branch (the detector's is ``fraud``); a known one is replaced where it is.
-    Raises ``RuleError`` (topology unchanged) for an invalid rule, for removing
-    a rule that is not there, or for removing the last rule of a branch.
+    The rule is checked against the fields of the topology's source. A new rule joins the first branch;
+    a known one is replaced where it is. Raises ``RuleError`` (topology unchanged) for an invalid rule,
+    for removing a rule that is not there, or for removing the last rule of a branch.
     """
     if value is None or value.get("enabled", True) is False:
         return _remove(topology, rule_id)
-    rule = parse_rule(rule_id, value)
+    rule = parse_rule(rule_id, value, topology.fields)
     branches = list(topology.branches)
     for i, branch in enumerate(branches):
         rules = [rule if r.id == rule_id else r for r in branch.rules]

@@ -12,12 +12,11 @@ from typing import Any, cast
 import pytest
 
 from services.config import GeneratorSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.state import reference_store as ref
 from tests.unit.topology_support import TX_KEY, serde
-from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, PlanError, Window
 from topology.processor import COMPARE, TopologyProcessor
 from topology.records import H_RULES

@@ -7,7 +7,8 @@ import json
 import random
 from decimal import Decimal
 
-from topology.plan.dsl import count, distinct_count, sliding, sum_, tumbling
+from tests.unit.topology_support import TX
+from topology.plan.dsl import sliding, tumbling
 from topology.plan.model import Aggregate
 from topology.state import StateGroup, WindowStore
 from topology.state.group import DECODE_PER_FLUSH
@@ -21,9 +22,9 @@ Changelog = list[tuple[int, bytes, bytes | None]]
 
 def aggregates() -> list[Aggregate]:
     return [
-        count(by="source_account", window=sliding("3m", grace="10s")) >= 5,
-        sum_("amount", by="source_account", window=sliding("2m")) >= Decimal(50),
-        distinct_count("target_account", by="source_account", window=tumbling("1m", grace="5s")) >= 3,
+        TX.count(by="source_account", window=sliding("3m", grace="10s")) >= 5,
+        TX.sum("amount", by="source_account", window=sliding("2m")) >= Decimal(50),
+        TX.distinct_count("target_account", by="source_account", window=tumbling("1m", grace="5s")) >= 3,
     ]
 
 
@@ -84,7 +85,7 @@ def _rebuilt(log: Changelog) -> list[dict[bytes, str]]:
 
 
 def test_flushes_decode_unused_keys_a_few_at_a_time_so_expired_ones_are_swept() -> None:
-    st = WindowStore("v", count(by="source_account", window=sliding("1m")) >= 3, "c")
+    st = WindowStore("v", TX.count(by="source_account", window=sliding("1m")) >= 3, "c")
     live = StateGroup("c", [st])
     n = DECODE_PER_FLUSH * 3 + 5
     for i in range(n):
@@ -108,7 +109,7 @@ def test_flushes_decode_unused_keys_a_few_at_a_time_so_expired_ones_are_swept() 
 
 
 def test_a_tombstone_in_the_changelog_drops_an_undecoded_key() -> None:
-    st = WindowStore("v", count(by="source_account", window=sliding("1m")) >= 3, "c")
+    st = WindowStore("v", TX.count(by="source_account", window=sliding("1m")) >= 3, "c")
     copy = StateGroup("c", [st])
     copy.restore(0, b"a", DUMPS({st.state_id: [5, [5]]}).encode())
     copy.restore(0, b"a", None)
@@ -125,16 +126,16 @@ def test_regrouped_stores_keep_the_undecoded_keys() -> None:
     copy = StateGroup("c", copy_stores)
     copy.restore(*rec)
     # rules changed at run time: the processor regroups the stores it keeps (here one of them, re-thresholded)
-    kept = copy_stores[0].with_aggregate(count(by="source_account", window=sliding("3m", grace="10s")) >= 9)
+    kept = copy_stores[0].with_aggregate(TX.count(by="source_account", window=sliding("3m", grace="10s")) >= 9)
     regrouped = StateGroup("c", [kept])
     assert regrouped.undecoded == {0: {b"a": rec[2]}}
     assert kept.add(0, b"a", 20, True) == (2,)
 
 
 def test_the_largest_event_time_is_read_without_decoding_even_from_hostile_values() -> None:
-    names = distinct_count("target_account", by="source_account", window=sliding("1m")) >= 3
+    names = TX.distinct_count("target_account", by="source_account", window=sliding("1m")) >= 3
     a = WindowStore("a", names, "c")
-    b = WindowStore("b", count(by="source_account", window=sliding("1m")) >= 3, "c")
+    b = WindowStore("b", TX.count(by="source_account", window=sliding("1m")) >= 3, "c")
     # a value that spells b's tag before b's entry (a's entry comes first in the document)
     hostile = f'"{b.state_id}":[999,' + "\\" + f'"{b.state_id}":[998,' + f'{b.state_id}":[997'
     a.add(0, b"k", 50, hostile)

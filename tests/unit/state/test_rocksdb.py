@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from services.config import GeneratorSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.topology_support import TX_KEY, serde
-from topology.plan.loader import load_topology
 from topology.plan.model import Aggregate, Window
 from topology.plan.rules import apply_rule
 from topology.processor import TopologyProcessor

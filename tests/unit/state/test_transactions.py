@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from services.config import GeneratorSettings
-from services.detector import FRAUD_TOPOLOGY
+from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from tests.unit.state.test_rocksdb import KV, Call, _calls, _group
 from tests.unit.topology_support import serde
-from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.state import StateGroup

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from topology.plan.dsl import count, distinct_count, hopping, sliding, sum_, tumbling
+from tests.unit.topology_support import TX
+from topology.plan.dsl import hopping, sliding, tumbling
 from topology.plan.model import Aggregate, PlanError, Window
 from topology.state import StateGroup, WindowStore, encode_group_key, state_id
 
@@ -26,24 +27,24 @@ def values(st: WindowStore, events: list[tuple[int, object]], key: bytes = b"k")
 
 
 def test_tumbling_count_restarts_each_window() -> None:
-    st = store(count(by="source_account", window=tumbling("1m")) >= 3)
+    st = store(TX.count(by="source_account", window=tumbling("1m")) >= 3)
     assert values(st, [(0, True), (30 * S, True), (59 * S, True), (61 * S, True)]) == [(1,), (2,), (3,), (1,)]
 
 
 def test_hopping_window_counts_in_every_window_containing_the_record() -> None:
-    st = store(count(by="source_account", window=hopping("10m", advance="5m")) >= 3)
+    st = store(TX.count(by="source_account", window=hopping("10m", advance="5m")) >= 3)
     # 7m is in [0,10m) and [5m,15m); 12m in [5m,15m) and [10m,20m)
     assert values(st, [(1 * M, True), (7 * M, True), (12 * M, True)]) == [(1,), (2, 1), (2, 1)]
 
 
 def test_sliding_window_counts_the_records_of_the_last_size() -> None:
-    st = store(count(by="source_account", window=sliding("5m", grace="1m")) >= 3)
+    st = store(TX.count(by="source_account", window=sliding("5m", grace="1m")) >= 3)
     got = values(st, [(0, True), (2 * M, True), (4 * M, True), (5 * M, True), (9 * M + 1, True), (10 * M + 1, True)])
     assert got == [(1,), (2,), (3,), (3,), (2,), (2,)]  # window (t - 5m, t]: at 5m the record at 0 is out
 
 
 def test_grace_and_late_records() -> None:
-    st = store(count(by="source_account", window=tumbling("1m", grace="10s")) >= 1)
+    st = store(TX.count(by="source_account", window=tumbling("1m", grace="10s")) >= 1)
     st.add(0, b"k", 50 * S, True)
     st.add(0, b"k", 65 * S, True)  # stream time 65s: [0,60s) still open until 70s
     assert st.add(0, b"k", 55 * S, True) == (2,)  # out of order, within grace
@@ -57,7 +58,7 @@ def test_grace_and_late_records() -> None:
 
 
 def test_sliding_out_of_order_within_grace_sees_only_earlier_records() -> None:
-    st = store(count(by="source_account", window=sliding("5m", grace="2m")) >= 1)
+    st = store(TX.count(by="source_account", window=sliding("5m", grace="2m")) >= 1)
     values(st, [(10 * M, True), (11 * M, True)])
     assert st.add(0, b"k", 9 * M, True) == (1,)  # (4m, 9m]: the later records are not in its window
     assert st.add(0, b"k", 12 * M, True) == (4,)
@@ -65,14 +66,14 @@ def test_sliding_out_of_order_within_grace_sees_only_earlier_records() -> None:
 
 
 def test_sum_and_distinct_count() -> None:
-    st = store(sum_("amount", by="source_account", window=sliding("1h")) >= 100)
+    st = store(TX.sum("amount", by="source_account", window=sliding("1h")) >= 100)
     assert values(st, [(0, Decimal("0.10")), (S, Decimal("0.20"))]) == [(Decimal("0.10"),), (Decimal("0.30"),)]
-    dc = store(distinct_count("target_account", by="source_account", window=tumbling("1h")) >= 3)
+    dc = store(TX.distinct_count("target_account", by="source_account", window=tumbling("1h")) >= 3)
     assert values(dc, [(0, "a"), (S, "b"), (2 * S, "a"), (3 * S, "c")]) == [(1,), (2,), (2,), (3,)]
 
 
 def test_keys_and_partitions_are_separate() -> None:
-    st = store(count(by="source_account", window=sliding("1h")) >= 3)
+    st = store(TX.count(by="source_account", window=sliding("1h")) >= 3)
     st.add(0, b"a", 0, True)
     assert st.add(0, b"b", 1, True) == (1,)
     assert st.add(1, b"a", 2, True) == (1,)
@@ -81,8 +82,8 @@ def test_keys_and_partitions_are_separate() -> None:
 
 def test_flush_writes_the_latest_state_per_key_of_every_store_once() -> None:
     w = sliding("1h")
-    velocity = store(count(by="source_account", window=w) >= 3, "velocity")
-    total = store(sum_("amount", by="source_account", window=w) >= 3, "total")
+    velocity = store(TX.count(by="source_account", window=w) >= 3, "velocity")
+    total = store(TX.sum("amount", by="source_account", window=w) >= 3, "total")
     group = StateGroup("app-by-source_account-changelog", [velocity, total])
     for i in range(5):
         velocity.add(0, b"a", i * S, True)
@@ -102,9 +103,9 @@ def test_flush_writes_the_latest_state_per_key_of_every_store_once() -> None:
 def test_changelog_rebuilds_the_same_state_including_deletes() -> None:
     for window in (tumbling("1m", grace="5s"), hopping("2m", advance="1m"), sliding("1m", grace="5s")):
         aggs = [
-            distinct_count("target_account", by="source_account", window=window) >= 2,
-            sum_("amount", by="source_account", window=window) >= 2,
-            count(by="source_account", window=sliding("3m")) >= 2,
+            TX.distinct_count("target_account", by="source_account", window=window) >= 2,
+            TX.sum("amount", by="source_account", window=window) >= 2,
+            TX.count(by="source_account", window=sliding("3m")) >= 2,
         ]
         live = StateGroup("c", [store(a, f"s{i}") for i, a in enumerate(aggs)])
         copy = StateGroup("c", [store(a, f"s{i}") for i, a in enumerate(aggs)])
@@ -131,11 +132,11 @@ def test_changelog_rebuilds_the_same_state_including_deletes() -> None:
 
 
 def test_restore_skips_state_kept_under_another_definition() -> None:
-    old = store(count(by="source_account", window=sliding("1h")) >= 3, "busy")
+    old = store(TX.count(by="source_account", window=sliding("1h")) >= 3, "busy")
     old.add(0, b"a", 0, True)
     (record,) = StateGroup("c", [old]).flush()
-    same_state = store(count(by="source_account", window=sliding("1h", grace="1m")) >= 9, "busy")
-    changed = store(count(by="source_account", window=sliding("2h")) >= 3, "busy")
+    same_state = store(TX.count(by="source_account", window=sliding("1h", grace="1m")) >= 9, "busy")
+    changed = store(TX.count(by="source_account", window=sliding("2h")) >= 3, "busy")
     assert same_state.state_id == old.state_id != changed.state_id
     StateGroup("c", [same_state]).restore(*record)
     StateGroup("c", [changed]).restore(*record)
@@ -144,7 +145,7 @@ def test_restore_skips_state_kept_under_another_definition() -> None:
 
 
 def test_drop_and_clear_forget_unflushed_changes() -> None:
-    st = store(count(by="source_account", window=Window("sliding", M)) >= 1)
+    st = store(TX.count(by="source_account", window=Window("sliding", M)) >= 1)
     group = StateGroup("c", [st])
     st.add(3, b"k", 0, True)
     group.drop(3)
@@ -162,7 +163,7 @@ def test_group_keys() -> None:
 
 
 def test_a_related_sliding_store_keeps_the_ids_of_its_window() -> None:
-    agg = dataclasses.replace(count(by="source_account", window=sliding("5m", grace="2m")) >= 3, related=True)
+    agg = dataclasses.replace(TX.count(by="source_account", window=sliding("5m", grace="2m")) >= 3, related=True)
     st = store(agg)
     assert state_id("s", agg) != state_id("s", dataclasses.replace(agg, related=False))  # other state kept
     for t, ident in [(0, "a"), (2 * M, "b"), (4 * M, "c")]:
@@ -182,7 +183,7 @@ def test_a_related_sliding_store_keeps_the_ids_of_its_window() -> None:
 
 
 def test_a_store_that_is_not_related_keeps_no_ids() -> None:
-    st = store(sum_("amount", by="source_account", window=sliding("5m")) >= 3)
+    st = store(TX.sum("amount", by="source_account", window=sliding("5m")) >= 3)
     st.add(0, b"k", 0, Decimal("1.00"), "a")
     assert st.related_ids(0, b"k", 0) == []
     assert "a" not in st.snapshot(0)[b"k"]
@@ -190,4 +191,4 @@ def test_a_store_that_is_not_related_keeps_no_ids() -> None:
 
 def test_related_needs_a_sliding_window() -> None:
     with pytest.raises(PlanError, match="only a sliding window"):
-        dataclasses.replace(count(by="source_account", window=tumbling("5m")) >= 3, related=True)
+        dataclasses.replace(TX.count(by="source_account", window=tumbling("5m")) >= 3, related=True)
