@@ -236,19 +236,19 @@ class _Parser:
             raise ExprError(f"unexpected {t.text!r}", t.col)
         return node
 
-    def or_(self) -> Node:
-        node = self.and_()
-        while self.at("keyword", "or"):
+    def chain(self, operand: Callable[[], Node], kind: str, *ops: str) -> Node:
+        """``operand (op operand)*``, left-associative: one level of binary operators."""
+        node = operand()
+        while self.at(kind, *ops):
             t = self.take()
-            node = Binary("or", node, self.and_(), t.col)
+            node = Binary(t.text, node, operand(), t.col)
         return node
 
+    def or_(self) -> Node:
+        return self.chain(self.and_, "keyword", "or")
+
     def and_(self) -> Node:
-        node = self.not_()
-        while self.at("keyword", "and"):
-            t = self.take()
-            node = Binary("and", node, self.not_(), t.col)
-        return node
+        return self.chain(self.not_, "keyword", "and")
 
     def not_(self) -> Node:
         if self.at("keyword", "not"):
@@ -271,18 +271,10 @@ class _Parser:
         return left
 
     def sum_(self) -> Node:
-        node = self.term()
-        while self.at("op", "+", "-"):
-            t = self.take()
-            node = Binary(t.text, node, self.term(), t.col)
-        return node
+        return self.chain(self.term, "op", "+", "-")
 
     def term(self) -> Node:
-        node = self.unary()
-        while self.at("op", "*", "/", "%"):
-            t = self.take()
-            node = Binary(t.text, node, self.unary(), t.col)
-        return node
+        return self.chain(self.unary, "op", "*", "/", "%")
 
     def unary(self) -> Node:
         if self.at("op", "-"):
@@ -340,14 +332,11 @@ def _col(node: Node) -> int:
 # ---------------------------------------------------------------- type check
 
 
+_LITERAL_TYPES: Mapping[type, Type] = {type(None): "null", bool: "bool", Decimal: "number", str: "string"}
+
+
 def _literal_type(value: Decimal | str | bool | None) -> Type:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, Decimal):
-        return "number"
-    return "string"
+    return _LITERAL_TYPES[type(value)]
 
 
 def _comparable(a: Type, b: Type) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
@@ -94,6 +94,17 @@ def projection_of(topology: Topology, alerts: AlertWriter | None = None) -> Proj
     return Projection(frozenset(through_expr | as_value), frozenset(through_expr - as_value))
 
 
+def _whole(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``dict`` method ``method`` of a ``ProjectedRecord``, on the whole record (decoded in full first)."""
+
+    def whole(self: ProjectedRecord, *args: Any) -> Any:
+        self._fill()
+        return method(self, *args)
+
+    whole.__name__ = method.__name__
+    return whole
+
+
 class ProjectedRecord(dict[str, Any]):
     """A decoded record holding the projected fields; any other field is decoded in full on first read.
 
@@ -132,33 +143,13 @@ class ProjectedRecord(dict[str, Any]):
                 if not dict.__contains__(self, name):
                     dict.__setitem__(self, name, v)
 
-    def __contains__(self, key: object) -> bool:
-        self._fill()
-        return dict.__contains__(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._fill()
-        return dict.get(self, key, default)
-
-    def __iter__(self) -> Iterator[str]:
-        self._fill()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._fill()
-        return dict.__len__(self)
-
-    def keys(self) -> Any:
-        self._fill()
-        return dict.keys(self)
-
-    def values(self) -> Any:
-        self._fill()
-        return dict.values(self)
-
-    def items(self) -> Any:
-        self._fill()
-        return dict.items(self)
+    __contains__ = _whole(dict.__contains__)
+    get = _whole(dict.get)
+    __iter__ = _whole(dict.__iter__)
+    __len__ = _whole(dict.__len__)
+    keys = _whole(dict.keys)
+    values = _whole(dict.values)
+    items = _whole(dict.items)
 
     def copy(self) -> dict[str, Any]:
         self._fill()
