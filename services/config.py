@@ -363,6 +363,10 @@ class DetectorSettings(_Section):
     # next record.
     max_event_lead_s: float = Field(86_400.0, ge=0)
     max_stream_lead_s: float = Field(0.0, ge=0)
+    # A topology with a later stage (fraud.yaml's fan-in) reads its input partitions in event-time order, so
+    # a backlog decides as the offline evaluation does; it waits this long at most for a partition that has
+    # more to read. -1 = fetch order (a backlog's later stage then sees much of its input late).
+    max_task_idle_ms: int = Field(2_000, ge=-1)
     on_error: Literal["dead-letter", "fail"] = "dead-letter"
     static_membership: bool = False  # group.instance.id = transactional.id (restart without rebalance)
     partitions: int | None = Field(None, ge=1)  # for missing sink topics (None = as the input topic)

@@ -115,6 +115,15 @@ class Processor(Protocol):
     @property
     def dlq_topic(self) -> str | None: ...
 
+    @property
+    def ordered_topics(self) -> tuple[str, ...]:
+        """Source topics whose partitions the runtime merges in event time (they feed a later stage)."""
+        ...
+
+    def event_time(self, value: bytes | None) -> int | None:
+        """The event time (epoch ms) of a value of an ordered topic; ``None``: it has none (undecodable)."""
+        ...
+
     def process(self, record: RawRecord) -> list[OutRecord]: ...
 
     def route_batch(self, values: Sequence[bytes | None]) -> BatchRouting | None: ...
@@ -145,6 +154,10 @@ class ProcessorBase:
     sink_topics: tuple[str, ...] = ()
     changelog_topics: tuple[str, ...] = ()
     dlq_topic: str | None = None
+    ordered_topics: tuple[str, ...] = ()
+
+    def event_time(self, value: bytes | None) -> int | None:
+        return None
 
     def process(self, record: RawRecord) -> list[OutRecord]:
         raise NotImplementedError

@@ -46,6 +46,10 @@ class FailOnce:
         self._in_txn = 0
         self.source_topics, self.sink_topics = inner.source_topics, inner.sink_topics
         self.changelog_topics, self.dlq_topic = inner.changelog_topics, inner.dlq_topic
+        self.ordered_topics = inner.ordered_topics
+
+    def event_time(self, value: bytes | None) -> int | None:
+        return self.inner.event_time(value)
 
     def process(self, record: RawRecord) -> list[OutRecord]:
         if record.topic == self.source and record.offset in self.pending and self._in_txn > 0:

@@ -65,6 +65,7 @@ from topology.processor.compiled import (
     time_getter,
 )
 from topology.processor.decisions import Decider, Related, RuleFailed
+from topology.processor.lookahead import Lookahead
 from topology.processor.stages import INTERNAL, carried, forward, ignored_later, prior_values, unpack_fields
 from topology.processor.stores import StageStores, kept_stores
 from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
@@ -138,6 +139,9 @@ class TopologyProcessor:
         self._id_field = topology.id_field or ""  # read by related aggregates only (the plan requires it then)
         self.source_topics: tuple[str, ...] = tuple(st.input_topic for st in stages)
         self.repartition_topics: tuple[str, ...] = self.source_topics[1:]
+        # A later stage's stream time is only as good as the order its input is written in.
+        self.ordered_topics: tuple[str, ...] = self.source_topics[:1] if self.repartition_topics else ()
+        self._ahead = Lookahead(self._decode, self._decode_errors, self._time)
         self.changelog_topics: tuple[str, ...] = self._groups.changelog_topics
         self.sink_topics: tuple[str, ...] = tuple(dict.fromkeys((
             *topology.sinks, *(() if self._alerts is None else (self._alerts,)), topology.dlq,
@@ -201,6 +205,11 @@ class TopologyProcessor:
                 out.append([OutRecord(topic, r.key, r.value, r.headers + extra, None, r.timestamp_ms, labels=tags)])
         return out
 
+    def event_time(self, value: bytes | None) -> int | None:
+        """The event time of a source value, for the runtime's event-time order (decoded once: ``process``
+        takes the value decoded here)."""
+        return self._ahead.event_time(value)
+
     def process(self, record: RawRecord) -> list[OutRecord]:
         """The record ``record`` causes (branch, DLQ or repartition); never raises for bad input.
 
@@ -212,7 +221,7 @@ class TopologyProcessor:
         if stage.index:
             return self._process_repartitioned(stage, record)
         try:
-            value = self._decode(record.value)
+            value = self._ahead.decode(record.value)
         except self._decode_errors as exc:
             return [self._dead(record, exc, getattr(exc, "reason", "decode"))]
         aggs: Aggs | None = None

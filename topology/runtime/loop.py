@@ -15,6 +15,10 @@ It knows nothing about fraud: it feeds every input record, as a ``RawRecord``, t
             send_offsets_to_transaction(offsets, consumer_group_metadata())
             commit_transaction(); processor.committed()
 
+A topology with a later stage reads its source partitions in event-time order
+(``topology.runtime.order``): the records consumed are held per partition and processed lowest event
+time first, so the repartition topic is written in event time even from a backlog.
+
 Rebalancing uses the **cooperative-sticky** assignor (``topology.runtime.rebalance``): ``on_revoke``
 commits the open transaction and checkpoints the partitions' state, ``on_lost`` aborts it, and
 ``on_assign`` pauses the new partitions that have state until the loop has restored them
@@ -40,9 +44,10 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from topology.records import TP, Processor
 from topology.runtime.batch import BatchProcessing
-from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients
+from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients, MessageLike
 from topology.runtime.errors import FatalRuntimeError, fatal_error, is_fenced, kafka_error
 from topology.runtime.failures import Failures, Refusals
+from topology.runtime.order import TimeOrder
 from topology.runtime.partitions import Partitions, committed_offsets
 from topology.runtime.rebalance import Rebalance
 from topology.runtime.restore import Progress, Restorer
@@ -89,6 +94,7 @@ class ExactlyOnceRuntime:
         self._consumer: ConsumerClient | None = None
         self.restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
+        self.order = TimeOrder.of(processor, settings.max_task_idle_ms)  # None: fetch order is fine
         self._rebalance = Rebalance(self)
         self._recoveries = 0  # producer replacements since the last commit
         self._retired: list[TransactionalProducer] = []  # replaced producers, kept alive a while
@@ -167,10 +173,14 @@ class ExactlyOnceRuntime:
         want = max(1, min(s.consume_batch, max_batch - (self.txn.records if self.txn else 0)))
         # consume(n, t) blocks until n messages or t have passed, which at low input rates delays every
         # record by t: take what is fetched already, else wait for the first record only.
-        messages = list(consumer.consume(want, 0))
-        if not messages:
-            first = consumer.poll(timeout)
-            messages = [] if first is None else [first]
+        messages: list[MessageLike] = []
+        if self.order is None or not self.order.full:
+            messages = list(consumer.consume(want, 0))
+            if not messages:
+                first = consumer.poll(timeout)
+                messages = [] if first is None else [first]
+        if self.order is not None:  # held back until every partition of the order has its turn
+            messages = self.order.take(messages, self.partitions.assigned, self.partitions.restoring, consumer)
         producer.producer.poll(0)  # serve the producer's error callback (delivery reports are errors only)
         self._check_async_errors()
         if messages:
@@ -273,7 +283,8 @@ class ExactlyOnceRuntime:
     def _new_producer(self) -> TransactionalProducer:
         s = self.settings
         producer = TransactionalProducer(
-            self.clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s,
+            self.clients.producer(producer_config(s, self._on_error)),
+            s.kafka_timeout_s,
             s.outage_patience_s,
         )
         try:
@@ -375,6 +386,9 @@ class ExactlyOnceRuntime:
             self.seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
 
     def seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
+        """Go on from ``offset`` in ``tp`` (what was fetched or held beyond it is read again)."""
+        if self.order is not None:
+            self.order.drop([tp], consumer)
         for attempt in range(50):
             try:
                 consumer.seek(TopicPartition(tp[0], tp[1], offset))

@@ -96,6 +96,8 @@ class Rebalance:
         if rt.txn is not None:
             rt.txn.forget(set(parts))
         rt.partitions.remove(parts)
+        if rt.order is not None:
+            rt.order.drop(parts)
         rt.restorer.cancel(parts)
         rt.failures.forget(parts)
         rt.processor.revoked(parts)

@@ -37,6 +37,9 @@ class RuntimeSettings:
     group_instance_id: str | None = None  # static membership (restarts without rebalance)
     restore_step_s: float = 0.2  # restore work per loop step (the other partitions go on meanwhile)
     restore_timeout_s: float = 600.0  # a restore that has not finished by then stops the runtime
+    # A topology with a later stage reads its source partitions in event-time order (topology.runtime.order),
+    # waiting this long at most for a partition that has more to read; -1: fetch order, no waiting.
+    max_task_idle_ms: int = 2_000
     checkpoint_interval_s: float = 30.0  # how often committed state's changelog offsets are checkpointed
     # Applied to every client the runtime makes (consumer, producer, admin, restore): security settings.
     client_config: Mapping[str, Any] = field(default_factory=dict)

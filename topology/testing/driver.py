@@ -169,7 +169,8 @@ class TopologyTestDriver(Generic[P]):
         """Step the runtime until it has restored everything and read everything visible to it."""
         for _ in range(limit):
             runtime.step()
-            if not runtime.partitions.restoring and not self._unread(runtime):
+            held = runtime.order is not None and runtime.order.held > 0  # read, not yet processed
+            if not runtime.partitions.restoring and not held and not self._unread(runtime):
                 return
         raise RuntimeError("the runtime did not catch up")
 
