@@ -35,7 +35,7 @@ from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
 from services.evaluate.cli import print_report
 from services.evaluate.score import Decision, Label, Report, evaluate, related_from_alerts, with_related
-from services.generator.scenarios import StreamConfig, TransactionStream
+from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import H_RULES, RawRecord
@@ -60,7 +60,10 @@ class Run:
     seconds: float
 
 
-def run(topology: Topology, count: int, seed: int, *, partitions: int = 3, commit_every: int = 1000) -> Run:
+def run(
+    topology: Topology, count: int, seed: int, *, partitions: int = 3, commit_every: int = 1000,
+    rates: ScenarioRates | None = None,
+) -> Run:
     """Generate ``count`` transactions with ``seed``, decide each with ``topology``, score the decisions."""
     registry = SchemaRegistryClient.new_client({"url": "mock://bench-quality"})
     encoder = AvroEncoder(registry, schema_text("transaction"), f"{topology.source}-value")
@@ -78,7 +81,7 @@ def run(topology: Topology, count: int, seed: int, *, partitions: int = 3, commi
     alert_values: list[dict[str, Any]] = []
     dead = 0
     started = time.perf_counter()
-    for i, g in enumerate(TransactionStream(StreamConfig(seed=seed)).take(count)):
+    for i, g in enumerate(TransactionStream(StreamConfig(seed=seed, rates=rates or ScenarioRates())).take(count)):
         tx_id = g.record["transaction_id"]
         labels.append(Label(tx_id, g.scenario, g.is_fraud, g.incident_id))
         key = g.record["source_account"].encode()

@@ -302,11 +302,11 @@ class Detector:
     """``python -m services detect`` as a subprocess (its output goes to a log file)."""
 
     def __init__(self, bootstrap: str, registry_url: str, topology: Path, app_id: str, instance_id: str,
-                 log: Path, *args: str) -> None:
+                 log: Path, *args: str, env: dict[str, str] | None = None) -> None:
         # No run-time rules unless a test asks (FRAUDSTREAM_DETECTOR_RULES_TOPIC in its own env):
         # the canonical rules topic of a shared broker must not change another test's decisions.
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, SCHEMA_REGISTRY_URL=registry_url,
-                   PYTHONUNBUFFERED="1", COLUMNS="200")
+                   PYTHONUNBUFFERED="1", COLUMNS="200", **(env or {}))
         env.setdefault("FRAUDSTREAM_DETECTOR_RULES_TOPIC", "")
         self.log = log
         self._since = log.stat().st_size if log.exists() else 0  # where this run's output starts in the log

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -40,12 +43,13 @@ START_MS = 1_780_000_000_000
 STEP_MS = 200  # event time between consecutive input transactions (5 tx per simulated second)
 
 
-def stateful_topology(t: Topics) -> str:
+def stateful_topology(t: Topics, fan_in_grace: str | None = "7d") -> str:
     """``services/detector/fraud.yaml`` (its rules, windows and thresholds) on the test's topics.
 
-    Topic names are the test's own (alerts included). One change: the fan-in aggregate's grace
-    becomes 7 days, longer than the input's event-time
-    span, so no interleaving of input partitions on the repartition topic makes a record late.
+    Topic names are the test's own (alerts included). One change unless ``fan_in_grace`` is None:
+    the fan-in aggregate's grace becomes 7 days, longer than the input's event-time span, so no
+    interleaving of input partitions on the repartition topic makes a record late (a rebalance or a
+    crash changes that interleaving; event-time order only holds within one instance's partitions).
     """
     yaml = YAML(typ="rt")
     doc = yaml.load(FRAUD_TOPOLOGY.read_text(encoding="utf-8"))
@@ -61,7 +65,8 @@ def stateful_topology(t: Topics) -> str:
     doc["default_branch"]["to"] = t.legit
     fan_in = [r for r in doc["rules"] if r["id"] == "fan-in"]
     assert len(fan_in) == 1, "fraud.yaml has no 'fan-in' rule"
-    fan_in[0]["when"]["aggregate"]["window"]["grace"] = "7d"
+    if fan_in_grace is not None:
+        fan_in[0]["when"]["aggregate"]["window"]["grace"] = fan_in_grace
     buf = io.StringIO()
     yaml.dump(doc, buf)
     return buf.getvalue()
@@ -354,3 +359,48 @@ def stateful_input(
     topology.write_text(stateful_topology(t), encoding="utf-8")
     reference = run_reference(bootstrap, registry_url, t, topology, count, partitions, tmp_path / "reference.log")
     return StatefulInput(t, txs, topology, reference)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What `fraudstream generate` is asked for: how many, over how many partitions, with which seed."""
+
+    count: int
+    partitions: int
+    seed: int
+
+
+def generate_detect_evaluate(
+    stack: Any, t: Topics, topology_text: str, tmp_path: Path, gen: Generated, fraud: list[str],
+    detector_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Generate labelled transactions (a backlog: all before the detector starts), run a detector over
+    them until every one is decided, and return `fraudstream evaluate --json`."""
+    labels = f"{t.transactions}.labels"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers, "SCHEMA_REGISTRY_URL": stack.registry_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "services", "generate", "--count", str(gen.count), "--rate", "0",
+         "--seed", str(gen.seed), "--topic", t.transactions, "--labels-topic", labels,
+         "--partitions", str(gen.partitions), *(arg for f in fraud for arg in ("--fraud", f))],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(topology_text)
+    detector = Detector(stack.bootstrap_servers, stack.registry_url, topology, t.application_id, "eval",
+                        tmp_path / "detector.log", env=detector_env)  # fmt: skip
+    counter = OutputCounter(stack.bootstrap_servers, (t.legit, t.fraud), gen.partitions)
+    try:  # every transaction decided (a repartitioned stage decides after the input offsets are committed)
+        wait_outputs(counter, gen.count, [detector], timeout=180)
+    finally:
+        counter.close()
+    detector.signal(signal.SIGTERM)
+    assert detector.wait() == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "services", "evaluate", "--json", "--labels-topic", labels,
+         "--legit-topic", t.legit, "--fraud-topic", t.fraud, "--alerts-topic", t.alerts],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report: dict[str, Any] = json.loads(out.stdout)
+    return report

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from services.detector import load_topology
 from tests.conftest import Endpoints
 from tests.integration.eos_support import Detector, Topics, create_topics
 from tests.integration.stateful_support import stateful_topology
-from topology.plan.loader import load_topology
 from topology.processor import TopologyProcessor
 
 pytestmark = pytest.mark.integration
