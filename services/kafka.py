@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -238,8 +239,25 @@ def topic_partitions(admin: AdminClient, topic: str, *, timeout_s: float = 10.0)
 def end_offsets(
     consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout_s: float = 10.0
 ) -> dict[int, int]:
-    """Each partition's high watermark (the end a read-to-end stops at)."""
-    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in partitions}
+    """Each partition's high watermark (the end a read-to-end stops at). A retriable error (a leader not
+    elected yet, as right after a topic is created or a broker restarts) is retried for ``timeout_s``."""
+    return {p: _high_watermark(consumer, TopicPartition(topic, p), timeout_s) for p in partitions}
+
+
+_LEADERLESS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=timeout_s)[1])
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            leaderless = err is not None and err.code() in _LEADERLESS
+            if err is None or not (err.retriable() or leaderless) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def not_at_end(consumer: Consumer, topic: str, ends: dict[int, int]) -> dict[int, int]:

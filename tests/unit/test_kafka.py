@@ -84,3 +84,27 @@ def test_the_startup_wait_is_a_typed_setting(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("KAFKA_STARTUP_WAIT_S", "-1")
     with pytest.raises(ValueError):
         KafkaSettings()
+
+
+def test_end_offsets_wait_out_a_partition_without_a_leader_yet() -> None:
+    """Right after a topic is created (or a broker restarts) a watermark query may find no leader yet."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    from services.kafka import end_offsets
+
+    class Leaderless:
+        def __init__(self, failures: int, code: int) -> None:
+            self.failures, self.code, self.calls = failures, code, 0
+
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise KafkaException(KafkaError(self.code))
+            return 0, 42
+
+    c = Leaderless(2, KafkaError.NOT_LEADER_FOR_PARTITION)
+    assert end_offsets(c, "t", [0]) == {0: 42} and c.calls == 3  # type: ignore[arg-type]
+    other = Leaderless(1, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        end_offsets(other, "t", [0])  # type: ignore[arg-type]
+    assert other.calls == 1  # not retried
