@@ -111,7 +111,7 @@ class KafkaNode:
         if not formatted:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                  "-c", str(config.resolve()), "--ignore-formatted", *extra_format],
                 capture_output=True, text=True, check=False,
             )
