@@ -29,6 +29,7 @@ from tenacity import (
 
 from services.client_properties import redact_url
 from services.config import KafkaSettings
+from topology.runtime.errors import kafka_error
 
 log = logging.getLogger("fraudstream.kafka")
 
@@ -253,9 +254,8 @@ def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) ->
         try:
             return int(consumer.get_watermark_offsets(tp, timeout=timeout_s)[1])
         except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            leaderless = err is not None and err.code() in _LEADERLESS
-            if err is None or not (err.retriable() or leaderless) or time.monotonic() > deadline:
+            err = kafka_error(exc)
+            if not (err.retriable() or err.code() in _LEADERLESS) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
