@@ -247,3 +247,37 @@ def test_an_unknown_schema_id_is_asked_again_after_its_ttl() -> None:
     assert _reason(decoder, value)[0] == "unknown-schema"  # remembered: no lookup per record
     now[0] = 10.0
     assert decoder.decode(value)["transaction_id"] == _tx()["transaction_id"]  # asked again, now known
+
+
+class _FlakyRegistry:
+    """Refuses while ``down``; counts the lookups that reached it."""
+
+    def __init__(self, inner: SchemaRegistryClient) -> None:
+        self.inner, self.down, self.calls = inner, True, 0
+
+    def get_schema(self, schema_id: int) -> Schema:
+        self.calls += 1
+        if self.down:
+            raise ConnectionRefusedError("refused")
+        return self.inner.get_schema(schema_id)
+
+
+def test_a_registry_that_failed_is_asked_again_with_backoff_not_once_per_record() -> None:
+    text = schemas.schema_text("transaction")
+    writer = SchemaRegistryClient.new_client({"url": "mock://flaky"})
+    value = AvroEncoder(writer, text, "t-value").encode(_tx())
+    registry, now = _FlakyRegistry(writer), [0.0]
+    decoder = AvroDecoder(registry, text, clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(50):  # a batch of records with a schema id not seen yet
+        with pytest.raises(RegistryError, match="schema id 1"):
+            decoder.decode(value)
+    assert registry.calls == 1
+    for at, calls in ((1.0, 2), (2.9, 2), (3.0, 3), (7.0, 4), (15.0, 5), (22.9, 5), (23.0, 6)):  # 1, 2, 4, 8, 8 s
+        now[0] = at
+        with pytest.raises(RegistryError):
+            decoder.decode(value)
+        assert registry.calls == calls, at
+    registry.down = False
+    now[0] = 31.0
+    assert decoder.decode(value)["transaction_id"] == _tx()["transaction_id"]
+    assert registry.calls == 7

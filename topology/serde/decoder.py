@@ -32,6 +32,7 @@ DECODE_REASONS: tuple[DecodeReason, ...] = get_args(DecodeReason)
 MAGIC_BYTE = 0
 HEADER_SIZE = 5  # magic byte + 4-byte schema id
 _MAX_UNKNOWN_IDS = 1024  # bound on remembered "no such schema id" answers
+_FAILED_WAIT_S, _FAILED_WAIT_MAX_S = 1.0, 8.0  # a registry that failed is asked again after 1, 2, 4, 8, 8... s
 
 
 class DecodeError(Exception):
@@ -89,6 +90,12 @@ class AvroDecoder:
         # schema id -> (parsed writer schema, parsed reader schema or None)
         self._by_id: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._unknown: dict[int, tuple[str, float]] = {}  # id -> (why, when to ask again)
+        # A registry that failed to answer is not asked again before ``_failed_until`` (the wait doubles
+        # per failure, up to _FAILED_WAIT_MAX_S): each failed lookup takes the client seconds of its own
+        # retries, and a batch of records with a new schema id would otherwise pay them once per record.
+        self._failed: RegistryError | None = None
+        self._failed_until = 0.0
+        self._failed_wait_s = _FAILED_WAIT_S
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
         """The record in ``value``; raises ``DecodeError`` naming what is wrong."""
@@ -121,14 +128,17 @@ class AvroDecoder:
             if self._clock() < until:
                 raise DecodeError("unknown-schema", message)
             del self._unknown[schema_id]
+        if self._failed is not None and self._clock() < self._failed_until:
+            raise RegistryError(f"{self._failed} (not asked again for {self._failed_until - self._clock():.1f} s)")
         try:
             registered = self._registry.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return self._remember_unknown(schema_id, f"schema id {schema_id} is not in the registry")
-            raise _registry_call_failed(f"lookup of schema id {schema_id}", exc) from exc
+            raise self._registry_failed(schema_id, exc) from exc
         except Exception as exc:  # transport errors (httpx/OS) after the client's own retries
-            raise _registry_call_failed(f"lookup of schema id {schema_id}", exc) from exc
+            raise self._registry_failed(schema_id, exc) from exc
+        self._failed, self._failed_wait_s = None, _FAILED_WAIT_S
         if (registered.schema_type or "AVRO") != "AVRO":
             return self._remember_unknown(
                 schema_id, f"schema id {schema_id} is a {registered.schema_type} schema, not Avro"
@@ -143,6 +153,12 @@ class AvroDecoder:
         entry = (writer, reader)
         self._by_id[schema_id] = entry
         return entry
+
+    def _registry_failed(self, schema_id: int, exc: Exception) -> RegistryError:
+        self._failed = _registry_call_failed(f"lookup of schema id {schema_id}", exc)
+        self._failed_until = self._clock() + self._failed_wait_s
+        self._failed_wait_s = min(self._failed_wait_s * 2, _FAILED_WAIT_MAX_S)
+        return self._failed
 
     def _remember_unknown(self, schema_id: int, message: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if len(self._unknown) < _MAX_UNKNOWN_IDS:
