@@ -141,7 +141,10 @@ class TimeOrder:
         self.held += 1
 
     def _push(self, tp: TP, head: MessageLike) -> None:
-        t = self._event_time(head.value())
+        try:
+            t = self._event_time(head.value())
+        except Exception:  # e.g. the registry is down: ``process`` meets the error again and handles it
+            t = None
         self._seq += 1
         heapq.heappush(self._heap, (-1 if t is None else t, self._seq, tp))
 

@@ -113,6 +113,19 @@ def test_a_record_without_event_time_goes_first() -> None:
     assert _times(out) == [None, 5, 10, None]  # a head without event time first; the rest keep their order
 
 
+def test_a_record_whose_event_time_cannot_be_read_now_goes_first_and_the_order_goes_on() -> None:
+    def registry_down(value: bytes | None) -> int | None:
+        if value == b"7":
+            raise ConnectionError("the registry is down")  # e.g. a schema id not seen yet
+        return _event_time(value)
+
+    c = _Consumer()
+    order = TimeOrder([T], registry_down, 500, clock=_Clock())
+    order.take(_fetched(c, 0, [7, 10]), PARTS, (), c)
+    out = order.take(_fetched(c, 1, [5]), PARTS, (), c)
+    assert _times(out) == [7, 5, 10]  # processing meets the error again, and retries it as a transient one
+
+
 def test_other_topics_and_restoring_partitions_pass_through_and_a_restoring_one_is_waited_for() -> None:
     c, order = _Consumer(), _order()
     other = FakeMessage("repartition", 0, 0, Entry(b"k", b"99", (), 0))
