@@ -93,6 +93,7 @@ def build_runtime(
         on_error=settings.on_error,
         dlq_topic=topology.dlq,
         transient_errors=(RegistryError,),
+        transient_source="the Schema Registry",
         topic_partitions=settings.partitions,
         group_instance_id=f"{settings.application_id}-{settings.instance_id}" if settings.static_membership else None,
         consumer_config=consumer_extra,

@@ -169,7 +169,9 @@ class BatchProcessing:
                     tp: TP = (m.topic(), m.partition())  # type: ignore[assignment]
                     if rt.partitions.owns(tp) and tp not in txn.first:
                         txn.first[tp] = m.offset()  # type: ignore[assignment]
-        rt.abort(f"processing error on {record.topic}[{record.partition}]@{record.offset}")
+        # A transient error (the registry is down) is retried until it works; its outage is logged once.
+        level = logging.DEBUG if isinstance(exc, rt.settings.transient_errors) else logging.INFO
+        rt.abort(f"processing error on {record.topic}[{record.partition}]@{record.offset}", level)
         if wait > 0:
             time.sleep(wait)
         raise Abort

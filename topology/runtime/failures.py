@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, KafkaException
 from topology import deadletter
 from topology.records import TP, OutRecord, RawRecord
 from topology.runtime.errors import FatalRuntimeError, backoff_seconds
+from topology.runtime.outage import Outage
 from topology.runtime.settings import RuntimeSettings
 
 log = logging.getLogger("fraudstream.runtime")
@@ -41,7 +42,9 @@ class Failures:
     def __init__(self, settings: RuntimeSettings) -> None:
         self._settings = settings
         self._by_record: dict[tuple[str, int, int], Failure] = {}
-        self._transient = 0
+        self._transient = 0  # transient failures in a row (of the record at ``_transient_at``)
+        self._transient_at: tuple[str, int, int] | None = None
+        self.outage = Outage(settings.transient_source, log)  # transient errors: one line each way
 
     def __bool__(self) -> bool:
         return bool(self._by_record)
@@ -59,10 +62,9 @@ class Failures:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         if isinstance(exc, s.transient_errors):
             self._transient += 1
-            log.warning(
-                "processing %s failed (transient, attempt %d, retrying until it works): %s: %s",
-                where, self._transient, type(exc).__name__, exc,
-            )  # fmt: skip
+            self._transient_at = (record.topic, record.partition, record.offset)
+            self.outage.lost(f"processing {where}: {type(exc).__name__}: {exc}")
+            log.debug("processing %s failed (transient, attempt %d)", where, self._transient)
             return backoff_seconds(self._transient, s.retry_backoff_ms, s.retry_backoff_max_ms)
         key = (record.topic, record.partition, record.offset)
         f = self._by_record.get(key) or Failure(0, exc)
@@ -77,8 +79,12 @@ class Failures:
         return backoff_seconds(f.count, s.retry_backoff_ms, s.retry_backoff_max_ms)
 
     def committed(self, next_offsets: dict[TP, int]) -> None:
-        """A commit moved past some failed records: forget them, and the transient streak."""
-        self._transient = 0
+        """A commit moved past some failed records: forget them, and the transient streak once the record
+        that failed transiently is committed (other partitions' commits meanwhile prove nothing)."""
+        at = self._transient_at
+        if at is not None and next_offsets.get((at[0], at[1]), 0) > at[2]:
+            self._transient, self._transient_at = 0, None
+            self.outage.back()
         if self._by_record:
             self._by_record = {
                 k: f for k, f in self._by_record.items() if k[2] >= next_offsets.get((k[0], k[1]), 0)
@@ -86,6 +92,8 @@ class Failures:
 
     def forget(self, parts: Iterable[TP]) -> None:
         gone = set(parts)
+        if self._transient_at is not None and self._transient_at[:2] in gone:
+            self._transient, self._transient_at = 0, None
         self._by_record = {k: f for k, f in self._by_record.items() if (k[0], k[1]) not in gone}
 
 

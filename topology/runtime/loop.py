@@ -48,6 +48,7 @@ from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients
 from topology.runtime.errors import FatalRuntimeError, fatal_error, is_fenced, kafka_error
 from topology.runtime.failures import Failures, Refusals
 from topology.runtime.order import TimeOrder
+from topology.runtime.outage import KafkaOutage
 from topology.runtime.partitions import Partitions, committed_offsets
 from topology.runtime.rebalance import Rebalance
 from topology.runtime.restore import Progress, Restorer
@@ -85,6 +86,7 @@ class ExactlyOnceRuntime:
             raise ValueError("on_error='dead-letter' needs a dlq_topic (setting or processor attribute)")
         self._stop = False
         self._fatal: KafkaError | None = None  # from the clients' error callback
+        self.outage = KafkaOutage(log)  # one line when the broker stops answering, one when it is back
         self._callback_error: BaseException | None = None  # raised in a rebalance callback
         self.partitions = Partitions()
         self.failures = Failures(settings)
@@ -163,6 +165,11 @@ class ExactlyOnceRuntime:
 
     def step(self) -> None:
         """One turn of the loop: restore a slice, consume a batch, process it, commit when due."""
+        if self.txn is None and self._producer is not None and self._producer.outages != self.outage.outages:
+            # The broker was unreachable since this producer was made: librdkafka may then hang in its
+            # next transactional call (seen here after a broker SIGKILL and restart), so start afresh.
+            log.info("replacing the producer after a broker outage")
+            self._replace_producer()
         consumer, producer = self._clients()
         s = self.settings
         self._rebalance.restore_step(consumer)
@@ -219,8 +226,9 @@ class ExactlyOnceRuntime:
         self._committed(txn, time.perf_counter() - started)
         return True
 
-    def abort(self, reason: str) -> None:
-        """Abort the open transaction: state back to the last commit, its partitions back to their first offset."""
+    def abort(self, reason: str, level: int = logging.INFO) -> None:
+        """Abort the open transaction: state back to the last commit, its partitions back to their first
+        offset; logged at ``level``."""
         txn = self.txn
         if txn is None:
             return
@@ -236,7 +244,7 @@ class ExactlyOnceRuntime:
         self.txn = None
         self.processor.aborted()
         self.stats.transactions_aborted += 1
-        log.info("transaction aborted: %s", reason)
+        log.log(level, "transaction aborted: %s", reason)
         for tp, offset in txn.first.items():
             if tp in self.partitions.assigned:
                 self.seek(consumer, tp, offset)
@@ -286,6 +294,7 @@ class ExactlyOnceRuntime:
             self.clients.producer(producer_config(s, self._on_error)),
             s.kafka_timeout_s,
             s.outage_patience_s,
+            self.outage,
         )
         try:
             producer.init()
@@ -332,7 +341,7 @@ class ExactlyOnceRuntime:
         if error.fatal():
             self._fatal = error
         else:
-            log.debug("kafka: %s", error)
+            self.outage.client_error(error)
 
     def _check_async_errors(self) -> None:
         if self._callback_error is not None:
@@ -363,18 +372,13 @@ class ExactlyOnceRuntime:
             raise fatal_error(error, f"{where} (after {self._recoveries - 1} producer replacements)",
                               self.transactional_id)  # fmt: skip
         log.warning("%s: %s: %s; replacing the producer", where, error.name(), error.str())
-        consumer, old = self._clients()
-        with contextlib.suppress(Exception):
-            old.producer.purge()
-        # Not destroyed now: destroying a handle with a transactional call still hanging could block too.
-        self._retired = [*self._retired[-4:], old]
-        self._producer = self._new_producer()
-        self._fatal = None
+        consumer, _ = self._clients()
+        self._replace_producer()
         txn, self.txn = self.txn, None
         if txn is None:
             return
         parts = [tp for tp in txn.first if tp in self.partitions.assigned]
-        committed = committed_offsets(consumer, parts, self.settings, self.transactional_id)
+        committed = committed_offsets(consumer, parts, self.settings, self.transactional_id, self.outage)
         at = {(tp.topic, tp.partition): tp.offset for tp in committed}
         if txn.next and all(at.get(tp) == o for tp, o in txn.next.items() if tp in at):
             self.processor.committed()
@@ -384,6 +388,16 @@ class ExactlyOnceRuntime:
             self.stats.transactions_aborted += 1
         for tp in parts:
             self.seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
+
+    def _replace_producer(self) -> None:
+        """A new transactional producer (same ``transactional.id``) in place of the current one."""
+        _, old = self._clients()
+        with contextlib.suppress(Exception):
+            old.producer.purge()
+        # Not destroyed now: destroying a handle with a transactional call still hanging could block too.
+        self._retired = [*self._retired[-4:], old]
+        self._producer = self._new_producer()
+        self._fatal = None
 
     def seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
         """Go on from ``offset`` in ``tp`` (what was fetched or held beyond it is read again)."""

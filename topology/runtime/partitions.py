@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
@@ -12,9 +11,8 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from topology.records import TP
 from topology.runtime.clients import ConsumerClient
 from topology.runtime.errors import fatal_error, kafka_error
+from topology.runtime.outage import Outage
 from topology.runtime.settings import RuntimeSettings
-
-log = logging.getLogger("fraudstream.runtime")
 
 
 class Partitions:
@@ -65,13 +63,15 @@ class Partitions:
 
 
 def committed_offsets(
-    consumer: ConsumerClient, parts: list[TP], s: RuntimeSettings, transactional_id: str
+    consumer: ConsumerClient, parts: list[TP], s: RuntimeSettings, transactional_id: str, outage: Outage
 ) -> list[TopicPartition]:
     """The group's committed offsets of ``parts``, waiting out a broker outage (``outage_patience_s``)."""
     deadline = time.monotonic() + s.outage_patience_s
     while True:
         try:
-            return consumer.committed([TopicPartition(*tp) for tp in parts], s.kafka_timeout_s)
+            committed = consumer.committed([TopicPartition(*tp) for tp in parts], s.kafka_timeout_s)
+            outage.back()
+            return committed
         except KafkaException as exc:
             err = kafka_error(exc)
             if err.fatal() or (not err.retriable() and err.code() != KafkaError._TRANSPORT):
@@ -79,5 +79,5 @@ def committed_offsets(
             if time.monotonic() > deadline:
                 where = f"committed offsets (for {s.outage_patience_s:.0f} s)"
                 raise fatal_error(err, where, transactional_id) from exc
-            log.warning("committed offsets: %s; retrying", err.str())
+            outage.lost(f"committed offsets: {err.str()}")
             time.sleep(1.0)

@@ -112,7 +112,7 @@ class Restorer:
                 err = kafka_error(exc)
                 if err.fatal() or time.monotonic() > deadline:
                     raise FatalRuntimeError(f"cannot read the end offset of {cp[0]}[{cp[1]}]: {err.str()}") from exc
-                log.info("end offset of %s[%d]: %s, retrying", cp[0], cp[1], err.str())
+                log.debug("end offset of %s[%d]: %s, retrying", cp[0], cp[1], err.str())
                 time.sleep(0.2)
 
     def close(self) -> None:

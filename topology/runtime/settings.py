@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError
 
+from topology.runtime.outage import CLIENT_LOGGER
+
 
 @dataclass(frozen=True)
 class RuntimeSettings:
@@ -30,6 +32,7 @@ class RuntimeSettings:
     on_error: Literal["dead-letter", "fail"] = "dead-letter"
     # Errors that are not the record's fault (a registry outage): retried without limit, never dead-lettered.
     transient_errors: tuple[type[BaseException], ...] = ()
+    transient_source: str = "a service the processor needs"  # what they mean is down, for the outage lines
     dlq_topic: str | None = None  # default: the processor's ``dlq_topic``
     create_topics: bool = True  # create missing sink and changelog topics
     topic_partitions: int | None = None  # new sinks: None = partitions of the first source
@@ -42,6 +45,7 @@ class RuntimeSettings:
     max_task_idle_ms: int = 2_000
     checkpoint_interval_s: float = 30.0  # how often committed state's changelog offsets are checkpointed
     # Applied to every client the runtime makes (consumer, producer, admin, restore): security settings.
+    # Their librdkafka lines go to ``topology.runtime.outage.CLIENT_LOGGER`` unless this sets ``logger``.
     client_config: Mapping[str, Any] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
@@ -58,6 +62,7 @@ ErrorCallback = Callable[[KafkaError], None]
 def producer_config(s: RuntimeSettings, error_cb: ErrorCallback | None = None) -> dict[str, Any]:
     """The transactional producer's configuration (also used by the benchmark's raw copy loop)."""
     config: dict[str, Any] = {
+        "logger": CLIENT_LOGGER,
         **s.client_config,
         "bootstrap.servers": s.bootstrap_servers,
         "transactional.id": s.transactional_id,
@@ -79,6 +84,7 @@ def producer_config(s: RuntimeSettings, error_cb: ErrorCallback | None = None) -
 def consumer_config(s: RuntimeSettings, error_cb: ErrorCallback | None = None) -> dict[str, Any]:
     """The read_committed, manually committed, cooperative-sticky consumer's configuration."""
     config: dict[str, Any] = {
+        "logger": CLIENT_LOGGER,
         **s.client_config,
         "bootstrap.servers": s.bootstrap_servers,
         "group.id": s.application_id,
@@ -103,6 +109,7 @@ def consumer_config(s: RuntimeSettings, error_cb: ErrorCallback | None = None) -
 def restore_config(s: RuntimeSettings) -> dict[str, Any]:
     """The changelog reader's configuration: read_committed, assigned by hand, never commits."""
     return {
+        "logger": CLIENT_LOGGER,
         **s.client_config,
         "bootstrap.servers": s.bootstrap_servers,
         "group.id": f"{s.application_id}-restore",
@@ -115,4 +122,4 @@ def restore_config(s: RuntimeSettings) -> dict[str, Any]:
 
 def admin_config(s: RuntimeSettings) -> dict[str, Any]:
     """The admin client's configuration (topic checks and creation)."""
-    return {**s.client_config, "bootstrap.servers": s.bootstrap_servers}
+    return {"logger": CLIENT_LOGGER, **s.client_config, "bootstrap.servers": s.bootstrap_servers}

@@ -11,7 +11,6 @@ abort, so nothing is reset by hand.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,9 +23,8 @@ from topology.deadletter import ERROR_CLASS
 from topology.records import TP, Kind, OutRecord, header
 from topology.runtime.clients import ProducerClient
 from topology.runtime.errors import kafka_error
+from topology.runtime.outage import UNREACHABLE, Outage
 from topology.runtime.stats import CommitReport, OutKey
-
-log = logging.getLogger("fraudstream.runtime")
 
 
 @dataclass
@@ -58,15 +56,18 @@ class Transaction:
 class TransactionalProducer:
     """The transactional producer of one runtime instance and its in-flight flag."""
 
-    def __init__(self, producer: ProducerClient, timeout_s: float, patience_s: float) -> None:
+    def __init__(self, producer: ProducerClient, timeout_s: float, patience_s: float, outage: Outage) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
         self.patience_s = patience_s  # how long retriable errors (a broker outage) are waited out
+        self.outage = outage  # the runtime's broker outage state: retried calls start and end one
+        self.outages = outage.outages  # outages begun before this producer was made
         self.in_flight = False
 
     def init(self) -> None:
         """``init_transactions``: fences a zombie with the same transactional.id, settles its transaction."""
-        retrying(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions", self.patience_s)
+        self._retrying(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions")
+        self.outages = self.outage.outages  # an outage that init waited out is over for this producer
 
     def begin(self) -> None:
         self.producer.begin_transaction()
@@ -99,41 +100,41 @@ class TransactionalProducer:
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         """Commit: 1. send the consumed offsets into the transaction, 2. commit it. Raises ``KafkaException``."""
         if offsets:
-            retrying(
+            self._retrying(
                 lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
-                "send_offsets_to_transaction", self.patience_s,
-            )  # fmt: skip
-        retrying(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction", self.patience_s)
+                "send_offsets_to_transaction",
+            )
+        self._retrying(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")
         self.in_flight = False
 
     def abort(self) -> None:
         """Abort the transaction in flight (raises ``KafkaException`` when even that fails)."""
         if self.in_flight:
-            retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction", self.patience_s)
+            self._retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
         self.in_flight = False
 
+    def _retrying(self, call: Callable[[], None], what: str) -> None:
+        """Run a transactional call, repeating it after 0.5 s while librdkafka says the error is retriable,
+        for up to ``patience_s``; the outage's start and end are logged once by ``outage``.
 
-def retrying(call: Callable[[], None], what: str, patience_s: float) -> None:
-    """Run a transactional call, repeating it while librdkafka says the error is retriable (a timed-out
-    call may be called again: librdkafka resumes it), for up to ``patience_s``: a broker outage is
-    waited out, with one log line when it starts and one when it ends."""
-    started = time.monotonic()
-    waited = False
-    while True:
-        try:
-            call()
-            if waited:
-                log.warning("%s: the broker answers again after %.0f s", what, time.monotonic() - started)
-            return
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            if not err.retriable() or err.fatal() or time.monotonic() - started > patience_s:
-                raise
-            if err.code() == KafkaError._TIMED_OUT and what != "init_transactions":
-                # librdkafka may block for ever in a transactional call retried after a timeout (its
-                # issues 5456/5511, seen here after a broker restart): the caller replaces the producer.
-                raise
-            if not waited:
-                waited = True
-                log.warning("%s: %s; waiting for the broker (up to %.0f s)", what, err.str(), patience_s)
-            time.sleep(0.5 if waited else 0.1)
+        Only ``init_transactions`` is repeated through a broker outage. librdkafka may block for ever in
+        another transactional call repeated after a timeout or a lost connection (its issues 5456/5511;
+        seen here in ``send_offsets_to_transaction`` after a broker SIGKILL and restart), so such an error
+        goes to the caller, which replaces the producer: the new one's ``init_transactions`` waits.
+        """
+        started = time.monotonic()
+        while True:
+            try:
+                call()
+                self.outage.back()
+                return
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if not err.retriable() or err.fatal() or time.monotonic() - started > self.patience_s:
+                    raise
+                unreachable = err.code() in (KafkaError._TIMED_OUT, *UNREACHABLE) or self.outage.down
+                if unreachable and what != "init_transactions":
+                    self.outage.lost(f"{what}: {err.str()}", since=started)  # the call may have blocked long
+                    raise
+                self.outage.lost(f"{what}: {err.str()}; waited out for up to {self.patience_s:.0f} s")
+                time.sleep(0.5)
