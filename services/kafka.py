@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -30,11 +30,12 @@ from tenacity import (
 from services.client_properties import redact_url
 from services.config import KafkaSettings
 from topology.runtime.errors import kafka_error
+from topology.runtime.outage import CLIENT_LOGGER, KafkaOutage
 
 log = logging.getLogger("fraudstream.kafka")
 
 # librdkafka logs routed nowhere: for clients whose connection failures are reported another way.
-QUIET_LOGGER = logging.getLogger("fraudstream.librdkafka")
+QUIET_LOGGER = logging.getLogger("fraudstream.librdkafka-quiet")
 QUIET_LOGGER.addHandler(logging.NullHandler())
 QUIET_LOGGER.propagate = False
 
@@ -54,6 +55,7 @@ class NotAuthorized(Exception):
 def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     """Idempotent producer (acks=all, ordered per partition), compressed and batched."""
     config: dict[str, Any] = {
+        "logger": CLIENT_LOGGER,
         **kafka.client_config(),
         "enable.idempotence": True,
         "acks": "all",
@@ -77,6 +79,7 @@ def consumer_config(
 ) -> dict[str, Any]:
     """Consumer reading only committed transactional records by default."""
     config: dict[str, Any] = {
+        "logger": CLIENT_LOGGER,
         **kafka.client_config(),
         "group.id": group_id,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -85,6 +88,24 @@ def consumer_config(
     }
     config.update(overrides)
     return config
+
+
+def consumed_error(msg: Message, outage: KafkaOutage) -> KafkaError | None:
+    """The error a consumed message carries, or None for a record (which ends a broker outage).
+
+    A fatal error raises ``KafkaException``; end of partition and a missing topic are returned as they
+    are; any other error goes to ``outage``, which logs an unreachable broker once per outage.
+    """
+    err = msg.error()
+    if err is None:
+        outage.back()
+        return None
+    if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        return err
+    if err.fatal():
+        raise KafkaException(err)
+    outage.client_error(err)
+    return err
 
 
 def admin_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:

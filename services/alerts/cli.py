@@ -65,6 +65,8 @@ async def run_alerts(settings: AlertsSettings, kafka: KafkaSettings, webhook_url
             runner = web.AppRunner(_status_app(service, metrics), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+        log.info("alerts started: posting the decisions of %s to %s", settings.topic,
+                 service.poster.redact(webhook_url))
         try:
             await service.run(stop)
         finally:

@@ -23,10 +23,12 @@ from confluent_kafka.aio import AIOConsumer
 from services.alerts.webhook import ShuttingDown, WebhookGaveUp, WebhookPoster, alert_text
 from services.config import KafkaSettings
 from services.dashboard.feed import Decode, message_headers
-from services.kafka import consumer_config, producer_config
+from services.kafka import consumed_error, consumer_config, producer_config
 from services.metrics import Metrics, header, rule_ids
 from topology.deadletter import ERROR_ATTEMPTS, Failure, Source, dead_letter
 from topology.records import H_RULES
+from topology.runtime.errors import kafka_error
+from topology.runtime.outage import KafkaOutage, Outage
 from topology.serde.decoder import DecodeError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ class AlertService:
         self.handled = 0  # alerts finished (delivered or dead-lettered) and committed
         self.last_poll: float | None = None
         self._stop = asyncio.Event()
+        self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
+        self.registry_outage = Outage("the Schema Registry", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
@@ -113,12 +117,25 @@ class AlertService:
                         await self.handle(msg, loop, executor)
                     except ShuttingDown:
                         return  # not committed: posted again after a restart
-                    await consumer.commit(message=msg, asynchronous=False)
+                    await self._commit(consumer, msg)
                     self.handled += 1
         finally:
             with contextlib.suppress(KafkaException, RuntimeError):
                 await consumer.close()
             executor.shutdown(wait=True)
+
+    async def _commit(self, consumer: AIOConsumer, msg: Message) -> None:
+        """Commit past ``msg``. A commit the group refuses (after a broker outage the coordinator may no longer
+        know this member) is not fatal: the alert was delivered, and the next assignment of its partition
+        starts from the last committed offset, so it is posted again (at least once, never skipped)."""
+        try:
+            await consumer.commit(message=msg, asynchronous=False)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err.fatal():
+                raise
+            log.warning("commit of %s[%s]@%s refused (%s): it is posted again after the rejoin",
+                        msg.topic(), msg.partition(), msg.offset(), err.str())  # fmt: skip
 
     async def handle(self, msg: Message, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
         """Deliver the alert of one decision, or dead-letter it; raises only ``ShuttingDown``."""
@@ -133,8 +150,9 @@ class AlertService:
                 self.metrics.decode_errors.labels(msg.topic() or "").inc()
                 break
             except RegistryError as exc:  # not the record's fault: wait for the registry
-                log.warning("%s; retrying", exc)
+                self.registry_outage.lost(str(exc))
                 await self._sleep(2.0)
+        self.registry_outage.back()
         key = msg.key()
         text = alert_text(
             record, rules=rule_ids(header(message_headers(msg), H_RULES)),
@@ -155,15 +173,7 @@ class AlertService:
             raise ShuttingDown
 
     def _is_error(self, msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return False
-        if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-            return True
-        if err.fatal():
-            raise KafkaException(err)
-        log.warning("Kafka consumer error: %s", err.str())
-        return True
+        return consumed_error(msg, self.outage) is not None  # raises on a fatal error
 
     def health(self, max_silence_s: float = 15.0) -> dict[str, Any]:
         age = None if self.last_poll is None else time.monotonic() - self.last_poll

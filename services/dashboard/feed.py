@@ -22,8 +22,10 @@ from confluent_kafka.aio import AIOConsumer
 
 from services.config import KafkaSettings
 from services.dashboard.hub import Event, Hub, TopicRoles, make_event
+from services.kafka import consumed_error
 from services.kafka import consumer_config as kafka_consumer_config
 from services.metrics import Metrics
+from topology.runtime.outage import KafkaOutage, Outage
 from topology.serde.decoder import DecodeError, RegistryError
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,8 @@ class KafkaFeed:
         self.last_poll: float | None = None  # monotonic time of the last answered poll
         self.missing_topics: set[str] = set()
         self.error: str | None = None  # last consumer error, for /healthz
+        self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
+        self.registry_outage = Outage("the Schema Registry", log)
         self.failure: str | None = None  # why run() stopped with an exception
 
     @property
@@ -146,32 +150,28 @@ class KafkaFeed:
         delay = 0.5
         while True:
             try:
-                return await loop.run_in_executor(executor, decode_batch, records, self.decode, self.roles)
+                events = await loop.run_in_executor(executor, decode_batch, records, self.decode, self.roles)
+                self.registry_outage.back()
+                return events
             except RegistryError as exc:
                 self.error = str(exc)
-                log.warning("%s; retrying in %.1fs", exc, delay)
+                self.registry_outage.lost(str(exc))
                 if stop.is_set():
                     return []
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     def _is_error(self, msg: Message) -> bool:
-        err = msg.error()
+        err = consumed_error(msg, self.outage)  # raises on a fatal error
         if err is None:
             return False
-        code = err.code()
-        if code == KafkaError._PARTITION_EOF:
-            return True
-        if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             topic = msg.topic() or err.str()
             if topic not in self.missing_topics:
                 self.missing_topics.add(topic)
                 log.info("topic not there (yet): %s; the dashboard shows it once it exists", topic)
-            return True
-        if err.fatal():
-            raise RuntimeError(f"fatal Kafka consumer error: {err.str()}")
-        self.error = err.str()
-        log.warning("Kafka consumer error: %s", err.str())
+        elif err.code() != KafkaError._PARTITION_EOF:
+            self.error = err.str()
         return True
 
     def health(self, max_silence_s: float = 15.0) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from services.config import GeneratorSettings, KafkaSettings
 from services.generator.produce import Progress, Sender, stream_config
 from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
+from services.logs import setup_logging
 from services.metrics import Metrics
 from topology.serde.decoder import EncodeError, RegistryError
 
@@ -80,6 +81,7 @@ def generate(
     ] = None,
 ) -> None:
     """Generate labelled transactions (legit traffic with fraud scenarios) as Avro to Kafka."""
+    setup_logging()  # the startup wait and broker outages are logged; progress goes to the console
     console = Console(stderr=True)
     settings = GeneratorSettings.with_overrides(
         rate=rate,

@@ -7,6 +7,7 @@ detector never reads and evaluation joins by transaction id.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ import schemas
 from services.config import GeneratorSettings, KafkaSettings
 from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream, default_accounts
 from services.kafka import ensure_topics, producer_config
+from topology.runtime.outage import CLIENT_LOGGER, KafkaOutage
 from topology.serde.decoder import AvroEncoder
+
+log = logging.getLogger("fraudstream.generator")
 
 _MAX_BATCH = 5_000  # records produced between two polls at full speed
 
@@ -103,6 +107,7 @@ class Sender:
         self._tx = AvroEncoder(registry, schemas.schema_text("transaction"), f"{settings.topic}-value")
         self._labels = AvroEncoder(registry, schemas.schema_text("transaction_label"), f"{settings.labels_topic}-value")
         self.progress = Progress(started=time.monotonic())
+        self.outage = KafkaOutage(log)  # the producer buffers through an outage; said once each way
         self._producer = Producer(
             producer_config(
                 kafka,
@@ -112,6 +117,7 @@ class Sender:
                     "on_delivery": self._failed,
                     "delivery.report.only.error": True,  # the client skips its callback per delivered record
                     "error_cb": self._client_error,
+                    "logger": CLIENT_LOGGER,
                 },
             )
         )
@@ -122,14 +128,19 @@ class Sender:
             self.progress.last_error = err.str()
 
     def _settle(self) -> None:
-        """Update ``in_flight`` and ``delivered`` from the producer's queue."""
+        """Update ``in_flight`` and ``delivered`` from the producer's queue (a delivery ends an outage)."""
         progress = self.progress
         progress.in_flight = len(self._producer)
-        progress.delivered = progress.produced - progress.failed - progress.in_flight
+        delivered = progress.produced - progress.failed - progress.in_flight
+        if delivered > progress.delivered:
+            self.outage.back()
+        progress.delivered = delivered
 
     def _client_error(self, err: KafkaError) -> None:
         if err.fatal():
             self.progress.last_error = f"fatal: {err.str()}"
+        else:
+            self.outage.client_error(err)
 
     def run(
         self,
@@ -206,10 +217,12 @@ class Sender:
             except BufferError:
                 continue
 
-    def flush(self, report: Callable[[Progress], None], timeout_s: float = 60.0) -> None:
-        """Wait for every produced record to be delivered or failed (at most ``timeout_s``)."""
-        deadline = time.monotonic() + timeout_s
-        while len(self._producer) and time.monotonic() < deadline:
+    def flush(self, report: Callable[[Progress], None], timeout_s: float | None = None) -> None:
+        """Wait for every produced record to be delivered or failed (at most ``timeout_s``; by default as
+        long as that takes, which the producer's ``message.timeout.ms`` bounds: a broker outage at the
+        end of a run is waited out, not cut short with records undelivered)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while len(self._producer) and (deadline is None or time.monotonic() < deadline):
             self._producer.flush(0.5)
             self._settle()
             report(self.progress)

@@ -8,13 +8,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from schemas import schema_text
 from services.config import KafkaSettings
 from services.kafka import (
     admin_config,
+    consumed_error,
     consumer_config,
     end_offsets,
     ensure_topics,
@@ -25,6 +26,8 @@ from services.kafka import (
 from topology.plan.model import Topology
 from topology.plan.rules import RuleError, apply_rule
 from topology.processor import TopologyProcessor
+from topology.runtime.errors import kafka_error
+from topology.runtime.outage import KafkaOutage, Outage
 from topology.serde.decoder import AvroDecoder, AvroEncoder, DecodeError, RegistryError
 
 log = logging.getLogger("fraudstream.rules")
@@ -43,12 +46,19 @@ class RulesFeed:
         self._assigned = False
         self._next_lookup = 0.0
         self.rejected = 0  # records that are not rules (undecodable)
+        self.outage = KafkaOutage(log)  # the broker's and the registry's outages, logged once
+        self.registry_outage = Outage("the Schema Registry", log)
 
     def _assign(self) -> bool:
         if self._assigned or time.monotonic() < self._next_lookup:
             return self._assigned
         self._next_lookup = time.monotonic() + 5.0
-        meta = self._consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
+        try:
+            meta = self._consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
+        except KafkaException as exc:
+            self.outage.client_error(kafka_error(exc))
+            return False
+        self.outage.back()
         if meta is None or meta.error is not None or not meta.partitions:
             return False
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -67,8 +77,7 @@ class RulesFeed:
             if not messages:
                 return out
             for m in messages:
-                if m.error() is not None:
-                    log.warning("rules topic %s: %s", self.topic, m.error())
+                if consumed_error(m, self.outage) is not None:  # raises on a fatal error
                     continue
                 key = (m.key() or b"").decode("utf-8", "replace")
                 if m.value() is None:
@@ -76,12 +85,12 @@ class RulesFeed:
                     continue
                 try:
                     out.append((key, self._decoder.decode(m.value())))
+                    self.registry_outage.back()
                 except DecodeError as exc:
                     self.rejected += 1
                     log.warning("rule %s rejected (%s@%d): %s", key, self.topic, m.offset(), exc)
-                except RegistryError as exc:
-                    log.warning("rules feed: the Schema Registry did not answer (%s); rule %s is read again "
-                                "at the next poll", exc, key)  # fmt: skip
+                except RegistryError as exc:  # rule ``key`` is read again at the next poll
+                    self.registry_outage.lost(f"rules feed: {exc}")
                     self._consumer.seek(TopicPartition(self.topic, m.partition() or 0, m.offset() or 0))
                     return out
 
