@@ -155,12 +155,13 @@ class BatchProcessing:
         from topology.runtime.loop import Abort
 
         rt = self.rt
+        failed_already = False  # the transaction failed before this record (a produce request was refused)
         if isinstance(exc, KafkaException):
-            fatal = rt.fatal(kafka_error(exc), "produce")
+            err = kafka_error(exc)
+            fatal = rt.fatal(err, "produce")
             if fatal is not None:
                 raise fatal from exc
-        rt.stats.retries += 1
-        wait = rt.failures.failed(record, exc)
+            failed_already = err.code() == KafkaError._STATE
         # Every partition of this batch goes back, also those whose records were not reached yet.
         txn = rt.txn
         if txn is not None:
@@ -169,6 +170,12 @@ class BatchProcessing:
                     tp: TP = (m.topic(), m.partition())  # type: ignore[assignment]
                     if rt.partitions.owns(tp) and tp not in txn.first:
                         txn.first[tp] = m.offset()  # type: ignore[assignment]
+        if failed_already:  # not this record's fault: the commit reports the refusal, aborts and rewinds
+            if rt.commit():
+                raise FatalRuntimeError(f"a produce failed ({exc}) but its transaction committed")
+            raise Abort
+        rt.stats.retries += 1
+        wait = rt.failures.failed(record, exc)
         # A transient error (the registry is down) is retried until it works; its outage is logged once.
         level = logging.DEBUG if isinstance(exc, rt.settings.transient_errors) else logging.INFO
         rt.abort(f"processing error on {record.topic}[{record.partition}]@{record.offset}", level)

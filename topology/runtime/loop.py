@@ -208,8 +208,14 @@ class ExactlyOnceRuntime:
         started = time.perf_counter()
         try:
             # State changes the processor kept in memory: in this transaction, before the offsets.
-            for o in self.processor.flush():
-                producer.send(txn, o, 0)
+            try:
+                for o in self.processor.flush():
+                    producer.send(txn, o, 0)
+            except KafkaException as exc:
+                if kafka_error(exc).code() != KafkaError._STATE:
+                    raise
+                # The transaction failed already (the broker refused a produce request): commit_transaction
+                # below reports why, and the refusal is handled there.
             producer.commit(offsets, consumer.consumer_group_metadata())
         except KafkaException as exc:
             err = kafka_error(exc)

@@ -30,6 +30,7 @@ class _Txn:
     offsets: dict[str, dict[TP, int]] = field(default_factory=dict)
     partitions: set[TP] = field(default_factory=set)
     first: dict[TP, int] = field(default_factory=dict)  # first offset written per partition
+    refused: KafkaError | None = None  # a produce request the broker refused: the transaction must abort
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ class FakeProducer:
         self._live("produce")
         if self.txn is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "produce outside a transaction"))
+        if self.txn.refused is not None:  # as librdkafka: a failed transaction takes no more records
+            raise KafkaException(KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state"))
         if topic not in self.cluster.partitions:
             raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, f"unknown topic {topic}"))
         size = len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
@@ -203,6 +206,10 @@ class FakeProducer:
         tp = (topic, self.cluster.partition_of(topic, key, partition))
         self.cluster.append(tp, Entry(key, value, tuple(headers or ()), timestamp, self.txn))
         self.txn.partitions.add(tp)
+        limit = self.cluster.max_message_bytes.get(topic)
+        if limit is not None and len(value or b"") > limit:  # as the broker does, when the request is sent
+            message = f"ProduceRequest for {topic} [{tp[1]}] failed: Message size too large"
+            self.txn.refused = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, message, txn_requires_abort=True)
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -221,14 +228,8 @@ class FakeProducer:
     def commit_transaction(self, timeout: float) -> None:
         self._live("commit_transaction")
         assert self.txn is not None
-        limits = self.cluster.max_message_bytes
-        for tp in sorted(self.txn.partitions) if limits else ():
-            limit = limits.get(tp[0])
-            if limit is not None and any(
-                e.txn is self.txn and len(e.value or b"") > limit for e in self.cluster.logs[tp]
-            ):  # as the broker does: the produce request fails, the transaction must be aborted
-                message = f"ProduceRequest for {tp[0]} [{tp[1]}] failed: Message size too large"
-                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, message, txn_requires_abort=True))
+        if self.txn.refused is not None:  # the transaction must be aborted
+            raise KafkaException(self.txn.refused)
         self.cluster.end_txn(self.txn, "committed")
         self.txn = None
 

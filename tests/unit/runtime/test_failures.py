@@ -11,9 +11,11 @@ from topology.runtime import FatalRuntimeError
 from topology.testing.driver import TopologyTestDriver, driver_settings
 
 SOURCE = "in"
-# 8 records: refused with 8, then [4..7], then [4, 5]; [4] commits (the limit doubles back to 2), [5, 6] is
-# refused; then [5] alone until it has failed max_retries + 1 (3) times; its dead letter commits.
-ABORTS = 4 + 3
+# 8 records. As with librdkafka, once the broker refused record 5 the transaction takes no more records (the
+# produce of 6 fails with _STATE), so the commit of [0..5] is refused; then [0..2] commits, [3..5] is refused,
+# [3] commits, [4, 5] is refused, [4] commits; then [5] (6 failing behind it) until it has failed
+# max_retries + 1 (3) times; its dead letter commits.
+ABORTS = 3 + 3
 
 
 class _Echo(ProcessorBase):
@@ -82,3 +84,21 @@ def test_refusals_in_a_row_stop_the_runtime_with_the_last_error() -> None:
     assert refusals.limit is None
     with pytest.raises(FatalRuntimeError, match="refused 3 commits in a row; the last: UNKNOWN_TOPIC_OR_PART"):
         refusals.refused(10, {("in", 0): 0}, err)
+
+
+def test_a_refusal_found_while_flushing_state_at_commit_is_handled_as_a_refusal() -> None:
+    """A stateful processor writes its changelog in ``commit``; after the broker refused a record of the
+    transaction, those produces fail with _STATE, which must lead to the refusal, not stop the runtime."""
+    from tests.unit.runtime.support import Counter, cluster, drain, put, runtime, values
+
+    c = cluster(1)
+    for t in ("out", "dlq", "counts-changelog"):
+        c.create(t)
+    c.max_message_bytes["out"] = 100
+    put(c, (0, b"a", b"x"), (0, b"K" * 200, b"x"), (0, b"b", b"x"))  # the second one's output is too large
+    rt = runtime(c, Counter(), max_retries=1)
+    rt.open()
+    drain(rt, steps=60)
+    assert values(c, "out") == [b"a=1", b"b=1"]
+    (dead,) = c.records("dlq")
+    assert dict(dead[2].headers)["source.offset"] == b"1"
