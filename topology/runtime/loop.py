@@ -187,7 +187,7 @@ class ExactlyOnceRuntime:
                 first = consumer.poll(timeout)
                 messages = [] if first is None else [first]
         if self.order is not None:  # held back until every partition of the order has its turn
-            messages = self.order.take(messages, self.partitions.assigned, self.partitions.restoring, consumer)
+            messages = self.order.take(messages, self.partitions.assigned, self.partitions.restoring, consumer, want)
         producer.producer.poll(0)  # serve the producer's error callback (delivery reports are errors only)
         self._check_async_errors()
         if messages:

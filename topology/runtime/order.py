@@ -89,10 +89,12 @@ class TimeOrder:
         assigned: Iterable[TP],
         restoring: Collection[TP],
         consumer: Fetching,
+        limit: int | None = None,
     ) -> list[MessageLike]:
         """``messages`` in processing order: those of other topics (or errors) first, then the held
         records of the ordered topics' partitions, lowest event time first, while no ``assigned``
-        partition of them has to be waited for (one ``restoring`` is waited for like one behind)."""
+        partition of them has to be waited for (one ``restoring`` is waited for like one behind), and
+        at most ``limit`` in all (the rest stay held: the open transaction may take no more)."""
         out: list[MessageLike] = []
         owned = {tp for tp in assigned if tp[0] in self.topics}
         for m in messages:
@@ -106,7 +108,7 @@ class TimeOrder:
             if len(q) >= self.per_partition and tp not in self._paused:
                 self._paused.add(tp)
                 consumer.pause([TopicPartition(*tp)])
-        self._merge(out, owned, consumer)
+        self._merge(out, owned, consumer, limit)
         return out
 
     def drop(self, parts: Iterable[TP], consumer: Fetching | None = None) -> None:
@@ -148,14 +150,14 @@ class TimeOrder:
         self._seq += 1
         heapq.heappush(self._heap, (-1 if t is None else t, self._seq, tp))
 
-    def _merge(self, out: list[MessageLike], owned: set[TP], consumer: Fetching) -> None:
+    def _merge(self, out: list[MessageLike], owned: set[TP], consumer: Fetching, limit: int | None) -> None:
         heap, queues = self._heap, self._queues
         for tp in [tp for tp in self._waiting if not _behind(consumer, tp)]:
             del self._waiting[tp]  # caught up since (nothing more to read there)
         for tp in owned:
             if not queues.get(tp) and tp not in self._waiting and tp not in self._idle and _behind(consumer, tp):
                 self._waiting[tp] = self._clock()
-        while heap:
+        while heap and (limit is None or len(out) < limit):
             if self._waiting and self._must_wait(owned):
                 return
             _, _, tp = heapq.heappop(heap)

@@ -104,12 +104,20 @@ class TransactionalProducer:
                 lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
                 "send_offsets_to_transaction",
             )
+        # flush serves the delivery reports while it waits (commit_transaction would wait for the application
+        # to poll them, and timed out after 30 s here after a refused produce request); what it leaves, the
+        # commit waits for.
+        self.producer.flush(self.timeout_s)
         self._retrying(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction")
         self.in_flight = False
 
     def abort(self) -> None:
         """Abort the transaction in flight (raises ``KafkaException`` when even that fails)."""
         if self.in_flight:
+            # Serve the delivery reports queued so far: abort_transaction waits for the application to poll
+            # them (purging the queue first made every abort ~10x slower here, measured: 24 s -> 83 s for the
+            # stateful abort proof).
+            self.producer.poll(0)
             self._retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
         self.in_flight = False
 

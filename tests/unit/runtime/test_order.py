@@ -106,6 +106,14 @@ def test_a_partition_that_catches_up_while_waited_for_stops_blocking() -> None:
     assert _times(order.take([], PARTS, (), c)) == [10]
 
 
+def test_at_most_limit_records_are_handed_out_and_the_rest_stay_held() -> None:
+    c, order = _Consumer(), _order()
+    order.take(_fetched(c, 0, [10, 30, 50]), PARTS, (), c, limit=2)
+    assert _times(order.take(_fetched(c, 1, [20, 40, 60]), PARTS, (), c, limit=2)) == [10, 20]
+    assert _times(order.take([], PARTS, (), c, limit=1)) == [30]  # a transaction bisecting a refusal
+    assert _times(order.take([], PARTS, (), c)) == [40, 50, 60] and order.held == 0
+
+
 def test_a_record_without_event_time_goes_first() -> None:
     c, order = _Consumer(), _order()
     order.take(_fetched(c, 0, [10, None]), PARTS, (), c)
