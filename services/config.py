@@ -357,6 +357,9 @@ class DetectorSettings(_Section):
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
     session_timeout_ms: int = Field(10_000, ge=1_000)
     max_retries: int = Field(3, ge=0)  # failures of one record before it is dead-lettered
+    # A broker outage is waited out this long by each transactional call (the producer's init included)
+    # before the detector stops with exit 2.
+    outage_patience_s: float = Field(240.0, gt=0)
     # Event-time skew guard (stateful topologies): a source record dated more than this ahead of the wall
     # clock, or of its partition's stream time, is dead-lettered (event-time-skew) before it moves stream
     # time. 0 = not checked. Off by default over stream time: a partition quiet for longer would refuse its

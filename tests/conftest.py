@@ -10,18 +10,22 @@ Nothing is mocked: integration tests marked ``integration`` talk to a real broke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from services.config import KafkaSettings, StackSettings
 from services.stack.secure import SecureFiles
+
+if TYPE_CHECKING:
+    from services.stack import LocalStack
 
 
 @dataclass(frozen=True)
@@ -117,16 +121,23 @@ def _free_ports_stack(data_dir: Path, **extra: Any) -> StackSettings:
     )
 
 
-def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
+@contextlib.contextmanager
+def _running(settings: StackSettings) -> Iterator[LocalStack]:
+    """The local stack of ``settings``, up until the block ends."""
     from services.stack import LocalStack
 
-    settings = _free_ports_stack(data_dir)
     local = LocalStack(settings)
     try:
         local.up(echo=lambda _line: None)
-        yield Endpoints(settings.bootstrap_servers, settings.registry_url, "local-jvm")
+        yield local
     finally:
         local.down()
+
+
+def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
+    settings = _free_ports_stack(data_dir)
+    with _running(settings):
+        yield Endpoints(settings.bootstrap_servers, settings.registry_url, "local-jvm")
 
 
 @dataclass(frozen=True)
@@ -153,18 +164,29 @@ class SecureStack:
 @pytest.fixture(scope="session")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     """``fraudstream stack up --secure`` on free ports, once per session (always local: it tests the stack)."""
-    from services.stack import LocalStack
-
     settings = _free_ports_stack(tmp_path_factory.mktemp("secure-stack"), secure=True)
-    local = LocalStack(settings)
-    try:
-        local.up(echo=lambda _line: None)
+    with _running(settings):
         yield SecureStack(settings, SecureFiles.of(settings))
-    finally:
-        local.down()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A local stack of one test's own, on free ports (always local: the test stops and starts its parts)."""
+    with _running(_free_ports_stack(tmp_path / "stack")) as local:
+        yield local
 
 
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for topic, group and transactional ids of one test."""
     return uuid.uuid4().hex[:10]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``make test`` runs the integration tests on two xdist workers (``--dist loadgroup``): every test
+    of the shared session stack in one group, in order, on one worker; the tests that bring up a
+    stack of their own (the chaos proofs, the secured stack, the stack CLI, the demo) in the other."""
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            group = "shared-stack" if "stack" in getattr(item, "fixturenames", ()) else "own-stack"
+            item.add_marker(pytest.mark.xdist_group(group))

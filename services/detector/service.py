@@ -89,6 +89,7 @@ def build_runtime(
         transaction_timeout_ms=settings.transaction_timeout_ms,
         session_timeout_ms=settings.session_timeout_ms,
         max_retries=settings.max_retries,
+        outage_patience_s=settings.outage_patience_s,
         max_task_idle_ms=settings.max_task_idle_ms,
         on_error=settings.on_error,
         dlq_topic=topology.dlq,

@@ -298,32 +298,29 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> int:
 RUNNING = " started: sources "  # the runtime's start line, logged once the stop handlers are set
 
 
-class Detector:
-    """``python -m services detect`` as a subprocess (its output goes to a log file)."""
+class Service:
+    """``python -m services <command> ...`` as a subprocess (its output goes to a log file)."""
 
-    def __init__(self, bootstrap: str, registry_url: str, topology: Path, app_id: str, instance_id: str,
-                 log: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        # No run-time rules unless a test asks (FRAUDSTREAM_DETECTOR_RULES_TOPIC in its own env):
-        # the canonical rules topic of a shared broker must not change another test's decisions.
-        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, SCHEMA_REGISTRY_URL=registry_url,
-                   PYTHONUNBUFFERED="1", COLUMNS="200", **(env or {}))
-        env.setdefault("FRAUDSTREAM_DETECTOR_RULES_TOPIC", "")
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, *, started: str) -> None:
+        self.started_line = started  # logged once the service's stop handlers are set
         self.log = log
         self._since = log.stat().st_size if log.exists() else 0  # where this run's output starts in the log
         self._file = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services", "detect", "--topology", str(topology),
-             "--application-id", app_id, "--instance-id", instance_id, "--stats-interval-s", "1",
-             "--session-timeout-ms", "6000", *args],
-            cwd=ROOT, env=env, stdout=self._file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "services", *args],
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})},
+            stdout=self._file, stderr=subprocess.STDOUT,
         )
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig``; a stop request (SIGTERM, SIGINT) only once the detector runs, so its handler is
+        """Send ``sig``; a stop request (SIGTERM, SIGINT) only once the service runs, so its handler is
         set (sent while Python is still importing, it would kill the process with the default action)."""
         if sig in (signal.SIGTERM, signal.SIGINT):
             deadline = time.monotonic() + 120
-            while not self.logged(RUNNING) and self.proc.poll() is None:
+            while not self.logged(self.started_line) and self.proc.poll() is None:
                 assert time.monotonic() < deadline, f"not running after 120 s:\n{self.output()[-3000:]}"
                 time.sleep(0.1)
         self.proc.send_signal(sig)
@@ -355,3 +352,20 @@ class Detector:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} not logged:\n{self.output()[-3000:]}")
             time.sleep(0.2)
+
+
+class Detector(Service):
+    """``python -m services detect`` on ``topology`` as a subprocess."""
+
+    def __init__(self, bootstrap: str, registry_url: str, topology: Path, app_id: str, instance_id: str,
+                 log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        # No run-time rules unless a test asks (FRAUDSTREAM_DETECTOR_RULES_TOPIC in its own env):
+        # the canonical rules topic of a shared broker must not change another test's decisions.
+        super().__init__(
+            ["detect", "--topology", str(topology), "--application-id", app_id, "--instance-id", instance_id,
+             "--stats-interval-s", "1", "--session-timeout-ms", "6000", *args],
+            log,
+            {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SCHEMA_REGISTRY_URL": registry_url,
+             "FRAUDSTREAM_DETECTOR_RULES_TOPIC": "", **(env or {})},
+            started=RUNNING,
+        )  # fmt: skip

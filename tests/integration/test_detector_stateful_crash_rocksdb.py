@@ -28,9 +28,7 @@ def test_rocksdb_stores_decide_the_same_after_sigkills_as_an_uninterrupted_run(
     # Static membership (as a StatefulSet pod keeps its name and its disk): each restart takes the dead
     # instance's place at once, without waiting out its session; the in-memory variant keeps dynamic membership.
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STATIC_MEMBERSHIP", "true")
-    crash.test_stateful_rules_decide_the_same_after_sigkills_as_an_uninterrupted_run(
-        stack, unique, tmp_path, every_restart_replays=False
-    )
+    crash.check_crashes(stack, unique, tmp_path, kills=6, every_restart_replays=False)
     logs = [p.read_text(errors="replace") for p in tmp_path.glob("*.log")]
     # Some restart restored from a local checkpoint: its replay of a changelog partition starts past 0.
     assert any(re.search(r"-changelog\[\d+\] [1-9]\d*\.\.", text) for text in logs), "no checkpoint was used"
