@@ -181,12 +181,3 @@ def unique() -> str:
     """A short unique suffix for topic, group and transactional ids of one test."""
     return uuid.uuid4().hex[:10]
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``make test`` runs the integration tests on two xdist workers (``--dist loadgroup``): every test
-    of the shared session stack in one group, in order, on one worker; the tests that bring up a
-    stack of their own (the chaos proofs, the secured stack, the stack CLI, the demo) in the other."""
-    for item in items:
-        if item.get_closest_marker("integration") is not None:
-            group = "shared-stack" if "stack" in getattr(item, "fixturenames", ()) else "own-stack"
-            item.add_marker(pytest.mark.xdist_group(group))

@@ -25,6 +25,7 @@ from fastavro import parse_schema, schemaless_reader
 
 from schemas import schema_text
 from services.config import KafkaSettings
+from services.kafka import end_offsets as kafka_end_offsets
 from services.rules.feed import publish
 from topology.serde.decoder import AvroEncoder
 
@@ -193,8 +194,8 @@ def end_offsets(bootstrap: str, topics: tuple[str, ...], isolation: str) -> dict
         ends: dict[tuple[str, int], int] = {}
         for topic in topics:
             meta = c.list_topics(topic, timeout=30).topics[topic]
-            for p in meta.partitions:
-                ends[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)[1]
+            # services.kafka.end_offsets waits out a partition without a leader yet (just created)
+            ends.update(((topic, p), o) for p, o in kafka_end_offsets(c, topic, meta.partitions, timeout_s=30).items())
         return ends
     finally:
         c.close()
@@ -366,6 +367,7 @@ class Detector(Service):
              "--stats-interval-s", "1", "--session-timeout-ms", "6000", *args],
             log,
             {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SCHEMA_REGISTRY_URL": registry_url,
-             "FRAUDSTREAM_DETECTOR_RULES_TOPIC": "", **(env or {})},
+             "FRAUDSTREAM_DETECTOR_RULES_TOPIC": os.environ.get("FRAUDSTREAM_DETECTOR_RULES_TOPIC", ""),
+             **(env or {})},
             started=RUNNING,
         )  # fmt: skip
