@@ -50,9 +50,10 @@ from topology.runtime.failures import Failures, Refusals
 from topology.runtime.order import TimeOrder
 from topology.runtime.outage import KafkaOutage
 from topology.runtime.partitions import Partitions, committed_offsets
+from topology.runtime.producers import Producers
 from topology.runtime.rebalance import Rebalance
 from topology.runtime.restore import Progress, Restorer
-from topology.runtime.settings import RuntimeSettings, consumer_config, producer_config
+from topology.runtime.settings import RuntimeSettings, consumer_config
 from topology.runtime.stats import CommitReport, RuntimeStats
 from topology.runtime.topics import ensure_topics
 from topology.runtime.transaction import Transaction, TransactionalProducer
@@ -92,14 +93,13 @@ class ExactlyOnceRuntime:
         self.failures = Failures(settings)
         self.refusals = Refusals(settings, self.failures)  # commits refused for a record in them: bisect
         self.txn: Transaction | None = None
-        self._producer: TransactionalProducer | None = None
         self._consumer: ConsumerClient | None = None
         self.restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
         self.order = TimeOrder.of(processor, settings.max_task_idle_ms)  # None: fetch order is fine
         self._rebalance = Rebalance(self)
         self._recoveries = 0  # producer replacements since the last commit
-        self._retired: list[TransactionalProducer] = []  # replaced producers, kept alive a while
+        self.producers = Producers(self.clients, settings, self.outage, self._on_error)
         self._next_checkpoint = 0.0
 
     # ------------------------------------------------------------------ public
@@ -151,7 +151,7 @@ class ExactlyOnceRuntime:
         s = self.settings
         if s.create_topics:
             ensure_topics(self.clients, s, self.processor, self.dlq_topic)
-        self._producer = self._new_producer()
+        self.producers.start()
         consumer = self.clients.consumer(consumer_config(s, self._on_error))
         self._consumer = consumer
         r = self._rebalance
@@ -165,9 +165,7 @@ class ExactlyOnceRuntime:
 
     def step(self) -> None:
         """One turn of the loop: restore a slice, consume a batch, process it, commit when due."""
-        if self.txn is None and self._producer is not None and self._producer.outages != self.outage.outages:
-            # The broker was unreachable since this producer was made: librdkafka may then hang in its
-            # next transactional call (seen here after a broker SIGKILL and restart), so start afresh.
+        if self.txn is None and self.producers.stale:  # librdkafka may hang after an outage: start afresh
             log.info("replacing the producer after a broker outage")
             self._replace_producer()
         consumer, producer = self._clients()
@@ -257,7 +255,7 @@ class ExactlyOnceRuntime:
 
     def close(self, failed: BaseException | None = None) -> None:
         """Leave the group (a clean stop commits and checkpoints first) and close the clients."""
-        consumer, producer = self._consumer, self._producer
+        consumer, producer = self._consumer, self.producers.current
         if failed is not None:
             # Commit nothing more: on_revoke (called by close) sees this and skips its commit.
             self._fatal = self._fatal or KafkaError(KafkaError._FATAL, repr(failed), fatal=True)
@@ -291,22 +289,9 @@ class ExactlyOnceRuntime:
     # ------------------------------------------------------------- inside
 
     def _clients(self) -> tuple[ConsumerClient, TransactionalProducer]:
-        assert self._consumer is not None and self._producer is not None, "open() first"
-        return self._consumer, self._producer
-
-    def _new_producer(self) -> TransactionalProducer:
-        s = self.settings
-        producer = TransactionalProducer(
-            self.clients.producer(producer_config(s, self._on_error)),
-            s.kafka_timeout_s,
-            s.outage_patience_s,
-            self.outage,
-        )
-        try:
-            producer.init()
-        except KafkaException as exc:
-            raise fatal_error(kafka_error(exc), "init_transactions", self.transactional_id) from exc
-        return producer
+        producer = self.producers.current
+        assert self._consumer is not None and producer is not None, "open() first"
+        return self._consumer, producer
 
     def begin(self) -> Transaction:
         """The open transaction, begun now if none is."""
@@ -337,7 +322,7 @@ class ExactlyOnceRuntime:
 
     def can_commit(self) -> bool:
         """Whether a commit (or abort) may be tried: a producer exists and no fatal error was reported."""
-        return self._producer is not None and self._fatal is None
+        return self.producers.current is not None and self._fatal is None
 
     def callback_failed(self, exc: BaseException) -> None:
         """A rebalance callback failed: the loop raises ``exc`` at its next step (never into librdkafka)."""
@@ -396,14 +381,8 @@ class ExactlyOnceRuntime:
             self.seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
 
     def _replace_producer(self) -> None:
-        """A new transactional producer (same ``transactional.id``) in place of the current one."""
-        _, old = self._clients()
-        with contextlib.suppress(Exception):
-            old.producer.purge()
-        # Not destroyed now: destroying a handle with a transactional call still hanging could block too.
-        self._retired = [*self._retired[-4:], old]
-        self._producer = self._new_producer()
-        self._fatal = None
+        self.producers.replace()
+        self._fatal = None  # the fatal error was the old producer's
 
     def seek(self, consumer: ConsumerClient, tp: TP, offset: int) -> None:
         """Go on from ``offset`` in ``tp`` (what was fetched or held beyond it is read again)."""
