@@ -120,10 +120,9 @@ def test_stateful_rules_decide_the_same_when_one_of_two_instances_is_sigkilled_f
         survivor.kill()
     assert sent == COUNT
     reference = run_reference(bootstrap, stack.registry_url, t, topology, COUNT, PARTITIONS, tmp_path / "ref.log")
-    # Each restarted b and the survivor restored state (the last b may be given partitions too late to).
+    # Each restarted b restored state, and so did the survivor when it took b's partitions over (the last b
+    # may be given partitions too late to).
     _check_decisions(stack, t, txs, reference, [*runs[1:-1], survivor], every_restart_replays=True)
-    text = survivor.output()  # it took the killed instance's partitions over, and gave them back, each time
-    assert text.count("assigned ") > kills and text.count("revoked ") >= kills, text[-3000:]
 
 
 def check_crashes(
