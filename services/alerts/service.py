@@ -92,6 +92,7 @@ class AlertService:
         self.dead_letters = dead_letters
         self.metrics = metrics
         self.handled = 0  # alerts finished (delivered or dead-lettered) and committed
+        self.refused_commits = 0  # commits refused in a row (after a broker outage: posted again)
         self.last_poll: float | None = None
         self._stop = asyncio.Event()
         self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
@@ -134,8 +135,15 @@ class AlertService:
             err = kafka_error(exc)
             if err.fatal():
                 raise
-            log.warning("commit of %s[%s]@%s refused (%s): it is posted again after the rejoin",
-                        msg.topic(), msg.partition(), msg.offset(), err.str())  # fmt: skip
+            if not self.refused_commits:  # one line per run of refusals, not one per alert
+                log.warning("commit of %s[%s]@%s refused (%s): its alert, and those after it until a commit is "
+                            "accepted again, are posted again after the rejoin",
+                            msg.topic(), msg.partition(), msg.offset(), err.str())  # fmt: skip
+            self.refused_commits += 1
+            return
+        if self.refused_commits:
+            log.warning("commits accepted again (%d refused)", self.refused_commits)
+            self.refused_commits = 0
 
     async def handle(self, msg: Message, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
         """Deliver the alert of one decision, or dead-letter it; raises only ``ShuttingDown``."""
