@@ -31,14 +31,18 @@ class Probe:
         self.rules = rules
 
     def _once(self) -> tuple[dict[str, Any], list[RuleRecord]]:
-        group = probe_group(self.admin, self.group_id, int(time.time() * 1000))
         records: list[RuleRecord] = []
         if self.rules is not None:
             try:
                 records = list(self.rules.poll())
             except Exception as exc:  # the rules topic is optional: log and go on
                 log.warning("rules topic %s: %s", self.rules.topic, exc)
-        return group, records
+        now_ms = int(time.time() * 1000)
+        if self.rules is not None and self.rules.outage.down:
+            # No admin requests while the broker is away: one that timed out in a 2-minute outage crashed
+            # the process in librdkafka (assertion in rd_kafka_enq_once_del_source_return, seen here).
+            return {"group_id": self.group_id, "probed_ms": now_ms, "error": "the Kafka broker is unreachable"}, records
+        return probe_group(self.admin, self.group_id, now_ms), records
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until ``stop`` is set."""
