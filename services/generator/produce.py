@@ -21,7 +21,7 @@ import schemas
 from services.config import GeneratorSettings, KafkaSettings
 from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream, default_accounts
 from services.kafka import ensure_topics, producer_config
-from topology.runtime.outage import CLIENT_LOGGER, KafkaOutage
+from topology.runtime.outage import KafkaOutage
 from topology.serde.decoder import AvroEncoder
 
 log = logging.getLogger("fraudstream.generator")
@@ -117,7 +117,6 @@ class Sender:
                     "on_delivery": self._failed,
                     "delivery.report.only.error": True,  # the client skips its callback per delivered record
                     "error_cb": self._client_error,
-                    "logger": CLIENT_LOGGER,
                 },
             )
         )
