@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
@@ -63,11 +66,28 @@ def _mvn(args: list[str], what: str) -> None:
         raise StackError(f"Maven could not resolve {what}:\n" + "\n".join(errors or [proc.stdout[-2000:]]))
 
 
+@contextlib.contextmanager
+def _resolving(cache_dir: Path) -> Iterator[None]:
+    """Hold the cache's lock: stacks started at once (test workers, a second shell) on an empty cache
+    resolve each artifact once, one after the other (seen: two workers unpacking into one directory)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with (cache_dir / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def kafka_classpath(cache_dir: Path) -> Path:
     """Directory holding Apache Kafka's runtime jars (resolved once with Maven, then reused)."""
     libs = cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
     done = libs / ".complete"
-    if not done.exists():
+    if done.exists():
+        return libs
+    with _resolving(cache_dir):
+        if done.exists():  # resolved by another process while this one waited
+            return libs
         libs.mkdir(parents=True, exist_ok=True)
         _mvn(
             ["-f", str(POM), f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
@@ -84,6 +104,13 @@ def apicurio_runner(cache_dir: Path) -> Path:
     runner = home / f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
     if runner.exists():
         return runner
+    with _resolving(cache_dir):
+        if not runner.exists():  # not resolved by another process while this one waited
+            _resolve_apicurio(home)
+    return runner
+
+
+def _resolve_apicurio(home: Path) -> None:
     artifact = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
     _mvn([f"{GET_PLUGIN}:get", f"-Dartifact={artifact}", "-Dtransitive=false"],
          f"Apicurio Registry {APICURIO_VERSION}")
@@ -94,4 +121,3 @@ def apicurio_runner(cache_dir: Path) -> Path:
     with tarfile.open(tgz) as archive:
         archive.extractall(partial, filter="data")
     partial.rename(home)
-    return runner

@@ -112,3 +112,29 @@ def test_secured_broker_has_sasl_ssl_scram_and_the_standard_authorizer(tmp_path:
     reader = [b for b in acl_bindings() if b[0] == "reader"]
     assert {(b[1], b[3], b[4]) for b in reader if b[1] == "TOPIC"} == {
         ("TOPIC", "streaming.transactions.fraud", "READ"), ("TOPIC", "streaming.transactions.fraud", "DESCRIBE")}
+
+
+def test_stacks_started_at_once_on_an_empty_cache_resolve_the_jars_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two test workers once unpacked the registry into one directory at the same time and one failed."""
+    import threading
+    import time
+
+    from services.stack import toolchain
+
+    calls: list[str] = []
+
+    def slow_mvn(args: list[str], what: str) -> None:
+        calls.append(what)
+        time.sleep(0.3)  # long enough for the other caller to find nothing resolved yet
+
+    monkeypatch.setattr(toolchain, "_mvn", slow_mvn)
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(toolchain.kafka_classpath(tmp_path))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [f"Apache Kafka {toolchain.KAFKA_VERSION}"]
+    assert results == [tmp_path / f"kafka-{toolchain.KAFKA_VERSION}" / "libs"] * 2
