@@ -91,6 +91,7 @@ def build_runtime(
         max_retries=settings.max_retries,
         outage_patience_s=settings.outage_patience_s,
         max_task_idle_ms=settings.max_task_idle_ms,
+        order_slack_ms=settings.order_slack_ms,
         on_error=settings.on_error,
         dlq_topic=topology.dlq,
         transient_errors=(RegistryError,),

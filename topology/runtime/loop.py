@@ -96,7 +96,8 @@ class ExactlyOnceRuntime:
         self._consumer: ConsumerClient | None = None
         self.restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
-        self.order = TimeOrder.of(processor, settings.max_task_idle_ms)  # None: fetch order is fine
+        # None: fetch order is fine
+        self.order = TimeOrder.of(processor, settings.max_task_idle_ms, settings.order_slack_ms)
         self._rebalance = Rebalance(self)
         self._recoveries = 0  # producer replacements since the last commit
         self.producers = Producers(self.clients, settings, self.outage, self._on_error)
