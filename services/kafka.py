@@ -7,11 +7,13 @@ uses), reachability checks that turn "nothing answers" into one clear
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -30,7 +32,8 @@ from tenacity import (
 from services.client_properties import redact_url
 from services.config import KafkaSettings
 from topology.runtime.errors import kafka_error
-from topology.runtime.outage import CLIENT_LOGGER, KafkaOutage
+from topology.runtime.outage import CLIENT_LOGGER, KafkaOutage, Outage
+from topology.serde.decoder import RegistryError
 
 log = logging.getLogger("fraudstream.kafka")
 
@@ -106,6 +109,41 @@ def consumed_error(msg: Message, outage: KafkaOutage) -> KafkaError | None:
         raise KafkaException(err)
     outage.client_error(err)
     return err
+
+
+T = TypeVar("T")
+
+
+async def until_registry_answers(
+    attempt: Callable[[], Awaitable[T]],
+    outage: Outage,
+    stop: asyncio.Event,
+    *,
+    pause_s: float = 1.0,
+    on_error: Callable[[RegistryError], None] | None = None,
+) -> T | None:
+    """``await attempt()`` (a decode) until it raises no ``RegistryError``; None if ``stop`` is set first.
+
+    The one registry-outage retry of the consumers that decode (dashboard feed, alerts consumer): the
+    registry's not answering is not the record's fault, so the same record or batch is tried again, with
+    ``outage`` logging the outage once each way. The pacing is ``AvroDecoder``'s own: after a failed
+    lookup it fails fast, asking the registry again only after 1, 2, 4, 8 s, so ``pause_s`` just keeps this
+    loop from spinning on those fast failures. Other errors (a ``DecodeError``) are the caller's.
+    """
+    while True:
+        try:
+            result = await attempt()
+        except RegistryError as exc:
+            outage.lost(str(exc))
+            if on_error is not None:
+                on_error(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause_s)
+            if stop.is_set():
+                return None
+            continue
+        outage.back()
+        return result
 
 
 def admin_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:

@@ -63,81 +63,85 @@ class Metrics:
     def __init__(self, service: str, instance: str = "", registry: CollectorRegistry | None = None) -> None:
         self.service = service
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        r = self.registry
         self.info = Gauge(
             "fraudstream_service_info", "Which fraudstream service answers (always 1).",
-            ["service", "instance"], registry=r,
-        )
+            ["service", "instance"], registry=self.registry,
+        )  # fmt: skip
         self.info.labels(service, instance).set(1)
-        # Pipeline: what came in, where it went.
-        self.records_in = Counter(
-            "fraudstream_records_in", "Records consumed, by topic.", ["topic"], registry=r,
-        )
+        self._pipeline(self.registry)
+        self._detector(self.registry)
+        self._generator(self.registry)
+        self._watchers(self.registry)
+
+    def _pipeline(self, r: CollectorRegistry) -> None:
+        """What came in, where it went (every service that consumes or decides)."""
+        self.records_in = Counter("fraudstream_records_in", "Records consumed, by topic.", ["topic"], registry=r)
         self.records_out = Counter(
             "fraudstream_records_out", "Records produced, by topic and decided branch.",
             ["topic", "branch"], registry=r,
-        )
+        )  # fmt: skip
         self.dlq = Counter(
             "fraudstream_dlq_records", "Records sent to a dead-letter topic, by error class.",
             ["error_class"], registry=r,
-        )
-        self.rule_hits = Counter(
-            "fraudstream_rule_hits", "Decisions per rule (rule_id@version).", ["rule"], registry=r,
-        )
+        )  # fmt: skip
+        self.rule_hits = Counter("fraudstream_rule_hits", "Decisions per rule (rule_id@version).", ["rule"], registry=r)
+        self.consumer_lag = Gauge(
+            "fraudstream_consumer_lag", "Records behind the end of the partition (librdkafka statistics).",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+
+    def _detector(self, r: CollectorRegistry) -> None:
+        """Transactions, late records and refused rules (the detector)."""
         self.commit_latency = Histogram(
-            "fraudstream_transaction_commit_seconds",
-            "Time to commit one Kafka transaction (send offsets + commit).",
+            "fraudstream_transaction_commit_seconds", "Time to commit one Kafka transaction (send offsets + commit).",
             registry=r, buckets=COMMIT_BUCKETS,
-        )
+        )  # fmt: skip
         self.transactions = Counter(
             "fraudstream_transactions", "Kafka transactions ended, by outcome (committed/aborted).",
             ["outcome"], registry=r,
-        )
+        )  # fmt: skip
         self.late_records = Gauge(
             "fraudstream_late_records", "Records too late for every window of a store since start (not "
             "aggregated there; a retried transaction counts its records again), by store (rule).",
             ["store"], registry=r,
-        )
+        )  # fmt: skip
+        self.late_records_by_rule = Gauge(
+            "fraudstream_late_records_by_rule", "fraudstream_late_records per rule id: the sum over the stores "
+            "of the rule's aggregates (a record late for two of them counts twice).", ["rule"], registry=r,
+        )  # fmt: skip
         self.rules_rejected = Gauge(
             "fraudstream_rules_rejected", "Rules-topic records refused since start (not a rule, or a change "
             "the running topology cannot take); the rules in force stay as they were.", registry=r,
-        )
-        self.consumer_lag = Gauge(
-            "fraudstream_consumer_lag", "Records behind the end of the partition (librdkafka statistics).",
-            ["topic", "partition"], registry=r,
-        )
-        # Generator.
-        self.generated = Counter(
-            "fraudstream_generator_records", "Transactions produced by the generator.", registry=r,
-        )
+        )  # fmt: skip
+
+    def _generator(self, r: CollectorRegistry) -> None:
+        self.generated = Counter("fraudstream_generator_records", "Transactions produced by the generator.", registry=r)
         self.generator_target_rate = Gauge(
-            "fraudstream_generator_target_rate", "Configured generator rate (records/s; 0 = unthrottled).",
-            registry=r,
+            "fraudstream_generator_target_rate", "Configured generator rate (records/s; 0 = unthrottled).", registry=r
         )
         self.generator_rate = Gauge(
             "fraudstream_generator_rate", "Measured generator rate over the last report interval (records/s).",
             registry=r,
-        )
-        # Consumers that decode records (dashboard, alerts).
+        )  # fmt: skip
+
+    def _watchers(self, r: CollectorRegistry) -> None:
+        """Consumers that decode records (dashboard, alerts), the dashboard's browsers, the alerts' webhook."""
         self.decode_errors = Counter(
             "fraudstream_decode_errors", "Records that could not be decoded, by topic.", ["topic"], registry=r,
-        )
-        # Dashboard.
+        )  # fmt: skip
         self.sse_clients = Gauge("fraudstream_sse_clients", "Connected dashboard browsers.", registry=r)
         self.sse_dropped = Counter(
-            "fraudstream_sse_dropped_events", "Events dropped (oldest first) for slow dashboard browsers.",
-            registry=r,
+            "fraudstream_sse_dropped_events", "Events dropped (oldest first) for slow dashboard browsers.", registry=r
         )
-        # Alerts.
         self.alerts_posted = Counter("fraudstream_alerts_posted", "Alerts accepted by the webhook.", registry=r)
         self.alert_attempts_failed = Counter(
-            "fraudstream_alert_attempts_failed", "Webhook attempts that failed (each retry counts).", registry=r,
+            "fraudstream_alert_attempts_failed", "Webhook attempts that failed (each retry counts).", registry=r
         )
         self.alerts_dead_lettered = Counter(
-            "fraudstream_alerts_dead_lettered", "Alerts given up on and dead-lettered (or logged).", registry=r,
+            "fraudstream_alerts_dead_lettered", "Alerts given up on and dead-lettered (or logged).", registry=r
         )
         self.alert_post_latency = Histogram(
-            "fraudstream_alert_post_seconds", "Time of one webhook attempt.", registry=r, buckets=POST_BUCKETS,
+            "fraudstream_alert_post_seconds", "Time of one webhook attempt.", registry=r, buckets=POST_BUCKETS
         )
 
     def count_outputs(self, records: Iterable[OutRecord], dlq_topic: str | None = None) -> None:

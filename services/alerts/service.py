@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,13 +23,13 @@ from confluent_kafka.aio import AIOConsumer
 from services.alerts.webhook import ShuttingDown, WebhookGaveUp, WebhookPoster, alert_text
 from services.config import KafkaSettings
 from services.dashboard.feed import Decode, message_headers
-from services.kafka import consumed_error, consumer_config, producer_config
+from services.kafka import consumed_error, consumer_config, producer_config, until_registry_answers
 from services.metrics import Metrics, header, rule_ids
 from topology.deadletter import ERROR_ATTEMPTS, Failure, Source, dead_letter
 from topology.records import H_RULES
 from topology.runtime.errors import kafka_error
 from topology.runtime.outage import KafkaOutage, Outage
-from topology.serde.decoder import DecodeError, RegistryError
+from topology.serde.decoder import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,13 @@ class AlertService:
         poster: WebhookPoster,
         dead_letters: DeadLetters,
         metrics: Metrics,
+        *,
+        consumer: Callable[..., Any] = AIOConsumer,
+        reachable_check_s: float = 5.0,
     ) -> None:
         self.config = config
+        self._make_consumer = consumer  # AIOConsumer(config, executor=...), or a fake in unit tests
+        self._reachable_check_s = reachable_check_s
         self.topic = topic
         self.decode = decode
         self.poster = poster
@@ -97,6 +102,8 @@ class AlertService:
         self._stop = asyncio.Event()
         self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
         self.registry_outage = Outage("the Schema Registry", log)
+        self._fatal: KafkaError | None = None  # reported by the client's error callback
+        self._next_reachable_check = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
@@ -104,12 +111,18 @@ class AlertService:
         self.poster.sleep = self._sleep
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alerts-kafka")
         loop = asyncio.get_running_loop()
-        consumer = AIOConsumer(dict(self.config), executor=executor)
+        # error_cb: without one librdkafka drops the "all brokers down" errors (consume returns none),
+        # and the per-connection lines saying the same are CLIENT_LOGGER's noise: the outage went unsaid.
+        consumer = self._make_consumer({**self.config, "error_cb": self._client_error}, executor=executor)
         try:
             await consumer.subscribe([self.topic])
             while not stop.is_set():
                 messages = await consumer.consume(num_messages=100, timeout=0.5)
                 self.last_poll = time.monotonic()
+                if self._fatal is not None:
+                    raise KafkaException(self._fatal)
+                if not messages and self.outage.down:
+                    await self._check_reachable(consumer)
                 for msg in messages:
                     if self._is_error(msg):
                         continue
@@ -124,6 +137,26 @@ class AlertService:
             with contextlib.suppress(KafkaException, RuntimeError):
                 await consumer.close()
             executor.shutdown(wait=True)
+
+    async def _client_error(self, error: KafkaError) -> None:
+        """The consumer's ``error_cb`` (AIOConsumer runs it on the event loop): an unreachable broker begins an
+        outage; a fatal error stops the service at the next poll."""
+        if error.fatal():
+            self._fatal = error
+        else:
+            self.outage.client_error(error)
+
+    async def _check_reachable(self, consumer: AIOConsumer) -> None:
+        """During an outage with nothing to read, a metadata request now and then: its answer ends the outage
+        (a record consumed ends it too, but an idle fraud topic has none)."""
+        if time.monotonic() < self._next_reachable_check:
+            return
+        self._next_reachable_check = time.monotonic() + self._reachable_check_s
+        try:
+            await consumer.list_topics(self.topic, timeout=2.0)
+        except KafkaException:
+            return  # still away
+        self.outage.back()
 
     async def _commit(self, consumer: AIOConsumer, msg: Message) -> None:
         """Commit past ``msg``. A commit the group refuses (after a broker outage the coordinator may no longer
@@ -149,18 +182,15 @@ class AlertService:
         """Deliver the alert of one decision, or dead-letter it; raises only ``ShuttingDown``."""
         record: Mapping[str, Any] | None = None
         error: str | None = None
-        while True:
-            try:
-                record = await loop.run_in_executor(executor, self.decode, msg.value())
-                break
-            except DecodeError as exc:  # still a fraud decision: alert with what is known
-                error = f"{exc.reason}: {exc}"
-                self.metrics.decode_errors.labels(msg.topic() or "").inc()
-                break
-            except RegistryError as exc:  # not the record's fault: wait for the registry
-                self.registry_outage.lost(str(exc))
-                await self._sleep(2.0)
-        self.registry_outage.back()
+        try:  # while the registry is unreachable (not the record's fault): the same record again
+            record = await until_registry_answers(
+                lambda: loop.run_in_executor(executor, self.decode, msg.value()), self.registry_outage, self._stop
+            )
+            if record is None:
+                raise ShuttingDown
+        except DecodeError as exc:  # still a fraud decision: alert with what is known
+            error = f"{exc.reason}: {exc}"
+            self.metrics.decode_errors.labels(msg.topic() or "").inc()
         key = msg.key()
         text = alert_text(
             record, rules=rule_ids(header(message_headers(msg), H_RULES)),

@@ -22,7 +22,7 @@ from confluent_kafka.aio import AIOConsumer
 
 from services.config import KafkaSettings
 from services.dashboard.hub import Event, Hub, TopicRoles, make_event
-from services.kafka import consumed_error
+from services.kafka import consumed_error, until_registry_answers
 from services.kafka import consumer_config as kafka_consumer_config
 from services.metrics import Metrics
 from topology.runtime.outage import KafkaOutage, Outage
@@ -146,20 +146,17 @@ class KafkaFeed:
         self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor,
         records: list[Message], stop: asyncio.Event,
     ) -> list[Event]:
-        """Decode on the executor; while the registry is unreachable, wait and try the same batch again."""
-        delay = 0.5
-        while True:
-            try:
-                events = await loop.run_in_executor(executor, decode_batch, records, self.decode, self.roles)
-                self.registry_outage.back()
-                return events
-            except RegistryError as exc:
-                self.error = str(exc)
-                self.registry_outage.lost(str(exc))
-                if stop.is_set():
-                    return []
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        """Decode on the executor; while the registry is unreachable, the same batch again
+        (``services.kafka.until_registry_answers``); nothing when stopped meanwhile."""
+
+        def failed(exc: RegistryError) -> None:
+            self.error = str(exc)
+
+        events = await until_registry_answers(
+            lambda: loop.run_in_executor(executor, decode_batch, records, self.decode, self.roles),
+            self.registry_outage, stop, on_error=failed,
+        )  # fmt: skip
+        return events or []
 
     def _is_error(self, msg: Message) -> bool:
         err = consumed_error(msg, self.outage)  # raises on a fatal error

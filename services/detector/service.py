@@ -24,6 +24,7 @@ from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
 from services.metrics import Metrics
 from topology.batch.decode import ColumnarDecoder
+from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.processor.timeguard import EventTimeGuard
 from topology.records import Kind
@@ -104,7 +105,7 @@ def build_runtime(
         "detector %s: topology %s (%s), version %s, %s state stores", runtime_settings.transactional_id,
         topology.name, path, version, settings.store,
     )
-    hook = None if metrics is None else _metrics_hook(metrics, processor.late_by_store)
+    hook = None if metrics is None else _metrics_hook(metrics, processor.late_by_store, lambda: processor.topology)
     return ExactlyOnceRuntime(processor, runtime_settings, on_commit=hook)
 
 
@@ -139,8 +140,23 @@ def start_rules(
     return lambda: apply(feed.poll())
 
 
-def _metrics_hook(metrics: Metrics, late_by_store: Mapping[str, int]) -> Callable[[CommitReport], None]:
-    """Counts each committed transaction's records; ``late_by_store`` is the processor's live count."""
+def late_by_rule(late_by_store: Mapping[str, int], topology: Topology) -> dict[str, int]:
+    """Late records per rule id: a store holds one rule's aggregate (the plan's ``Store.rule``), so its count
+    goes to that rule; a rule with several aggregates gets the sum of their stores'. Stores the topology no
+    longer has (a rule removed at run time) are left out."""
+    rule_of = {store.name: store.rule.id for store in topology.stores}
+    by_rule: dict[str, int] = {}
+    for store, n in late_by_store.items():
+        if store in rule_of:
+            by_rule[rule_of[store]] = by_rule.get(rule_of[store], 0) + n
+    return by_rule
+
+
+def _metrics_hook(
+    metrics: Metrics, late_by_store: Mapping[str, int], topology: Callable[[], Topology]
+) -> Callable[[CommitReport], None]:
+    """Counts each committed transaction's records; ``late_by_store`` is the processor's live count, and
+    ``topology()`` the topology in force (rules change at run time), which maps its stores to rules."""
     def on_commit(report: CommitReport) -> None:
         for topic, n in report.records_in.items():
             metrics.records_in.labels(topic).inc(n)
@@ -154,6 +170,9 @@ def _metrics_hook(metrics: Metrics, late_by_store: Mapping[str, int]) -> Callabl
             metrics.dlq.labels(error_class).inc(n)
         for store, n in late_by_store.items():
             metrics.late_records.labels(store).set(n)
+        if late_by_store:
+            for rule, n in late_by_rule(late_by_store, topology()).items():
+                metrics.late_records_by_rule.labels(rule).set(n)
         metrics.transactions.labels("committed").inc()
         metrics.commit_latency.observe(report.seconds)
 

@@ -6,7 +6,8 @@ is down, records written with a schema the detector has not seen yet arrive, so 
 registry and has to wait for it. Then the broker is SIGKILLed and, 30 s later, started again on its data.
 
 Every process rides out both outages: none exits, each says once that an outage began and once that it
-ended, and no per-connection noise reaches the logs. Afterwards every input is decided exactly once
+ended (the detector and the alerts consumer must say it for the broker), and no per-connection noise
+reaches the logs. Afterwards every input is decided exactly once
 (read_committed), the dashboard has shown every decision, the webhook got an alert for every fraud
 decision, and each service stops cleanly (exit 0) when asked.
 """
@@ -217,4 +218,6 @@ def test_every_service_rides_out_a_registry_and_a_broker_outage_exactly_once(
         began, ended = log.count("the Kafka broker unreachable"), log.count("the Kafka broker reachable again")
         assert began == ended and began <= 2, f"{svc.log.name}: {began} outage lines, {ended} ends:\n{log[-3000:]}"
     assert detector.output().count("the Kafka broker unreachable") >= 1
+    # The alerts consumer's own client says so too (its error_cb; it reported nothing before).
+    assert alerts.output().count("the Kafka broker unreachable") >= 1, alerts.output()[-3000:]
     assert detector.output().count("the Schema Registry unreachable") == 1

@@ -6,10 +6,24 @@ import pytest
 from pydantic import ValidationError
 
 from services.config import DetectorSettings
-from services.detector.service import StatsLine, _metrics_hook, detector_version
+from services.detector.service import StatsLine, _metrics_hook, detector_version, late_by_rule
 from services.metrics import Metrics
+from topology.plan.dsl import sliding
+from topology.plan.model import Topology
 from topology.records import Kind
 from topology.runtime import CommitReport, RuntimeStats
+
+from .topology_support import TX, stream
+
+
+def _two_rules() -> Topology:
+    """Rule ``velocity`` (one store of that name) and ``pair`` (two aggregates: stores ``pair-0``, ``pair-1``)."""
+    w = sliding("10m", grace="1m")
+    velocity = TX.rule("velocity", TX.count(by="source_account", window=w) >= 5)
+    pair = TX.rule("pair", TX.all_of(TX.count(by="source_account", window=w) >= 3,
+                                     TX.sum("amount", by="source_account", window=w) >= 100))  # fmt: skip
+    split = stream(dlq="dlq", name="app").split().branch([velocity, pair], to="fraud", name="fraud")
+    return split.default_branch(to="legit", name="legit")
 
 
 def test_version_names_code_and_topology() -> None:
@@ -39,8 +53,8 @@ def test_stats_line_shows_rates_branches_dlq_and_commit_latency() -> None:
 
 def test_metrics_hook_counts_committed_records() -> None:
     metrics = Metrics(service="detector")
-    late = {"velocity": 2}
-    hook = _metrics_hook(metrics, late)
+    late = {"velocity": 2, "pair-0": 1, "pair-1": 4}
+    hook = _metrics_hook(metrics, late, _two_rules)
     hook(CommitReport(
         {"in": 3},
         {("fraud", Kind.DECISION, ("fraud", "large-amount@1")): 1, ("legit", Kind.DECISION, ("legit",)): 1,
@@ -55,6 +69,16 @@ def test_metrics_hook_counts_committed_records() -> None:
     assert 'fraudstream_records_out_total{branch="dead-letter",topic="dlq"} 1.0' in text
     assert 'fraudstream_transactions_total{outcome="committed"} 1.0' in text
     assert 'fraudstream_late_records{store="velocity"} 2.0' in text
+    assert 'fraudstream_late_records{store="pair-1"} 4.0' in text
+    assert 'fraudstream_late_records_by_rule{rule="velocity"} 2.0' in text
+    assert 'fraudstream_late_records_by_rule{rule="pair"} 5.0' in text  # both stores of its aggregates
+
+
+def test_late_records_per_rule_follow_the_plan_and_leave_out_stores_no_rule_has() -> None:
+    topology = _two_rules()
+    assert sorted(s.name for s in topology.stores) == ["pair-0", "pair-1", "velocity"]
+    assert late_by_rule({"pair-1": 3, "gone": 7}, topology) == {"pair": 3}
+    assert late_by_rule({}, topology) == {}
 
 
 def test_the_store_is_typed_config_memory_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

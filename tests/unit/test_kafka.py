@@ -108,3 +108,51 @@ def test_end_offsets_wait_out_a_partition_without_a_leader_yet() -> None:
     with pytest.raises(KafkaException):
         end_offsets(other, "t", [0])  # type: ignore[arg-type]
     assert other.calls == 1  # not retried
+
+
+def test_a_decode_is_tried_again_while_the_registry_is_down_with_one_line_each_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import logging
+
+    from services.kafka import until_registry_answers
+    from topology.runtime.outage import Outage
+    from topology.serde.decoder import RegistryError
+
+    failures = iter([RegistryError("lookup of schema id 1 failed"), RegistryError("not asked again for 1.0 s")])
+    errors: list[str] = []
+
+    async def attempt() -> str:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return "record"
+
+    outage = Outage("the Schema Registry", logging.getLogger("test.registry"))
+    with caplog.at_level(logging.WARNING, logger="test.registry"):
+        got = asyncio.run(until_registry_answers(attempt, outage, asyncio.Event(), pause_s=0.01,
+                                                 on_error=lambda e: errors.append(str(e))))  # fmt: skip
+    assert got == "record" and len(errors) == 2 and not outage.down
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "unreachable (lookup of schema id 1 failed)" in lines[0]
+    assert lines[1].startswith("the Schema Registry reachable again")
+
+
+def test_a_stop_ends_the_wait_for_the_registry_with_nothing() -> None:
+    import asyncio
+    import logging
+
+    from services.kafka import until_registry_answers
+    from topology.runtime.outage import Outage
+    from topology.serde.decoder import RegistryError
+
+    async def attempt() -> str:
+        raise RegistryError("down")
+
+    async def run() -> str | None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        return await until_registry_answers(attempt, Outage("r", logging.getLogger("test.r")), stop, pause_s=10.0)
+
+    assert asyncio.run(asyncio.wait_for(run(), timeout=5)) is None  # the 10 s pause ended by the stop

@@ -10,7 +10,14 @@
 
 from topology.records import TP, Processor, ProcessorBase
 from topology.runtime.clients import ClientFactory, KafkaClients
-from topology.runtime.errors import FatalRuntimeError, FencedError, backoff_seconds, is_fenced, kafka_error
+from topology.runtime.errors import (
+    FatalRuntimeError,
+    FencedError,
+    PartitionCountError,
+    backoff_seconds,
+    is_fenced,
+    kafka_error,
+)
 from topology.runtime.failures import dead_letter
 from topology.runtime.loop import ExactlyOnceRuntime
 from topology.runtime.settings import RuntimeSettings, consumer_config, producer_config
@@ -24,6 +31,7 @@ __all__ = [
     "FatalRuntimeError",
     "FencedError",
     "KafkaClients",
+    "PartitionCountError",
     "Processor",
     "ProcessorBase",
     "RuntimeSettings",

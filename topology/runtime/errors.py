@@ -21,6 +21,14 @@ class FatalRuntimeError(Exception):
     exit_code = 2
 
 
+class PartitionCountError(FatalRuntimeError):
+    """An input topic's partition count differs from its changelog's (found at start, or at an assignment
+    after partitions were added to the input while running): an operator has to decide, so not restarted
+    into the same error by a supervisor that tells exit codes apart."""
+
+    exit_code = 4
+
+
 class FencedError(FatalRuntimeError):
     """Another instance with the same ``transactional.id`` (or group instance id) took over."""
 

@@ -102,6 +102,12 @@ class FakeCluster:
             for p in range(self.partitions[topic]):
                 self.logs[(topic, p)] = []
 
+    def grow(self, topic: str, partitions: int) -> None:
+        """Give ``topic`` ``partitions`` partitions in all (as ``AdminClient.create_partitions``)."""
+        for p in range(self.partitions[topic], partitions):
+            self.logs[(topic, p)] = []
+        self.partitions[topic] = max(self.partitions[topic], partitions)
+
     def partition_of(self, topic: str, key: bytes | None, partition: int) -> int:
         if partition >= 0:
             return partition
@@ -388,6 +394,7 @@ class FakeClients:
         return c
 
     def partitions(self, config: Mapping[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
+        self.cluster.check("partitions")
         return {t: self.cluster.partitions[t] for t in topics if t in self.cluster.partitions}
 
     def create_topics(self, config: Mapping[str, Any], topics: Sequence[NewTopic], timeout: float) -> None:
