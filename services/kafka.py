@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -31,8 +30,8 @@ from tenacity import (
 
 from services.client_properties import redact_url
 from services.config import KafkaSettings
-from topology.runtime.errors import kafka_error
 from topology.runtime.outage import CLIENT_LOGGER, KafkaOutage, Outage
+from topology.runtime.partitions import end_offset
 from topology.serde.decoder import RegistryError
 
 log = logging.getLogger("fraudstream.kafka")
@@ -299,24 +298,11 @@ def topic_partitions(admin: AdminClient, topic: str, *, timeout_s: float = 10.0)
 def end_offsets(
     consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout_s: float = 10.0
 ) -> dict[int, int]:
-    """Each partition's high watermark (the end a read-to-end stops at). A retriable error (a leader not
-    elected yet, as right after a topic is created or a broker restarts) is retried for ``timeout_s``."""
-    return {p: _high_watermark(consumer, TopicPartition(topic, p), timeout_s) for p in partitions}
-
-
-_LEADERLESS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-
-
-def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return int(consumer.get_watermark_offsets(tp, timeout=timeout_s)[1])
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            if not (err.retriable() or err.code() in _LEADERLESS) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    """Each partition's end offset (the end a read-to-end stops at: the high watermark, or the last stable
+    offset for a ``read_committed`` consumer). A partition without a leader yet (as right after a topic is
+    created or a broker restarts) or a broker not answering is asked again for ``timeout_s``; a refusal
+    (not authorized) raises at once (``topology.runtime.partitions.end_offset``)."""
+    return {p: end_offset(consumer, (topic, p), timeout_s) for p in partitions}
 
 
 def not_at_end(consumer: Consumer, topic: str, ends: dict[int, int]) -> dict[int, int]:

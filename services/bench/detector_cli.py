@@ -139,7 +139,8 @@ def _print(console: Console, report: Report) -> None:
         verdict = lat.verdict
         target = f"; target p99 <= {LATENCY_TARGET_MS:.0f} ms at {LATENCY_TARGET_RATE:,.0f} tx/s: {verdict}"
         console.print(
-            f"end-to-end latency, {lat.row} (produce -> visible to read_committed) at {lat.target_rate:,.0f} tx/s "
+            f"end-to-end latency, {lat.row} (produce -> visible to read_committed; commit every "
+            f"{report.commit_interval_ms} ms) at {lat.target_rate:,.0f} tx/s "
             f"(achieved {lat.achieved_rate:,.0f}): p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, "
             f"max {lat.max_ms:.1f} ms over {lat.records:,} records{target if verdict else ''}"
         )

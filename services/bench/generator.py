@@ -76,36 +76,9 @@ def pure(count: int, seed: int = 7, repeat: int = 1) -> list[Figure]:
 
     generated: list[Generated] = []
     encoded: list[bytes] = []
-
-    def generate() -> Callable[[], None]:
-        stream = TransactionStream(stream_config(settings))
-
-        def run() -> None:
-            generated[:] = stream.take(count)
-
-        return run
-
-    def generate_encode() -> Callable[[], None]:
-        stream = TransactionStream(stream_config(settings))
-        encode, encode_label = encoder("Transaction").encode, encoder("TransactionLabel").encode
-
-        def run() -> None:
-            encoded.clear()
-            for g in stream.take(count):
-                encoded.append(encode(g.record))
-                encode_label(g.label())
-
-        return run
-
-    def decode() -> Callable[[], None]:
-        run = AvroDecoder(registry).decode
-
-        def work() -> None:
-            for value in encoded:
-                run(value)
-
-        return work
-
+    generate = functools.partial(_generate_loop, settings, count, generated)
+    generate_encode = functools.partial(_generate_encode_loop, settings, count, encoder, encoded)
+    decode = functools.partial(_decode_loop, registry, encoded)
     figures = [_timed("generate (pure)", count, generate, repeat)]
     batches = {"Transaction": [g.record for g in generated], "TransactionLabel": [g.label() for g in generated]}
     for name, batch in batches.items():
@@ -117,6 +90,44 @@ def pure(count: int, seed: int = 7, repeat: int = 1) -> list[Figure]:
     figures.append(_timed("generate + encode transaction + label", count, generate_encode, repeat))
     figures.append(_timed("Avro decode Transaction (AvroDecoder)", count, decode, repeat))
     return figures
+
+
+def _generate_loop(settings: GeneratorSettings, count: int, into: list[Generated]) -> Callable[[], None]:
+    """A run generating ``count`` transactions (kept in ``into``) from a new stream."""
+    stream = TransactionStream(stream_config(settings))
+
+    def run() -> None:
+        into[:] = stream.take(count)
+
+    return run
+
+
+def _generate_encode_loop(
+    settings: GeneratorSettings, count: int, encoder: Callable[[str], AvroEncoder], into: list[bytes]
+) -> Callable[[], None]:
+    """A run generating ``count`` transactions from a new stream and encoding each with its label (the
+    encoded transactions kept in ``into``)."""
+    stream = TransactionStream(stream_config(settings))
+    encode, encode_label = encoder("Transaction").encode, encoder("TransactionLabel").encode
+
+    def run() -> None:
+        into.clear()
+        for g in stream.take(count):
+            into.append(encode(g.record))
+            encode_label(g.label())
+
+    return run
+
+
+def _decode_loop(registry: SchemaRegistryClient, encoded: list[bytes]) -> Callable[[], None]:
+    """A run decoding every value of ``encoded`` (as it is when the run starts) with a new ``AvroDecoder``."""
+    run = AvroDecoder(registry).decode
+
+    def work() -> None:
+        for value in encoded:
+            run(value)
+
+    return work
 
 
 def _as_is(work: Callable[[], None]) -> Callable[[], Callable[[], None]]:

@@ -22,7 +22,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.bench.detector import DetectorBench, Log, Throughput, renamed_topology
 from services.bench.stores import read_to_end, write_changelog
@@ -36,6 +36,9 @@ from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.runtime import ExactlyOnceRuntime
 from topology.runtime.settings import RuntimeSettings, restore_config
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 STORE_RULE = "velocity"
 
@@ -250,7 +253,6 @@ def run_state_bench(
     import sys
 
     from rich.console import Console
-    from rich.table import Table
 
     from services.bench.detector import machine
     from services.config import KafkaSettings
@@ -283,6 +285,14 @@ def run_state_bench(
         json.dump(report.as_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    console.print(_table(report))
+    return 0
+
+
+def _table(report: StateReport) -> Table:
+    """The report as a table: the restore row, then a row per throughput measurement."""
+    from rich.table import Table
+
     m = report.machine
     table = Table(
         title=(
@@ -310,5 +320,5 @@ def run_state_bench(
         if i == 0 and report.stateful_vs_stateless is not None:
             note = f"{report.stateful_vs_stateless:.0%} of stateless"
         table.add_row(t.name, f"{t.records:,}", f"{t.per_second:,.0f} tx/s", f"{t.seconds:.1f}", note)
-    console.print(table)
-    return 0
+    return table
+

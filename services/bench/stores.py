@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.config import GeneratorSettings, KafkaSettings
 from services.detector import FRAUD_TOPOLOGY, load_topology
@@ -39,6 +39,9 @@ from topology.plan.expr import to_epoch_ms
 from topology.plan.model import Aggregate, Window
 from topology.state import StateGroup, WindowStore, encode_group_key
 from topology.state.rocksdb import KeyValue, KVStateGroup, KVWindowStore, RocksKV
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 CACHED = "-cached"  # an embedded store with a cache of CACHE_KEYS keys per partition kept across flushes
 CACHE_KEYS = 100_000
@@ -516,7 +519,6 @@ def run_stores_bench(
     import sys
 
     from rich.console import Console
-    from rich.table import Table
 
     from services.bench.detector import machine
     from services.kafka import Unreachable, check_broker
@@ -546,11 +548,24 @@ def run_stores_bench(
         json.dump(report.as_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
+    console.print(_updates_table(report))
+    if report.restores:
+        console.print(_restores_table(report))
+    if any(not u.same_values for u in report.updates):
+        console.print("error: a store returned other window values than the in-memory store", style="red")
+        return 1
+    return 0
+
+
+def _updates_table(report: StoresReport) -> Table:
+    """A row per workload and store: update and flush cost, against the in-memory store."""
+    from rich.table import Table
+
     m = report.machine
     title = f"{m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, load {m['load_average_at_start']}"
     table = Table(
-        title=f"fraudstream store benchmark: update + flush, {records:,} transactions, flush every {flush_every:,}, "
-        f"best of {repeat} rounds"
+        title=f"fraudstream store benchmark: update + flush, {report.records:,} transactions, "
+        f"flush every {report.flush_every:,}, best of {report.repeat} rounds"
         f"\n{title}"
     )
     for col, right in (
@@ -568,23 +583,24 @@ def run_stores_bench(
             u.workload, u.store, f"{u.adds:,}", f"{u.add_us_per_record:.2f}", f"{u.flush_us_per_key:.2f}",
             f"{u.us_per_record:.2f}", ratio, "yes" if u.same_values else "NO",
         )  # fmt: skip
-    console.print(table)
-    if report.restores:
-        table = Table(
-            title=f"changelog replay: {keys:,} keys, {partitions} partitions, "
-            f"value avg {report.value_bytes_avg:.0f} B "
-            f"(fraud.yaml's first stage: {report.first_stage_stores} stores), each in a new process"
-        )
-        for col, right in (("replay", False), ("records", True), ("keys in store", True), ("seconds", True),
-                           ("records/s", True), ("RSS growth MB", True)):  # fmt: skip
-            table.add_column(col, justify="right" if right else "left")
-        for r in report.restores:
-            table.add_row(
-                r.name, f"{r.records:,}", f"{r.keys_in_store:,}" if r.store != "none" else "",
-                f"{r.seconds:.2f}", f"{r.records_per_second:,.0f}", f"{r.rss_mb:,.0f}",
-            )  # fmt: skip
-        console.print(table)
-    if any(not u.same_values for u in report.updates):
-        console.print("error: a store returned other window values than the in-memory store", style="red")
-        return 1
-    return 0
+    return table
+
+
+def _restores_table(report: StoresReport) -> Table:
+    """A row per changelog replay."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"changelog replay: {report.keys:,} keys, {report.partitions} partitions, "
+        f"value avg {report.value_bytes_avg:.0f} B "
+        f"(fraud.yaml's first stage: {report.first_stage_stores} stores), each in a new process"
+    )
+    for col, right in (("replay", False), ("records", True), ("keys in store", True), ("seconds", True),
+                       ("records/s", True), ("RSS growth MB", True)):  # fmt: skip
+        table.add_column(col, justify="right" if right else "left")
+    for r in report.restores:
+        table.add_row(
+            r.name, f"{r.records:,}", f"{r.keys_in_store:,}" if r.store != "none" else "",
+            f"{r.seconds:.2f}", f"{r.records_per_second:,.0f}", f"{r.rss_mb:,.0f}",
+        )  # fmt: skip
+    return table

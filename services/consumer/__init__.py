@@ -136,27 +136,35 @@ def consume(
                     break
                 continue
             idle = 0.0
-            lines: list[str] = []
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(error)
-                try:
-                    record = decoder.decode(message.value())
-                except DecodeError as exc:
-                    result.errors += 1
-                    print(
-                        f"ERROR partition={message.partition()} offset={message.offset()} reason={exc.reason}: {exc}",
-                        file=err,
-                    )
-                    continue
-                lines.append(render(message, record, print_key=print_key, print_headers=print_headers))
-            if lines:
-                out.write("\n".join(lines) + "\n")
-                result.printed += len(lines)
+            _print(messages, decoder, result, out, err, print_key=print_key, print_headers=print_headers)
         out.flush()
     finally:
         consumer.close()
     return result
+
+
+def _print(
+    messages: list[Message], decoder: AvroDecoder, result: ConsumeResult, out: TextIO, err: TextIO, *,
+    print_key: bool, print_headers: bool,
+) -> None:  # fmt: skip
+    """Print one consumed batch: a line per record on ``out``, a line per undecodable one on ``err``."""
+    lines: list[str] = []
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(error)
+        try:
+            record = decoder.decode(message.value())
+        except DecodeError as exc:
+            result.errors += 1
+            print(
+                f"ERROR partition={message.partition()} offset={message.offset()} reason={exc.reason}: {exc}",
+                file=err,
+            )
+            continue
+        lines.append(render(message, record, print_key=print_key, print_headers=print_headers))
+    if lines:
+        out.write("\n".join(lines) + "\n")
+        result.printed += len(lines)

@@ -40,26 +40,12 @@ def consume_command(
 ) -> None:
     """Print Avro records of a topic as JSON lines (decimals exact); undecodable ones as error lines."""
     console = Console(stderr=True)
-    if offset is not None and partition is None:
-        raise typer.BadParameter("needs --partition", param_hint="--offset")
-    if partition is not None and group is not None:
-        raise typer.BadParameter("cannot be used with --partition (a partition is read without a group)",
-                                 param_hint="--group")
-    try:
-        start = parse_offset(offset or ("earliest" if from_beginning else "latest"))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--offset") from None
+    start = _start_offset(offset, partition, group, from_beginning)
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
     try:
         admin = check_broker(kafka)
         registry = check_registry(kafka)
-        partitions = topic_partitions(admin, topic)
-        if partitions is None:
-            console.print(f"[red]error:[/red] topic {topic!r} does not exist on {kafka.bootstrap_servers}")
-            raise typer.Exit(1)
-        if partition is not None and partition >= partitions:
-            console.print(f"[red]error:[/red] topic {topic!r} has {partitions} partitions (0-{partitions - 1})")
-            raise typer.Exit(1)
+        _check_topic(console, kafka, topic_partitions(admin, topic), topic, partition)
         result = consume(
             kafka,
             registry,
@@ -86,3 +72,28 @@ def consume_command(
     print(
         f"Processed a total of {result.printed + result.errors} messages ({result.errors} undecodable)", file=sys.stderr
     )
+
+
+def _start_offset(offset: str | None, partition: int | None, group: str | None, from_beginning: bool) -> int:
+    """Where a ``--partition`` read starts (``BadParameter`` for options that do not go together)."""
+    if offset is not None and partition is None:
+        raise typer.BadParameter("needs --partition", param_hint="--offset")
+    if partition is not None and group is not None:
+        raise typer.BadParameter("cannot be used with --partition (a partition is read without a group)",
+                                 param_hint="--group")  # fmt: skip
+    try:
+        return parse_offset(offset or ("earliest" if from_beginning else "latest"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--offset") from None
+
+
+def _check_topic(
+    console: Console, kafka: KafkaSettings, partitions: int | None, topic: str, partition: int | None
+) -> None:
+    """Exit 1 when ``topic`` does not exist (``partitions`` is ``None``) or has no ``partition``."""
+    if partitions is None:
+        console.print(f"[red]error:[/red] topic {topic!r} does not exist on {kafka.bootstrap_servers}")
+        raise typer.Exit(1)
+    if partition is not None and partition >= partitions:
+        console.print(f"[red]error:[/red] topic {topic!r} has {partitions} partitions (0-{partitions - 1})")
+        raise typer.Exit(1)

@@ -76,10 +76,23 @@ def build_runtime(
     processor = TopologyProcessor(
         topology, decoder, version=version, alerts=alerts, columnar=columnar, state=state, time_guard=guard
     )
+    runtime_settings = _runtime_settings(settings, kafka, topology.dlq, metrics)
+    log.info(
+        "detector %s: topology %s (%s), version %s, %s state stores", runtime_settings.transactional_id,
+        topology.name, path, version, settings.store,
+    )
+    hook = None if metrics is None else _metrics_hook(metrics, processor.late_by_store, lambda: processor.topology)
+    return ExactlyOnceRuntime(processor, runtime_settings, on_commit=hook)
+
+
+def _runtime_settings(
+    settings: DetectorSettings, kafka: KafkaSettings, dlq: str, metrics: Metrics | None
+) -> RuntimeSettings:
+    """The runtime's settings from the detector's and Kafka's (the consumer's statistics feed ``metrics``)."""
     consumer_extra: dict[str, Any] = {}
     if metrics is not None:
         consumer_extra = {"statistics.interval.ms": 5000, "stats_cb": metrics.on_stats}
-    runtime_settings = RuntimeSettings(
+    return RuntimeSettings(
         bootstrap_servers=kafka.bootstrap_servers,
         client_config=kafka.client_config(),  # security and pass-through: every client the runtime makes
         application_id=settings.application_id,
@@ -94,19 +107,13 @@ def build_runtime(
         max_task_idle_ms=settings.max_task_idle_ms,
         order_slack_ms=settings.order_slack_ms,
         on_error=settings.on_error,
-        dlq_topic=topology.dlq,
+        dlq_topic=dlq,
         transient_errors=(RegistryError,),
         transient_source="the Schema Registry",
         topic_partitions=settings.partitions,
         group_instance_id=f"{settings.application_id}-{settings.instance_id}" if settings.static_membership else None,
         consumer_config=consumer_extra,
     )
-    log.info(
-        "detector %s: topology %s (%s), version %s, %s state stores", runtime_settings.transactional_id,
-        topology.name, path, version, settings.store,
-    )
-    hook = None if metrics is None else _metrics_hook(metrics, processor.late_by_store, lambda: processor.topology)
-    return ExactlyOnceRuntime(processor, runtime_settings, on_commit=hook)
 
 
 def start_rules(

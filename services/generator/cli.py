@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Callable
 from datetime import datetime
 from types import FrameType
 from typing import Annotated
@@ -97,46 +98,19 @@ def generate(
         **_fraud_rates(fraud or []),
     )
     kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
-    try:
-        admin = check_broker(kafka)
-        registry = check_registry(kafka)
-        sender = Sender(settings, kafka, registry, admin)
-    except (Unreachable, RegistryError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    sender = _sender(console, settings, kafka)
     stream = TransactionStream(stream_config(settings))
-    target = "until Ctrl-C" if settings.count is None else f"{settings.count:,}"
-    pace = "as fast as possible" if settings.rate == 0 else f"{settings.rate:,.0f} tx/s"
-    console.print(
-        f"generating {target} transactions to {settings.topic} (labels: {settings.labels_topic}), {pace}, "
-        f"seed {settings.seed}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    _announce(console, settings)
     signals = _stop_on_signals()
     metrics = Metrics("generator")
     server = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
     metrics.generator_target_rate.set(settings.rate)
-    last = [0, time.monotonic()]  # transactions counted into the metrics, and when
-    logged = [0.0]  # when the last status line was printed (not on a terminal)
     with contextlib.ExitStack() as stack:
         # A terminal gets one live status line; logs (containers, files) a plain line every LOG_EVERY_S.
         live = Live(Text(""), console=console, refresh_per_second=4) if console.is_terminal else None
         if live is not None:
             stack.enter_context(live)
-
-        def report(progress: Progress) -> None:
-            now = time.monotonic()
-            if live is not None:
-                live.update(Text(progress.line(now)))
-            elif now - logged[0] >= LOG_EVERY_S:
-                console.print(progress.line(now), highlight=False, soft_wrap=True)
-                logged[0] = now
-            metrics.generated.inc(progress.sent - last[0])
-            if now > last[1]:
-                metrics.generator_rate.set((progress.sent - last[0]) / (now - last[1]))
-            last[:] = [progress.sent, now]
-
+        report = _reporter(console, live, metrics)
         try:
             result = sender.run(stream, count=settings.count, rate=settings.rate, report=report,
                                 stopped=lambda: bool(signals))
@@ -146,8 +120,55 @@ def generate(
         report(result)
     if server is not None:
         server.close()
+    _summarise(console, result, interrupted=bool(signals))
+
+
+def _sender(console: Console, settings: GeneratorSettings, kafka: KafkaSettings) -> Sender:
+    """The sender, once the broker and the registry answer (exit 2 when one does not)."""
+    try:
+        admin = check_broker(kafka)
+        registry = check_registry(kafka)
+        return Sender(settings, kafka, registry, admin)
+    except (Unreachable, RegistryError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _announce(console: Console, settings: GeneratorSettings) -> None:
+    target = "until Ctrl-C" if settings.count is None else f"{settings.count:,}"
+    pace = "as fast as possible" if settings.rate == 0 else f"{settings.rate:,.0f} tx/s"
+    console.print(
+        f"generating {target} transactions to {settings.topic} (labels: {settings.labels_topic}), {pace}, "
+        f"seed {settings.seed}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _reporter(console: Console, live: Live | None, metrics: Metrics) -> Callable[[Progress], None]:
+    """The progress callback: the live status line (or a plain line every ``LOG_EVERY_S``) and the metrics."""
+    last = [0, time.monotonic()]  # transactions counted into the metrics, and when
+    logged = [0.0]  # when the last status line was printed (not on a terminal)
+
+    def report(progress: Progress) -> None:
+        now = time.monotonic()
+        if live is not None:
+            live.update(Text(progress.line(now)))
+        elif now - logged[0] >= LOG_EVERY_S:
+            console.print(progress.line(now), highlight=False, soft_wrap=True)
+            logged[0] = now
+        metrics.generated.inc(progress.sent - last[0])
+        if now > last[1]:
+            metrics.generator_rate.set((progress.sent - last[0]) / (now - last[1]))
+        last[:] = [progress.sent, now]
+
+    return report
+
+
+def _summarise(console: Console, result: Progress, *, interrupted: bool) -> None:
+    """The last line; exit 1 when records failed or were never delivered."""
     elapsed = time.monotonic() - result.started
-    verdict = "interrupted: " if signals else ""
+    verdict = "interrupted: " if interrupted else ""
     console.print(
         f"{verdict}sent {result.sent:,} transactions ({result.fraud:,} fraud) in {elapsed:.1f} s, "
         f"{result.delivered:,} records delivered (transactions + labels), {result.failed:,} failed",

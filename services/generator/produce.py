@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings, KafkaSettings
-from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream, default_accounts
+from services.generator.scenarios import Generated, ScenarioRates, StreamConfig, TransactionStream, default_accounts
 from services.kafka import ensure_topics, producer_config
 from topology.runtime.outage import KafkaOutage
 from topology.serde.decoder import AvroEncoder
@@ -158,10 +158,7 @@ class Sender:
         progress = self.progress
         progress.started = start = time.monotonic()
         next_report = start
-        produce = self._producer.produce
         poll = self._producer.poll
-        tx_topic, label_topic = self.settings.topic, self.settings.labels_topic
-        encode_tx, encode_label = self._tx.encode, self._labels.encode
         try:
             while (count is None or progress.sent < count) and not stopped():
                 now = time.monotonic()
@@ -175,27 +172,7 @@ class Sender:
                     batch = _MAX_BATCH
                 if count is not None:
                     batch = min(batch, count - progress.sent)
-                for generated in stream.take(batch):
-                    record = generated.record
-                    value = encode_tx(record)
-                    label = encode_label(generated.label())
-                    # The label first: an interrupt between the two leaves a label without
-                    # a transaction (harmless to evaluation), never a transaction without truth.
-                    key = record["transaction_id"].encode()
-                    try:
-                        produce(label_topic, label, key)
-                    except BufferError:  # local queue full
-                        self._produce_when_room(label_topic, key, label)
-                    progress.produced += 1
-                    key = record["source_account"].encode()
-                    try:
-                        produce(tx_topic, value, key)
-                    except BufferError:
-                        self._produce_when_room(tx_topic, key, value)
-                    progress.produced += 1
-                    progress.sent += 1
-                    if generated.scenario != "legit":
-                        progress.fraud += 1
+                self._send(stream.take(batch))
                 progress.event_time_ms = stream.clock_ms
                 poll(0)
                 if now >= next_report:
@@ -205,6 +182,34 @@ class Sender:
         finally:
             self.flush(report)
         return progress
+
+    def _send(self, batch: Iterable[Generated]) -> None:
+        """Produce each transaction of ``batch`` and its label, counted in ``progress``."""
+        progress = self.progress
+        produce = self._producer.produce
+        tx_topic, label_topic = self.settings.topic, self.settings.labels_topic
+        encode_tx, encode_label = self._tx.encode, self._labels.encode
+        for generated in batch:
+            record = generated.record
+            value = encode_tx(record)
+            label = encode_label(generated.label())
+            # The label first: an interrupt between the two leaves a label without
+            # a transaction (harmless to evaluation), never a transaction without truth.
+            key = record["transaction_id"].encode()
+            try:
+                produce(label_topic, label, key)
+            except BufferError:  # local queue full
+                self._produce_when_room(label_topic, key, label)
+            progress.produced += 1
+            key = record["source_account"].encode()
+            try:
+                produce(tx_topic, value, key)
+            except BufferError:
+                self._produce_when_room(tx_topic, key, value)
+            progress.produced += 1
+            progress.sent += 1
+            if generated.scenario != "legit":
+                progress.fraud += 1
 
     def _produce_when_room(self, topic: str, key: bytes, value: bytes) -> None:
         """Produce once the local queue has room (deliveries drain it)."""

@@ -96,7 +96,7 @@ def test_end_offsets_wait_out_a_partition_without_a_leader_yet() -> None:
         def __init__(self, failures: int, code: int) -> None:
             self.failures, self.code, self.calls = failures, code, 0
 
-        def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool = False) -> tuple[int, int]:
             self.calls += 1
             if self.calls <= self.failures:
                 raise KafkaException(KafkaError(self.code))

@@ -222,15 +222,38 @@ def _make_plan(writer: Any, reader: dict[str, Any] | None, sync: bytes, mark: by
         check = _check(col, kind, ftype)
         if check is not None:
             suspect.append(check.fill_null(False))
+    defaults = _defaults(reader_fields or {}, names)
+    header = None if defaults is None else _container_header(writer, sync)
+    if defaults is None or header is None:
+        return None
+    suspect.append(pl.col(WIRE) != pl.lit(wire, dtype=pl.Binary))
+
+    return _Plan(
+        header=header,
+        defaults=defaults,
+        aligned=(pl.col(END) == pl.lit(mark, dtype=pl.Binary)).fill_null(False).all(),
+        suspect=pl.any_horizontal(suspect),
+    )
+
+
+def _defaults(
+    reader_fields: dict[str, dict[str, Any]], written: set[str]
+) -> tuple[tuple[str, Any, pl.DataType], ...] | None:
+    """(name, default, dtype) of each reader field the writer lacks; ``None`` when one has no plain default."""
     defaults: list[tuple[str, Any, pl.DataType]] = []
-    if reader_fields is not None:
-        for name, r in reader_fields.items():
-            if name in names:
-                continue
-            default = _plain_default(r.get("type"), r.get("default", _ABSENT))
-            if default is None:
-                return None
-            defaults.append((name, *default))
+    for name, r in reader_fields.items():
+        if name in written:
+            continue
+        default = _plain_default(r.get("type"), r.get("default", _ABSENT))
+        if default is None:
+            return None
+        defaults.append((name, *default))
+    return tuple(defaults)
+
+
+def _container_header(writer: dict[str, Any], sync: bytes) -> bytes | None:
+    """The header of an Avro container file of ``writer``'s records between the wire header and the end mark
+    (``None``: a schema fastavro cannot take)."""
     extended = dict(writer)
     extended["fields"] = [
         {"name": WIRE, "type": {"type": "fixed", "name": "Wire__", "size": HEADER_SIZE}},
@@ -243,14 +266,7 @@ def _make_plan(writer: Any, reader: dict[str, Any] | None, sync: bytes, mark: by
         fastavro.writer(buf, parsed, [], codec="null", sync_marker=sync)
     except Exception:  # a schema fastavro cannot take: per record
         return None
-    suspect.append(pl.col(WIRE) != pl.lit(wire, dtype=pl.Binary))
-
-    return _Plan(
-        header=buf.getvalue(),
-        defaults=tuple(defaults),
-        aligned=(pl.col(END) == pl.lit(mark, dtype=pl.Binary)).fill_null(False).all(),
-        suspect=pl.any_horizontal(suspect),
-    )
+    return buf.getvalue()
 
 
 def _kind(schema: Any) -> str | None:

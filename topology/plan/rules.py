@@ -2,7 +2,8 @@
 
 Pure: no Kafka. A record's value has ``id``, ``version``, ``definition`` and optional ``description`` and
 ``enabled``. The ``definition`` is the YAML of a ``rules:`` entry of a topology file (at least ``when:``,
-see ``topology.plan.loader``); it is validated by the same loader, against the fields of the source's records.
+see ``topology.plan.loader``); it is read as the loader reads one (``topology.plan.reader.RuleReader``),
+against the fields of the source's records.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 
 from topology.plan.expr import FieldType
-from topology.plan.loader import TopologyError, _Loader, load_yaml
+from topology.plan.loader import load_yaml
 from topology.plan.model import PlanError, Rule, Topology, check_name
+from topology.plan.reader import RuleReader, TopologyError
 
 
 class RuleError(ValueError):
@@ -61,7 +63,7 @@ def parse_rule(rule_id: str, value: Mapping[str, Any], fields: Mapping[str, Fiel
     if description is not None and "description" not in node:
         node["description"] = description
     try:
-        return _Loader(filename, fields, standalone=True).rule(node, "rule", 1)
+        return RuleReader(filename, fields, standalone=True).rule(node, "rule", 1)
     except TopologyError as exc:
         raise RuleError(rule_id, f"{exc.key}: {exc.message} (line {exc.line} of the definition)") from exc
     except PlanError as exc:

@@ -2,6 +2,7 @@
 
 - ``loop``: ``ExactlyOnceRuntime``, the consume-process-produce loop and its rebalance callbacks;
 - ``batch``: one consumed batch through the processor (the hot path);
+- ``commit``: how the open transaction ends (commit, abort, recovery after a producer failure);
 - ``transaction``: the transactional producer and what one transaction read and wrote;
 - ``restore``: changelog replay into the processor, a bounded slice at a time;
 - ``clients``: the client protocols and the factory (real clients, or ``topology.testing`` fakes);

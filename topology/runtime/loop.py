@@ -31,6 +31,7 @@ the first offset it read, and after a backoff the records are read again; after
 the runtime stops (``on_error="fail"``). Abortable Kafka errors abort and rewind; retriable ones
 retry the call; a fatal producer error that is not fencing replaces the producer; fencing and
 other fatal errors raise ``FatalRuntimeError`` without committing anything.
+The end of a transaction (commit, abort, recovery) is ``topology.runtime.commit``.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from topology.records import TP, Processor
 from topology.runtime.batch import BatchProcessing
 from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients, MessageLike
-from topology.runtime.errors import FatalRuntimeError, fatal_error, is_fenced, kafka_error
+from topology.runtime.commit import Committer
+from topology.runtime.errors import FatalRuntimeError, fatal_error, kafka_error
 from topology.runtime.failures import Failures, Refusals
 from topology.runtime.order import TimeOrder
 from topology.runtime.outage import KafkaOutage
 from topology.runtime.pace import Pace
-from topology.runtime.partitions import Partitions, committed_offsets
+from topology.runtime.partitions import Partitions
 from topology.runtime.producers import Producers
 from topology.runtime.rebalance import Rebalance
 from topology.runtime.restore import Progress, Restorer
@@ -82,7 +84,6 @@ class ExactlyOnceRuntime:
         self.settings = settings
         self.stats = RuntimeStats()
         self.clients: ClientFactory = clients or KafkaClients()
-        self._on_commit = on_commit
         self.dlq_topic = settings.dlq_topic or processor.dlq_topic
         if settings.on_error == "dead-letter" and self.dlq_topic is None:
             raise ValueError("on_error='dead-letter' needs a dlq_topic (setting or processor attribute)")
@@ -101,9 +102,8 @@ class ExactlyOnceRuntime:
         # None: fetch order is fine
         self.order = TimeOrder.of(processor, settings.max_task_idle_ms, settings.order_slack_ms)
         self._rebalance = Rebalance(self)
-        self._recoveries = 0  # producer replacements since the last commit
         self.producers = Producers(self.clients, settings, self.outage, self._on_error)
-        self._next_checkpoint = 0.0
+        self.committer = Committer(self, on_commit)
 
     # ------------------------------------------------------------------ public
 
@@ -170,8 +170,8 @@ class ExactlyOnceRuntime:
         """One turn of the loop: restore a slice, consume a batch, process it, commit when due."""
         if self.txn is None and self.producers.stale:  # librdkafka may hang after an outage: start afresh
             log.info("replacing the producer after a broker outage")
-            self._replace_producer()
-        consumer, producer = self._clients()
+            self.replace_producer()
+        consumer, producer = self.clients_in_use()
         s = self.settings
         self._rebalance.restore_step(consumer)
         timeout = 0.0 if self.restorer.pending else 0.1  # restoring: the restore step is the wait
@@ -206,60 +206,12 @@ class ExactlyOnceRuntime:
 
     def commit(self) -> bool:
         """Commit the open transaction (if any) with its offsets and state; on an abortable error abort and rewind."""
-        txn = self.txn
-        if txn is None:
-            return True
-        consumer, producer = self._clients()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in txn.next.items()]
-        started = time.perf_counter()
-        try:
-            # State changes the processor kept in memory: in this transaction, before the offsets.
-            try:
-                for o in self.processor.flush():
-                    producer.send(txn, o, 0)
-            except KafkaException as exc:
-                if kafka_error(exc).code() != KafkaError._STATE:
-                    raise
-                # The transaction failed already (the broker refused a produce request): commit_transaction
-                # below reports why, and the refusal is handled there.
-            producer.commit(offsets, consumer.consumer_group_metadata())
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            if err.txn_requires_abort() and not err.fatal():
-                log.warning("commit failed (%s): aborting and re-reading", err)
-                self.abort(str(err))
-                self.refusals.refused(txn.records, txn.first, err)
-                return False
-            if (err.fatal() or err.retriable()) and not is_fenced(err):
-                self._recover(err, "commit_transaction")
-                return False
-            raise fatal_error(err, "commit_transaction", self.transactional_id) from exc
-        self.processor.committed()
-        self._committed(txn, time.perf_counter() - started)
-        return True
+        return self.committer.commit()
 
     def abort(self, reason: str, level: int = logging.INFO) -> None:
         """Abort the open transaction: state back to the last commit, its partitions back to their first
         offset; logged at ``level``."""
-        txn = self.txn
-        if txn is None:
-            return
-        consumer, producer = self._clients()
-        try:
-            producer.abort()
-        except KafkaException as exc:
-            err = kafka_error(exc)
-            if (err.fatal() or err.retriable()) and not is_fenced(err):
-                self._recover(err, "abort_transaction")
-                return
-            raise fatal_error(err, "abort_transaction", self.transactional_id) from exc
-        self.txn = None
-        self.processor.aborted()
-        self.stats.transactions_aborted += 1
-        log.log(level, "transaction aborted: %s", reason)
-        for tp, offset in txn.first.items():
-            if tp in self.partitions.assigned:
-                self.seek(consumer, tp, offset)
+        self.committer.abort(reason, level)
 
     def close(self, failed: BaseException | None = None) -> None:
         """Leave the group (a clean stop commits and checkpoints first) and close the clients."""
@@ -296,7 +248,8 @@ class ExactlyOnceRuntime:
 
     # ------------------------------------------------------------- inside
 
-    def _clients(self) -> tuple[ConsumerClient, TransactionalProducer]:
+    def clients_in_use(self) -> tuple[ConsumerClient, TransactionalProducer]:
+        """The consumer and the current producer (``open()`` first)."""
         producer = self.producers.current
         assert self._consumer is not None and producer is not None, "open() first"
         return self._consumer, producer
@@ -304,29 +257,13 @@ class ExactlyOnceRuntime:
     def begin(self) -> Transaction:
         """The open transaction, begun now if none is."""
         if self.txn is None:
-            _, producer = self._clients()
+            _, producer = self.clients_in_use()
             try:
                 producer.begin()
             except KafkaException as exc:
                 raise fatal_error(kafka_error(exc), "begin_transaction", self.transactional_id) from exc
             self.txn = Transaction()
         return self.txn
-
-    def _committed(self, txn: Transaction, seconds: float) -> None:
-        self.txn = None
-        self._recoveries = 0
-        report = txn.report(seconds)
-        self.stats.add(report, time.monotonic())
-        self.failures.committed(txn.next)
-        self.refusals.committed()
-        if self._on_commit is not None:
-            self._on_commit(report)
-        if self.processor.changelog_topics and time.monotonic() >= self._next_checkpoint:
-            self._next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
-            try:
-                self.checkpoint(self.partitions.active())
-            except FatalRuntimeError as exc:  # a checkpoint only shortens a later restore: try again later
-                log.warning("checkpoint skipped: %s", exc)
 
     def can_commit(self) -> bool:
         """Whether a commit (or abort) may be tried: a producer exists and no fatal error was reported."""
@@ -358,37 +295,8 @@ class ExactlyOnceRuntime:
             return None
         return fatal_error(err, where, self.transactional_id)
 
-    def _recover(self, error: KafkaError, where: str) -> None:
-        """A fatal producer error that is not fencing, or a transactional call that timed out (the broker is
-        down): replace the producer and go on from the group's offsets.
-
-        ``init_transactions`` of the new producer (same transactional.id) completes or aborts whatever
-        the old one left open; the group's committed offsets then tell which (the offsets travel in
-        the same transaction as the changelog), so the processor keeps or drops that state.
-        """
-        self._recoveries += 1
-        if self._recoveries > 5:
-            raise fatal_error(error, f"{where} (after {self._recoveries - 1} producer replacements)",
-                              self.transactional_id)  # fmt: skip
-        log.warning("%s: %s: %s; replacing the producer", where, error.name(), error.str())
-        consumer, _ = self._clients()
-        self._replace_producer()
-        txn, self.txn = self.txn, None
-        if txn is None:
-            return
-        parts = [tp for tp in txn.first if tp in self.partitions.assigned]
-        committed = committed_offsets(consumer, parts, self.settings, self.transactional_id, self.outage)
-        at = {(tp.topic, tp.partition): tp.offset for tp in committed}
-        if txn.next and all(at.get(tp) == o for tp, o in txn.next.items() if tp in at):
-            self.processor.committed()
-            self._committed(txn, 0.0)
-        else:
-            self.processor.aborted()
-            self.stats.transactions_aborted += 1
-        for tp in parts:
-            self.seek(consumer, tp, at[tp] if at.get(tp, -1) >= 0 else txn.first[tp])
-
-    def _replace_producer(self) -> None:
+    def replace_producer(self) -> None:
+        """A new producer in place of the current one (its fatal error, if any, goes with it)."""
         self.producers.replace()
         self._fatal = None  # the fatal error was the old producer's
 

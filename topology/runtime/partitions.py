@@ -1,10 +1,13 @@
-"""Which input partitions the runtime owns, which of them are still restoring, and where each goes on
-(the group's committed offsets, read through an outage)."""
+"""Which input partitions the runtime owns, which of them are still restoring, where each goes on
+(the group's committed offsets, read through an outage) and where a partition ends (its end offset,
+read through a leader election)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -13,6 +16,8 @@ from topology.runtime.clients import ConsumerClient
 from topology.runtime.errors import fatal_error, kafka_error
 from topology.runtime.outage import Outage
 from topology.runtime.settings import RuntimeSettings
+
+log = logging.getLogger("fraudstream.runtime")
 
 
 class Partitions:
@@ -81,3 +86,42 @@ def committed_offsets(
                 raise fatal_error(err, where, transactional_id) from exc
             outage.lost(f"committed offsets: {err.str()}")
             time.sleep(1.0)
+
+
+class WatermarkReader(Protocol):
+    """What ``end_offset`` needs of a consumer (a ``ConsumerClient``, or any confluent-kafka ``Consumer``)."""
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]: ...
+
+
+# Errors waiting cannot cure: the broker answered and refuses this principal. ``end_offset`` raises them at once.
+_REFUSED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+    }
+)
+
+
+def end_offset(consumer: WatermarkReader, tp: TP, timeout_s: float) -> int:
+    """The end offset of ``tp`` as ``consumer`` sees it (``read_committed``: the last stable offset, else the
+    high watermark), asked of the broker (never a cached value).
+
+    Any error but a fatal one or a refusal (``_REFUSED``) is asked again every 0.2 s for up to ``timeout_s``:
+    a partition without a leader yet (just created, or a broker restarting) or a broker that does not answer
+    for a moment. The error of the last try, or a refusal, is raised as the ``KafkaException`` it was.
+    ``KafkaError.retriable()`` cannot tell them apart: confluent-kafka does not set it on this call's errors
+    (seen: ``_ALL_BROKERS_DOWN`` unflagged).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(*tp), timeout_s, False)[1])
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err.fatal() or err.code() in _REFUSED or time.monotonic() > deadline:
+                raise
+            log.debug("end offset of %s[%d]: %s, retrying", tp[0], tp[1], err.str())
+            time.sleep(0.2)

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from topology.records import TP, Processor, RawRecord
 from topology.runtime.clients import ClientFactory, ConsumerClient, MessageLike
 from topology.runtime.errors import FatalRuntimeError, kafka_error
+from topology.runtime.partitions import end_offset
 from topology.runtime.settings import RuntimeSettings, restore_config
 
 log = logging.getLogger("fraudstream.runtime")
@@ -102,18 +103,11 @@ class Restorer:
 
     def end_offset(self, cp: TP) -> int:
         """The last stable offset of changelog partition ``cp`` (waits out a leader election)."""
-        reader = self._open()
-        s = self._settings
-        deadline = time.monotonic() + s.kafka_timeout_s
-        while True:
-            try:
-                return int(reader.get_watermark_offsets(TopicPartition(*cp), s.kafka_timeout_s, False)[1])
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if err.fatal() or time.monotonic() > deadline:
-                    raise FatalRuntimeError(f"cannot read the end offset of {cp[0]}[{cp[1]}]: {err.str()}") from exc
-                log.debug("end offset of %s[%d]: %s, retrying", cp[0], cp[1], err.str())
-                time.sleep(0.2)
+        try:
+            return end_offset(self._open(), cp, self._settings.kafka_timeout_s)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            raise FatalRuntimeError(f"cannot read the end offset of {cp[0]}[{cp[1]}]: {err.str()}") from exc
 
     def close(self) -> None:
         if self._reader is not None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -29,8 +29,9 @@ from topology.alerts import AlertWriter
 from topology.plan.model import Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
 from topology.serde.decoder import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
 
-# Value kinds of the fast path.
-_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _STRING, _DECIMAL, _TS_MS, _UNION = range(10)
+# Value kinds of the fast path, in groups: fixed size (below _LONG), a varint (_LONG, _TS_MS), a varint
+# length and as many bytes (from _BYTES), a union (a varint branch index, then its branch's value).
+_NULL, _BOOL, _FLOAT, _DOUBLE, _LONG, _TS_MS, _BYTES, _STRING, _DECIMAL, _UNION = range(10)
 _PRIMITIVES = {
     "null": _NULL,
     "boolean": _BOOL,
@@ -47,7 +48,7 @@ _MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=
 _MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 _FLOAT_AT = struct.Struct("<f").unpack_from
 _DOUBLE_AT = struct.Struct("<d").unpack_from
-_HOT_KINDS = (_STRING, _UNION, _NULL, _LONG, _TS_MS, _DECIMAL, _BYTES, _BOOL)
+_HOT_KINDS = (_STRING, _UNION, _NULL, _LONG, _TS_MS, _BYTES)
 _ABSENT: Any = object()
 # What reading bad bytes raises (as fastavro does); anything else is a bug and propagates.
 _BAD_BYTES = (IndexError, EOFError, ValueError, OverflowError)
@@ -261,11 +262,11 @@ class ProjectionDecoder:
     # ------------------------------------------------------------ fast path
 
     def _fast(self, plan: _Plan, data: bytes) -> ProjectedRecord:
-        STRING, UNION, NULL, LONG, TS_MS, DECIMAL, BYTES, BOOL = _HOT_KINDS
-        size = len(data)
-        pos = HEADER_SIZE
+        """The record in ``data`` by ``plan``, every byte validated (the hot path: one loop, kept inline)."""
+        STRING, UNION, NULL, LONG, TS_MS, BYTES = _HOT_KINDS
+        size, pos = len(data), HEADER_SIZE
         rec = ProjectedRecord()
-        lazy: dict[str, tuple[Any, Any]] | None = None
+        lazy: dict[str, tuple[Any, Any]] = {}  # name -> (converter, raw value), converted on first read
         try:
             for kind, name, arg in plan.steps:
                 if kind == UNION:
@@ -274,11 +275,7 @@ class ProjectionDecoder:
                     if b & 0x80:
                         b, pos = _varint(data, pos, b)
                     kind, arg = arg[(b >> 1) ^ -(b & 1)]
-                    if kind == NULL:
-                        if name is not None:
-                            rec[name] = None
-                        continue
-                if kind == STRING or kind == BYTES or kind == DECIMAL:  # noqa: SIM109 - faster than `in`
+                if kind > TS_MS:  # bytes, string, decimal: a varint length, then as many bytes
                     b = data[pos]
                     pos += 1
                     if b & 0x80:
@@ -286,76 +283,43 @@ class ProjectionDecoder:
                     n = (b >> 1) ^ -(b & 1)
                     end = pos + n
                     if n < 0 or end > size:
-                        got = size - pos
-                        pos = size
-                        raise EOFError(f"Expected {n} bytes, read {got}")
-                    if kind == STRING:
-                        text = data[pos:end].decode()
-                        pos = end
-                        if name is not None:
-                            rec[name] = text
-                        continue
+                        raise _EndsInside(f"Expected {n} bytes, read {size - pos}")
                     raw = data[pos:end]
                     pos = end
-                    if name is not None:
-                        if kind == BYTES:
-                            rec[name] = raw
-                        else:
-                            if lazy is None:
-                                lazy = {}
-                            lazy[name] = (arg, raw)
-                elif kind == LONG or kind == TS_MS:  # noqa: SIM109
+                    if kind == STRING:
+                        value: Any = raw.decode()
+                    elif kind == BYTES:
+                        value = raw
+                    elif name is not None:  # a decimal, built on first read
+                        lazy[name] = (arg, raw)
+                        continue
+                elif kind >= LONG:  # long, timestamp-millis: a varint
                     b = data[pos]
                     pos += 1
                     if b & 0x80:
                         b, pos = _varint(data, pos, b)
-                    n = (b >> 1) ^ -(b & 1)
+                    value = (b >> 1) ^ -(b & 1)
                     if kind == TS_MS:
-                        if n < _MIN_MS or n > _MAX_MS:
+                        if value < _MIN_MS or value > _MAX_MS:
                             raise OverflowError("date value out of range")
                         if name is not None and not arg:
-                            if lazy is None:
-                                lazy = {}
-                            lazy[name] = (_to_datetime, n)
+                            lazy[name] = (_to_datetime, value)
                             continue
-                    if name is not None:
-                        rec[name] = n
-                elif kind == BOOL:
-                    if pos >= size:
-                        raise EOFError("cannot read boolean")
-                    if name is not None:
-                        rec[name] = data[pos] != 0
-                    pos += 1
                 elif kind == NULL:
-                    if name is not None:
-                        rec[name] = None
-                else:  # float, double
-                    width = 8 if kind == _DOUBLE else 4
-                    if pos + width > size:
-                        pos = size
-                        raise EOFError(f"cannot read {'double' if kind == _DOUBLE else 'float'}")
-                    if name is not None:
-                        rec[name] = (_DOUBLE_AT if kind == _DOUBLE else _FLOAT_AT)(data, pos)[0]
-                    pos += width
+                    value = None
+                else:
+                    value, pos = _fixed(kind, data, pos, size)
+                if name is not None:
+                    rec[name] = value
         except _BAD_BYTES as exc:
-            if isinstance(exc, _CutShort):
-                pos = size
-            elif type(exc) is IndexError and pos >= size and str(exc) == "index out of range":
-                exc = EOFError()  # the first byte of a value is missing: what fastavro raises
-            raise _classify(exc, pos, size, plan.schema_id) from exc
+            _raise_bad_bytes(exc, pos, size, plan.schema_id)
         if pos != size:
-            raise DecodeError(
-                "invalid-avro",
-                f"{size - pos} trailing bytes after the record (schema id {plan.schema_id}, {size} bytes)",
-            )
+            raise _trailing(pos, size, plan.schema_id)
         for name, default in plan.defaults:
             rec[name] = default
-        rec._lazy = lazy
-        if plan.complete:
-            rec._owner = rec._value = None
-        else:
-            rec._owner = self
-            rec._value = data
+        rec._lazy = lazy or None
+        rec._owner = None if plan.complete else self  # complete: nothing to decode in full later
+        rec._value = None if plan.complete else data
         return rec
 
     # ------------------------------------------------------------ plans
@@ -476,6 +440,36 @@ def _to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ms * 1000)
 
 
+def _fixed(kind: int, data: bytes, pos: int, size: int) -> tuple[Any, int]:
+    """A boolean, float or double at ``pos``, and the position after it."""
+    if kind == _BOOL:
+        if pos >= size:
+            raise EOFError("cannot read boolean")
+        return data[pos] != 0, pos + 1
+    width = 8 if kind == _DOUBLE else 4
+    if pos + width > size:
+        raise _EndsInside(f"cannot read {'double' if kind == _DOUBLE else 'float'}")
+    return (_DOUBLE_AT if kind == _DOUBLE else _FLOAT_AT)(data, pos)[0], pos + width
+
+
+def _raise_bad_bytes(exc: Exception, pos: int, size: int, schema_id: int) -> NoReturn:
+    """Raise the ``DecodeError`` fastavro's reader would for ``exc``, raised at ``pos`` of ``size`` bytes."""
+    if isinstance(exc, _CutShort):
+        pos = size
+    elif isinstance(exc, _EndsInside):
+        pos, exc = size, EOFError(*exc.args)  # fastavro's type: it is in the message
+    elif type(exc) is IndexError and pos >= size and str(exc) == "index out of range":
+        exc = EOFError()  # the first byte of a value is missing: what fastavro raises
+    raise _classify(exc, pos, size, schema_id) from exc
+
+
+def _trailing(pos: int, size: int, schema_id: int) -> DecodeError:
+    """The error of a record followed by more bytes."""
+    return DecodeError(
+        "invalid-avro", f"{size - pos} trailing bytes after the record (schema id {schema_id}, {size} bytes)"
+    )
+
+
 def _varint(data: bytes, pos: int, b: int) -> tuple[int, int]:
     """The rest of a multi-byte varint whose first byte ``b`` was read; 64-bit wrap-around like fastavro."""
     n = b & 0x7F
@@ -499,3 +493,7 @@ def _varint(data: bytes, pos: int, b: int) -> tuple[int, int]:
 
 class _CutShort(IndexError):
     """The data ended inside a varint (the reader's position is then the end)."""
+
+
+class _EndsInside(EOFError):
+    """The data ended inside a value (the reader's position is then the end); reported as an ``EOFError``."""

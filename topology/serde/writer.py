@@ -82,8 +82,7 @@ def _field_kind(t: Any) -> tuple[int, Any] | None:
 def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWriter:
     STRING, OPT_STRING, LONG, DECIMAL = _STRING, _OPT_STRING, _LONG, _DECIMAL
     lengths, n_lengths = _LENGTHS, len(_LENGTHS)
-    long_bytes, decimal_bytes, plain = encode_long, _decimal, _plain
-    cache_size = _DECIMAL_CACHE
+    long_bytes, decimal_bytes, plain = encode_long, _cached_decimal, _plain
     n_fields = len(steps)
 
     def write(record: Mapping[str, Any]) -> bytes | None:
@@ -113,13 +112,9 @@ def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWri
                     if type(value) is not Decimal:
                         return None
                     text = str(value)
-                    encoded = arg[2].get(text)
+                    encoded = arg[2].get(text) or decimal_bytes(text, value, arg)
                     if encoded is None:
-                        encoded = decimal_bytes(text, value, arg[0], arg[1])
-                        if encoded is None:
-                            return None
-                        if len(arg[2]) < cache_size:
-                            arg[2][text] = encoded
+                        return None
                     append(encoded)
                     continue
                 else:
@@ -182,6 +177,16 @@ def encode_long(n: int) -> bytes:
     x = (x & 0x00003FFF00003FFF) | ((x & 0x0FFFC0000FFFC000) << 2)
     x = (x & 0x007F007F007F007F) | ((x & 0x3F803F803F803F80) << 1)
     return (x | _CONTINUE[size]).to_bytes(size, "little")
+
+
+def _cached_decimal(text: str, value: Decimal, arg: tuple[int, int, dict[str, bytes]]) -> bytes | None:
+    """``_decimal`` of a value not in its field's cache (``arg``: limit, scale, cache), remembered there while
+    the cache holds fewer than ``_DECIMAL_CACHE`` texts."""
+    limit, scale, cache = arg
+    encoded = _decimal(text, value, limit, scale)
+    if encoded is not None and len(cache) < _DECIMAL_CACHE:
+        cache[text] = encoded
+    return encoded
 
 
 def _decimal(text: str, value: Decimal, limit: int, scale: int) -> bytes | None:

@@ -103,6 +103,16 @@ def runtime(c: FakeCluster, processor: Counter, **settings: object) -> ExactlyOn
     return ExactlyOnceRuntime(processor, s, clients=FakeClients(c))
 
 
+def started(c: FakeCluster, processor: Counter, **settings: object) -> ExactlyOnceRuntime:
+    """A runtime opened and stepped twice: assigned (paused until restored), then restored (nothing to
+    replay), resumed and what was there processed, its transaction open."""
+    rt = runtime(c, processor, **settings)
+    rt.open()
+    rt.step()
+    rt.step()
+    return rt
+
+
 def put(c: FakeCluster, *records: tuple[int, bytes, bytes]) -> None:
     """Append committed (non-transactional) input records: (partition, key, value)."""
     from topology.testing.fakes import Entry
@@ -121,6 +131,11 @@ def drain(rt: ExactlyOnceRuntime, steps: int = 20) -> None:
     for _ in range(steps):
         rt.step()
     rt.commit()
+
+
+def fatal(message: str = "broken") -> KafkaException:
+    """A fatal (not fencing) producer error."""
+    return KafkaException(KafkaError(KafkaError._FATAL, message, fatal=True))
 
 
 def abortable(message: str = "abortable") -> KafkaException:

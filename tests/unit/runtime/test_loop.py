@@ -1,30 +1,12 @@
-"""The runtime's commit, abort, rewind, revoke, lost, restore and recover logic, over fake clients."""
+"""The runtime's processing errors, dead letters, rewind, revoke, lost and restore logic, over fake clients."""
 
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
 
-from tests.unit.runtime.support import Counter, abortable, cluster, drain, put, runtime, values
-from topology.runtime import ExactlyOnceRuntime, FatalRuntimeError, FencedError
+from tests.unit.runtime.support import Counter, cluster, drain, put, runtime, values
+from topology.runtime import ExactlyOnceRuntime, FatalRuntimeError
 from topology.testing.fakes import Entry, FakeConsumer, _Txn
-
-
-def test_outputs_offsets_and_state_commit_together() -> None:
-    c = cluster()
-    put(c, (0, b"a", b"x"), (0, b"a", b"x"), (1, b"b", b"x"))
-    p = Counter()
-    rt = runtime(c, p)
-    rt.open()
-    rt.step()  # assigned: paused until restored
-    rt.step()  # restored (nothing to replay), resumed, processed
-    assert values(c, "out") == []  # produced, not committed: read_committed readers see nothing yet
-    assert rt.commit()
-    assert sorted(values(c, "out")) == [b"a=1", b"a=2", b"b=1"]
-    assert c.group_offsets["app"] == {("in", 0): 2, ("in", 1): 1}
-    assert sorted(values(c, "counts-changelog")) == [b"1", b"2"]
-    assert p.calls[-1] == "committed"
-    assert rt.stats.records_in == 3 and rt.stats.transactions_committed == 1
 
 
 def test_a_processing_error_aborts_restores_state_without_replay_and_retries() -> None:
@@ -67,22 +49,6 @@ def test_on_error_fail_stops_without_committing() -> None:
     with pytest.raises(FatalRuntimeError, match="giving up"):
         drain(rt)
     assert values(c, "out") == [] and c.group_offsets.get("app", {}) == {}
-
-
-def test_an_abortable_commit_error_rewinds_and_the_retry_commits_once() -> None:
-    c = cluster(1)
-    put(c, (0, b"a", b"x"), (0, b"b", b"x"))
-    p = Counter()
-    rt = runtime(c, p)
-    rt.open()
-    rt.step()  # assigned: paused until restored
-    rt.step()  # restored (nothing to replay), resumed, processed
-    c.fail("commit_transaction", abortable())
-    assert not rt.commit()
-    assert p.calls[-1] == "aborted" and p.counts[("in", 0)] == {}
-    drain(rt)
-    assert values(c, "out") == [b"a=1", b"b=1"]
-    assert c.group_offsets["app"] == {("in", 0): 2}
 
 
 def test_revoke_commits_the_open_transaction_and_checkpoints_before_giving_up() -> None:
@@ -153,35 +119,6 @@ def test_restore_starts_at_the_processor_checkpoint() -> None:
     second.open()
     drain(second)
     assert p.restored == [2]
-
-
-def test_a_fenced_producer_stops_with_exit_code_3() -> None:
-    c = cluster(1)
-    put(c, (0, b"a", b"x"))
-    rt = runtime(c, Counter())
-    rt.open()
-    rt.step()  # assigned: paused until restored
-    rt.step()  # restored (nothing to replay), resumed, processed
-    c.epochs["app-one"] += 1  # another instance with the same transactional.id called init_transactions
-    with pytest.raises(FencedError) as info:
-        rt.commit()
-    assert info.value.exit_code == 3
-    assert values(c, "out") == []
-
-
-def test_a_fatal_producer_error_replaces_the_producer_and_keeps_exactly_once() -> None:
-    c = cluster(1)
-    put(c, (0, b"a", b"x"))
-    p = Counter()
-    rt = runtime(c, p)
-    rt.open()
-    rt.step()  # assigned: paused until restored
-    rt.step()  # restored (nothing to replay), resumed, processed
-    c.fail("commit_transaction", KafkaException(KafkaError(KafkaError._FATAL, "broken", fatal=True)))
-    assert not rt.commit()
-    assert p.calls[-1] == "aborted"
-    drain(rt)
-    assert values(c, "out") == [b"a=1"] and c.epochs["app-one"] == 1
 
 
 def _aborted() -> _Txn:
