@@ -377,3 +377,17 @@ def test_a_new_topology_keeps_the_alert_writers_fields_projected() -> None:
     before = decoder._fields
     decoder.project(topology)  # what the processor does at every install
     assert decoder._fields == before and decoder._fields is not None and "transaction_id" in decoder._fields
+
+
+def test_decimals_are_built_once_per_distinct_encoding_up_to_the_cache_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from decimal import Decimal
+
+    from topology.serde import projection
+
+    monkeypatch.setattr(projection, "DECIMAL_CACHE", 2)
+    of = projection._DecimalOf(18, 2)
+    raws = [(n).to_bytes(4, "big", signed=True) for n in (12345, -7, 99900)]
+    first = [of(r) for r in raws]
+    assert first == [Decimal("123.45"), Decimal("-0.07"), Decimal("999.00")]
+    assert of(raws[0]) is first[0] and of(raws[1]) is first[1]  # remembered
+    assert of(raws[2]) == first[2] and of(raws[2]) is not first[2]  # beyond the bound: built each time

@@ -28,6 +28,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from topology.alerts import AlertWriter
 from topology.plan.model import Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
 from topology.serde.decoder import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
+from topology.serde.writer import DECIMAL_CACHE
 
 # Value kinds of the fast path, in groups: fixed size (below _LONG), a varint (_LONG, _TS_MS), a varint
 # length and as many bytes (from _BYTES), a union (a varint branch index, then its branch's value).
@@ -423,17 +424,27 @@ def _kind(schema: Any, epoch_ms: bool) -> tuple[int, Any] | None:
 
 
 class _DecimalOf:
-    """Builds a decimal exactly as fastavro does (context precision = the schema's, then scaleb)."""
+    """Builds a decimal exactly as fastavro does (context precision = the schema's, then scaleb).
 
-    __slots__ = ("_ctx", "_scale")
+    Amounts repeat, and a Decimal is immutable: the first ``DECIMAL_CACHE`` distinct encodings of the field
+    are remembered (a hit is a dict lookup, ~0.09 µs, where building one took ~1.8 µs here; 200,000 generated
+    transactions hold 28,218 distinct amounts). The writer keeps the same bound the other way round."""
+
+    __slots__ = ("_cache", "_ctx", "_scale")
 
     def __init__(self, precision: int, scale: int) -> None:
         self._ctx = Context(prec=precision)
         self._scale = -scale
+        self._cache: dict[bytes, Decimal] = {}
 
     def __call__(self, raw: bytes) -> Decimal:
-        ctx = self._ctx
-        return ctx.create_decimal(int.from_bytes(raw, "big", signed=True)).scaleb(self._scale, ctx)
+        value = self._cache.get(raw)
+        if value is None:
+            ctx = self._ctx
+            value = ctx.create_decimal(int.from_bytes(raw, "big", signed=True)).scaleb(self._scale, ctx)
+            if len(self._cache) < DECIMAL_CACHE:
+                self._cache[raw] = value
+        return value
 
 
 def _to_datetime(ms: int) -> datetime:

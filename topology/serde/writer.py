@@ -11,7 +11,7 @@ type's range, a decimal that is not finite, has more fraction digits than the sc
 than the precision, a string UTF-8 cannot encode (a lone surrogate). The caller then encodes that
 record with fastavro, which writes it or rejects it exactly as without this writer.
 ``tests/unit/test_avro_writer.py`` checks the bytes against fastavro on seeded random records.
-Each decimal field remembers the bytes of up to ``_DECIMAL_CACHE`` decimal texts (amounts repeat).
+Each decimal field remembers the bytes of up to ``DECIMAL_CACHE`` decimal texts (amounts repeat).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ _PLAIN = {"string": _STRING, "long": _LONG, "int": _LONG, "boolean": _BOOLEAN, "
 _INT_RANGE = {"long": 1 << 63, "int": 1 << 31}  # values in [-r, r) are vouched for
 _SMALL = tuple(bytes([i]) for i in range(128))
 _LENGTHS = tuple(bytes([2 * i]) if i < 64 else bytes([(2 * i & 0x7F) | 0x80, 2 * i >> 7]) for i in range(8192))
-_DECIMAL_CACHE = 1 << 15  # decimal texts remembered per field (amounts repeat; about 4 MB at most)
+# Decimals remembered per field (amounts repeat; about 4 MB at most): the writer maps text -> bytes,
+# the projection decoder bytes -> Decimal.
+DECIMAL_CACHE = 1 << 15
 # 0x80 (more bytes follow) in every byte of a varint of k bytes but the last
 _CONTINUE = tuple(int.from_bytes(b"\x80" * (k - 1), "little") for k in range(9))
 
@@ -181,10 +183,10 @@ def encode_long(n: int) -> bytes:
 
 def _cached_decimal(text: str, value: Decimal, arg: tuple[int, int, dict[str, bytes]]) -> bytes | None:
     """``_decimal`` of a value not in its field's cache (``arg``: limit, scale, cache), remembered there while
-    the cache holds fewer than ``_DECIMAL_CACHE`` texts."""
+    the cache holds fewer than ``DECIMAL_CACHE`` texts."""
     limit, scale, cache = arg
     encoded = _decimal(text, value, limit, scale)
-    if encoded is not None and len(cache) < _DECIMAL_CACHE:
+    if encoded is not None and len(cache) < DECIMAL_CACHE:
         cache[text] = encoded
     return encoded
 
