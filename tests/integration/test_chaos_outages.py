@@ -129,13 +129,15 @@ def _records_in(port: int) -> dict[str, float]:
     return found
 
 
-def _wait(what: str, ok: Callable[[], bool], services: list[Service], timeout_s: float) -> None:
-    """Wait until ``ok()`` is true; every service must stay up meanwhile."""
+def _wait(what: str | Callable[[], str], ok: Callable[[], bool], services: list[Service], timeout_s: float) -> None:
+    """Wait until ``ok()`` is true; every service must stay up meanwhile (``what`` may be computed when it fails)."""
     deadline = time.monotonic() + timeout_s
     while not ok():
-        for s in services:
-            assert s.alive(), f"{s.log.name} exited (rc {s.proc.returncode}) {what}:\n{s.output()[-3000:]}"
-        assert time.monotonic() < deadline, f"not {what} in {timeout_s:.0f} s"
+        gone = next((s for s in services if not s.alive()), None)
+        if gone is not None or time.monotonic() >= deadline:
+            said = what if isinstance(what, str) else what()
+            assert gone is None, f"{gone.log.name} exited (rc {gone.proc.returncode}) {said}:\n{gone.output()[-3000:]}"
+            raise AssertionError(f"not {said} in {timeout_s:.0f} s")
         time.sleep(0.5)
 
 
@@ -194,6 +196,10 @@ def test_every_service_rides_out_a_registry_and_a_broker_outage_exactly_once(
         _wait("deciding every transaction", lambda: counter.poll(0.1) >= total, watching, 240)
         _wait("showing every decision", lambda: sum(_records_in(port).get(x, 0) for x in (t.legit, t.fraud))
               >= total, watching, 60)  # fmt: skip
+        # The alerts consumer rejoins its group after the broker outage and posts again what it could not commit.
+        _wait(lambda: f"alerting every fraud decision ({len(set(webhook.texts))} alerts, "
+              f"{_records_in(port).get(t.fraud, 0)} fraud decisions; alerts log:\n{alerts.output()[-1500:]})",
+              lambda: len(set(webhook.texts)) >= _records_in(port).get(t.fraud, 0), watching, 120)  # fmt: skip
     finally:
         counter.close()
         for svc in services:
