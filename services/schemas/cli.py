@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from rich.console import Console
 
 import schemas
@@ -23,6 +24,15 @@ LevelOpt = Annotated[
     typer.Option("--compatibility", help="Level for every subject without an override (default BACKWARD)."),
 ]
 DirOpt = Annotated[Path, typer.Option("--schemas-dir", help="Folder of .avsc files and history/.")]
+
+
+def _registry(console: Console, registry_url: str | None) -> SchemaRegistryClient:
+    """The Schema Registry at ``registry_url`` (else the configured one), answering; else exit 2."""
+    try:
+        return check_registry(KafkaSettings.with_overrides(schema_registry_url=registry_url))
+    except Unreachable as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _print(console: Console, findings: list[Finding]) -> int:
@@ -48,12 +58,7 @@ def check_command(
     settings = SchemaSettings.with_overrides(compatibility=compatibility)
     findings = check_offline(settings, schema_dir=schemas_dir)
     if not offline:
-        kafka = KafkaSettings.with_overrides(schema_registry_url=registry_url)
-        try:
-            findings += check_online(check_registry(kafka), schema_dir=schemas_dir)
-        except Unreachable as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        findings += check_online(_registry(console, registry_url), schema_dir=schemas_dir)
     errors = _print(console, findings)
     if errors:
         console.print(f"[red]{errors} incompatibilit{'y' if errors == 1 else 'ies'}[/red]")
@@ -69,12 +74,7 @@ def register_command(
     """Set each subject's compatibility level and register its schema; exit 1 if the registry refuses one."""
     console = Console()
     settings = SchemaSettings.with_overrides(compatibility=compatibility)
-    kafka = KafkaSettings.with_overrides(schema_registry_url=registry_url)
-    try:
-        done, findings = register(check_registry(kafka), settings, schema_dir=schemas_dir)
-    except Unreachable as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    done, findings = register(_registry(console, registry_url), settings, schema_dir=schemas_dir)
     for r in done:
         console.print(
             f"[green]✓[/green] {r.subject}: {r.schema}.avsc is id {r.schema_id}, version {r.version}, "

@@ -25,15 +25,21 @@ class StackError(RuntimeError):
     """A problem starting or stopping the local stack, with a message that says what to do."""
 
 
+def _on_path(command: str, missing: str) -> str:
+    """Path of ``command``, or a StackError: ``missing`` (what it is for and how to install it), or Docker."""
+    path = shutil.which(command)
+    if path is None:
+        raise StackError(f"{missing}, or use Docker: docker compose -f docker-compose.kafka.yml up")
+    return path
+
+
 def java() -> str:
     """Path of a ``java`` 17 or newer, or a StackError that says what to install."""
-    path = shutil.which("java")
-    if path is None:
-        raise StackError(
-            "Java not found: the local stack runs Kafka and the Schema Registry on a JVM. "
-            "Install JDK 17+ (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless), "
-            "or use Docker: docker compose -f docker-compose.kafka.yml up"
-        )
+    path = _on_path(
+        "java",
+        "Java not found: the local stack runs Kafka and the Schema Registry on a JVM. "
+        "Install JDK 17+ (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless)",
+    )
     out = subprocess.run([path, "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)', out)
     if match is None or int(match.group(1)) < 17:
@@ -43,14 +49,11 @@ def java() -> str:
 
 def maven() -> str:
     """Path of ``mvn``, or a StackError that says what to install."""
-    path = shutil.which("mvn")
-    if path is None:
-        raise StackError(
-            "Maven not found: the local stack resolves pinned Kafka and registry jars with it. "
-            "Install Maven 3.8+ (Debian/Ubuntu: apt-get install maven), "
-            "or use Docker: docker compose -f docker-compose.kafka.yml up"
-        )
-    return path
+    return _on_path(
+        "mvn",
+        "Maven not found: the local stack resolves pinned Kafka and registry jars with it. "
+        "Install Maven 3.8+ (Debian/Ubuntu: apt-get install maven)",
+    )
 
 
 def maven_repo() -> Path:

@@ -66,6 +66,12 @@ def test_schemas_register_exits_2_when_the_registry_is_down(monkeypatch: pytest.
     assert result.exit_code == 2 and "Schema Registry at" in result.output
 
 
+def test_schemas_check_exits_2_when_the_registry_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_STARTUP_WAIT_S", "0")
+    result = CliRunner().invoke(app, ["schemas", "check", "--registry-url", f"http://127.0.0.1:{free_port()}"])
+    assert result.exit_code == 2 and "Schema Registry at" in result.output
+
+
 def test_a_missing_broker_is_waited_for_with_one_line_per_wait(caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
     with caplog.at_level("WARNING", logger="fraudstream.kafka"), pytest.raises(Unreachable) as info:

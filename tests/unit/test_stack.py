@@ -66,6 +66,27 @@ def test_proxy_serves_the_ccompat_api_at_the_root() -> None:
     assert seen == [("POST", f"{CCOMPAT_PREFIX}/subjects/t-value/versions?normalize=true", b'{"schema":"x"}')]
 
 
+def test_a_missing_tool_says_what_to_install_or_to_use_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from services.stack import toolchain
+
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    docker = ", or use Docker: docker compose -f docker-compose.kafka.yml up"
+    with pytest.raises(toolchain.StackError) as java:
+        toolchain.java()
+    assert str(java.value) == (
+        "Java not found: the local stack runs Kafka and the Schema Registry on a JVM. "
+        "Install JDK 17+ (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless)" + docker
+    )
+    with pytest.raises(toolchain.StackError) as mvn:
+        toolchain.maven()
+    assert str(mvn.value) == (
+        "Maven not found: the local stack resolves pinned Kafka and registry jars with it. "
+        "Install Maven 3.8+ (Debian/Ubuntu: apt-get install maven)" + docker
+    )
+
+
 def test_missing_java_gives_one_actionable_message(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path), "FRAUDSTREAM_STACK_DATA_DIR": str(tmp_path / "d")}
     proc = subprocess.run([sys.executable, "-m", "services.cli", "stack", "up"], env=env, capture_output=True,

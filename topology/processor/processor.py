@@ -45,14 +45,13 @@ fast projection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from topology.alerts import AlertFacts, AlertWriter
 from topology.batch.decode import ColumnarDecoder
 from topology.batch.routing import BatchRouter, BatchRouting
-from topology.deadletter import Failure, Source, dead_letter
-from topology.plan.model import Rule, Topology
+from topology.plan.model import Topology
 from topology.processor.compiled import (
     COMPARE,
     EVALUATION_ERRORS,
@@ -66,10 +65,11 @@ from topology.processor.compiled import (
 )
 from topology.processor.decisions import Decider, Related, RuleFailed
 from topology.processor.lookahead import Lookahead
-from topology.processor.stages import INTERNAL, carried, forward, ignored_later, prior_values, unpack_fields
-from topology.processor.stores import StageStores, kept_stores
+from topology.processor.rejects import DeadLetters
+from topology.processor.stages import carried, forward, ignored_later, prior_values, unpack_fields
+from topology.processor.stores import StageStores, StateHooks, kept_stores
 from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
-from topology.records import H_KEY, H_ORIGIN, H_VERSION, Headers, Kind, OutRecord, RawRecord, header
+from topology.records import H_VERSION, Headers, Kind, OutRecord, RawRecord
 from topology.serde.decoder import DecodeError, EncodeError
 from topology.state import AggValue, InMemoryState, StateBackend, WindowStore
 from topology.state.bounds import RELATED_IDS
@@ -78,12 +78,9 @@ Decode = Callable[[bytes | None], Mapping[str, Any]]
 _ALERT_ERRORS: tuple[type[Exception], ...] = (EncodeError, *EVALUATION_ERRORS)
 
 
-class EvaluationError(Exception):
-    """A record whose rules cannot be evaluated (dead-lettered)."""
-
-
-class TopologyProcessor:
-    """Runs a ``Topology`` on single records; holds the state stores of the partitions it owns."""
+class TopologyProcessor(StateHooks):
+    """Runs a ``Topology`` on single records; holds the state stores of the partitions it owns (the state
+    hooks: ``StateHooks``)."""
 
     def __init__(
         self,
@@ -141,6 +138,7 @@ class TopologyProcessor:
         self.repartition_topics: tuple[str, ...] = self.source_topics[1:]
         # A later stage's stream time is only as good as the order its input is written in.
         self.ordered_topics: tuple[str, ...] = self.source_topics[:1] if self.repartition_topics else ()
+        self._dead = DeadLetters(self._dlq, self.repartition_topics, self._decode_errors, self._version_header).of
         self._ahead = Lookahead(self._decode, self._decode_errors, self._time)
         self.changelog_topics: tuple[str, ...] = self._groups.changelog_topics
         self.sink_topics: tuple[str, ...] = tuple(dict.fromkeys((
@@ -347,30 +345,6 @@ class TopologyProcessor:
         nxt = self._stages[stage.next_topic]
         return forward(stage, nxt, record, value, aggs, prior, self._store_names, (self._related, self._related_total))
 
-    def _dead(
-        self,
-        record: RawRecord,
-        exc: BaseException,
-        reason: str,
-        rule: Rule | None = None,
-    ) -> OutRecord:
-        topic, partition, offset = record.topic, str(record.partition), str(record.offset)
-        key, headers = record.key, record.headers
-        origin = header(record.headers, H_ORIGIN) if record.topic in self.repartition_topics else None
-        if origin is not None:  # from a repartition topic: name the original record
-            topic, partition, offset = origin.decode().rsplit(":", 2)
-            key = header(record.headers, H_KEY)
-            headers = tuple(h for h in record.headers if h[0] not in INTERNAL)
-        message = str(exc) or type(exc).__name__
-        if rule is not None:
-            message = f"rule {rule.ref}: {type(exc).__name__}: {message}"
-        named = isinstance(exc, (*self._decode_errors, EventTimeSkew))
-        cls = type(exc).__name__ if named else EvaluationError.__name__
-        return dead_letter(
-            self._dlq, key, record.value, headers, Source(topic, int(partition), int(offset)),
-            Failure(cls, reason, message), extra=(self._version_header,), timestamp_ms=record.timestamp_ms,
-        )  # fmt: skip
-
     # ------------------------------------------------------------ state
 
     @property
@@ -381,39 +355,3 @@ class TopologyProcessor:
     @property
     def stores(self) -> Mapping[str, WindowStore]:
         return self._stores
-
-    def flush(self) -> list[OutRecord]:
-        """Changelog records of every state change since the last flush (see the module docstring)."""
-        return self._groups.flush()
-
-    def committed(self) -> None:
-        """The transaction holding every flush since the last outcome committed: the state is permanent."""
-        self._groups.committed()
-
-    def aborted(self) -> None:
-        """That transaction aborted (or the runtime rewinds): the state is the last committed state again."""
-        self._groups.aborted()
-
-    def restore_from(self, changelog: tuple[str, int]) -> int:
-        """The first offset of ``changelog`` to replay (an embedded store's valid checkpoint, else 0)."""
-        return self._groups.restore_from(changelog)
-
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Committed state covers these changelog partitions up to these offsets (after ``committed``)."""
-        self._groups.checkpoint(offsets)
-
-    def changelog_partitions(self, topic: str, partition: int) -> tuple[tuple[str, int], ...]:
-        """The changelog topic-partitions to restore before processing ``topic``/``partition``."""
-        return self._groups.changelog_partitions(topic, partition)
-
-    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Input partitions now owned: their stores start empty; then ``restore`` their changelogs."""
-        self._groups.assigned(partitions)
-
-    def revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Input partitions given up: their state and unflushed changes are dropped."""
-        self._groups.revoked(partitions)
-
-    def restore(self, record: RawRecord) -> None:
-        """Apply one changelog record (key = group key, value = the stage's state for it, or ``None``)."""
-        self._groups.restore(record)

@@ -1,5 +1,6 @@
-"""The processor's state over the runtime's hooks: one changelog group per stateful stage, changes flushed
-as changelog records, made permanent or undone when the transaction resolves, restored after assignment."""
+"""The processor's state over the runtime's hooks (``StateHooks``): one changelog group per stateful stage,
+changes flushed as changelog records, made permanent or undone when the transaction resolves, restored
+after assignment."""
 
 from __future__ import annotations
 
@@ -91,6 +92,49 @@ class StageStores:
         group = self._by_changelog.get(record.topic)
         if group is not None and record.key is not None:
             group.restore(record.partition, record.key, record.value)
+
+
+class StateHooks:
+    """The state hooks a runtime calls on a processor (``TopologyProcessor``), over its ``StageStores``;
+    the contract is the processor module's."""
+
+    _groups: StageStores
+
+    def flush(self) -> list[OutRecord]:
+        """Changelog records of every state change since the last flush (see ``topology.processor.processor``)."""
+        return self._groups.flush()
+
+    def committed(self) -> None:
+        """The transaction holding every flush since the last outcome committed: the state is permanent."""
+        self._groups.committed()
+
+    def aborted(self) -> None:
+        """That transaction aborted (or the runtime rewinds): the state is the last committed state again."""
+        self._groups.aborted()
+
+    def restore_from(self, changelog: tuple[str, int]) -> int:
+        """The first offset of ``changelog`` to replay (an embedded store's valid checkpoint, else 0)."""
+        return self._groups.restore_from(changelog)
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Committed state covers these changelog partitions up to these offsets (after ``committed``)."""
+        self._groups.checkpoint(offsets)
+
+    def changelog_partitions(self, topic: str, partition: int) -> tuple[tuple[str, int], ...]:
+        """The changelog topic-partitions to restore before processing ``topic``/``partition``."""
+        return self._groups.changelog_partitions(topic, partition)
+
+    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Input partitions now owned: their stores start empty; then ``restore`` their changelogs."""
+        self._groups.assigned(partitions)
+
+    def revoked(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Input partitions given up: their state and unflushed changes are dropped."""
+        self._groups.revoked(partitions)
+
+    def restore(self, record: RawRecord) -> None:
+        """Apply one changelog record (key = group key, value = the stage's state for it, or ``None``)."""
+        self._groups.restore(record)
 
 
 def kept_stores(

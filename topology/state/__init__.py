@@ -1,6 +1,7 @@
-"""Windowed state stores: window math (``window``), what a key keeps at most (``bounds``), per-key
-state and its undo log (``keys``), changelog documents of a stage's stores (``group``), in memory
-(``memory``) or in RocksDB (``rocksdb``)."""
+"""Windowed state stores: window math (``window``), a store's partitions and their keys' changelog
+entries (``partitions``), what a key keeps at most (``bounds``), per-key state and its undo log
+(``keys``), changelog documents of a stage's stores (``group``), in memory (``memory``) or in RocksDB
+(``rocksdb``)."""
 
 from topology.state.group import StateGroup
 from topology.state.memory import InMemoryState, StateBackend
