@@ -46,6 +46,27 @@ def feed_config(kafka: KafkaSettings, group_id: str, *, from_beginning: bool) ->
     return kafka_consumer_config(kafka, group_id, from_beginning=from_beginning, **extra)
 
 
+class SeenOffsets:
+    """The next offset the feed expects per partition: a record below it was shown already.
+
+    The feed never commits, so when its group forgets it (a rejoin after a broker outage: unknown member)
+    its partitions start again from the earliest offset; without this every decision read before the
+    outage was counted twice (seen: the dashboard showed 244 fraud decisions of 233)."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+        self.skipped = 0  # records read again and not shown again
+
+    def first_time(self, msg: Message) -> bool:
+        """Whether ``msg`` is past everything this feed has read of its partition (and note it)."""
+        tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+        if offset < self._next.get(tp, 0):
+            self.skipped += 1
+            return False
+        self._next[tp] = offset + 1
+        return True
+
+
 def message_headers(msg: Message) -> list[tuple[str, str | bytes | None]]:
     """A consumed message's headers as a list of (name, value) pairs."""
     headers = msg.headers()
@@ -107,6 +128,7 @@ class KafkaFeed:
         self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
         self.registry_outage = Outage("the Schema Registry", log)
         self.failure: str | None = None  # why run() stopped with an exception
+        self.seen = SeenOffsets()  # what was shown already (read again after a rejoin)
 
     @property
     def topics(self) -> list[str]:
@@ -124,7 +146,7 @@ class KafkaFeed:
             while not stop.is_set():
                 messages = await consumer.consume(num_messages=self.max_batch, timeout=self.poll_timeout_s)
                 self.last_poll = time.monotonic()
-                records = [m for m in messages if not self._is_error(m)]
+                records = [m for m in messages if not self._is_error(m) and self.seen.first_time(m)]
                 if not records:
                     continue
                 for msg in records:
