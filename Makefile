@@ -28,7 +28,7 @@ test: install browser-deps interop-deps
 	$(BIN)/mypy
 	$(BIN)/fraudstream schemas check --offline
 	$(BIN)/pytest tests/unit -n 2
-	$(BIN)/pytest -m integration -n 2 --dist loadfile
+	$(BIN)/pytest -m integration -n 2 --dist loadfile --durations=12
 
 ## Debian's chromium for the dashboard browser test, installed only when missing (never a downloaded browser).
 browser-deps:
