@@ -54,8 +54,7 @@ def check_command(
     schemas_dir: DirOpt = schemas.SCHEMA_DIR,
 ) -> None:
     """Check every local schema against its history and the registry's latest version; exit 1 if incompatible."""
-    console = Console()
-    settings = SchemaSettings.with_overrides(compatibility=compatibility)
+    console, settings = Console(), SchemaSettings.with_overrides(compatibility=compatibility)
     findings = check_offline(settings, schema_dir=schemas_dir)
     if not offline:
         findings += check_online(_registry(console, registry_url), schema_dir=schemas_dir)
@@ -72,8 +71,7 @@ def register_command(
     schemas_dir: DirOpt = schemas.SCHEMA_DIR,
 ) -> None:
     """Set each subject's compatibility level and register its schema; exit 1 if the registry refuses one."""
-    console = Console()
-    settings = SchemaSettings.with_overrides(compatibility=compatibility)
+    console, settings = Console(), SchemaSettings.with_overrides(compatibility=compatibility)
     done, findings = register(_registry(console, registry_url), settings, schema_dir=schemas_dir)
     for r in done:
         console.print(
