@@ -6,7 +6,6 @@
 - ``transaction``: the transactional producer and what one transaction read and wrote;
 - ``restore``: changelog replay into the processor, a bounded slice at a time;
 - ``order``: event-time order across the source partitions of a topology with a later stage;
-- ``pace``: each consumed batch sized to the time the open transaction has left;
 - ``clients``: the client protocols and the factory (real clients, or ``topology.testing`` fakes);
 - ``settings``, ``errors``, ``failures``, ``partitions``, ``stats``, ``topics``.
 """

@@ -51,7 +51,6 @@ from topology.runtime.errors import FatalRuntimeError, fatal_error, kafka_error
 from topology.runtime.failures import Failures, Refusals
 from topology.runtime.order import TimeOrder
 from topology.runtime.outage import KafkaOutage
-from topology.runtime.pace import Pace
 from topology.runtime.partitions import Partitions
 from topology.runtime.producers import Producers
 from topology.runtime.rebalance import Rebalance
@@ -98,7 +97,6 @@ class ExactlyOnceRuntime:
         self._consumer: ConsumerClient | None = None
         self.restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
-        self.pace = Pace()  # batches sized to the time the open transaction has left
         # None: fetch order is fine
         self.order = TimeOrder.of(processor, settings.max_task_idle_ms, settings.order_slack_ms)
         self._rebalance = Rebalance(self)
@@ -179,9 +177,6 @@ class ExactlyOnceRuntime:
             timeout = min(max(self.txn.started + s.commit_interval_ms / 1000.0 - time.monotonic(), 0.0), 0.1)
         max_batch = self.refusals.max_batch
         want = max(1, min(s.consume_batch, max_batch - (self.txn.records if self.txn else 0)))
-        interval_s = s.commit_interval_ms / 1000.0
-        left_s = interval_s if self.txn is None else self.txn.started + interval_s - time.monotonic()
-        want = self.pace.batch(want, left_s)
         # consume(n, t) blocks until n messages or t have passed, which at low input rates delays every
         # record by t: take what is fetched already, else wait for the first record only.
         messages: list[MessageLike] = []
@@ -195,12 +190,10 @@ class ExactlyOnceRuntime:
         producer.producer.poll(0)  # serve the producer's error callback (delivery reports are errors only)
         self._check_async_errors()
         if messages:
-            started = time.perf_counter()
             try:
                 self._batch.process(messages, producer)
             except Abort:
                 return
-            self.pace.observe(len(messages), time.perf_counter() - started)
         if self.txn is not None and self.txn.expired(s.commit_interval_ms / 1000.0, max_batch):
             self.commit()
 
