@@ -370,9 +370,6 @@ class DetectorSettings(_Section):
     # a backlog decides as the offline evaluation does; it waits this long at most for a partition that has
     # more to read. -1 = fetch order (a backlog's later stage then sees much of its input late).
     max_task_idle_ms: int = Field(2_000, ge=-1)
-    # It does not wait for a partition whose last record is at most this much event time behind the next
-    # record to process (live traffic: no wait for a fetch); a later record from there is at most this late.
-    order_slack_ms: int = Field(1_000, ge=0)
     on_error: Literal["dead-letter", "fail"] = "dead-letter"
     static_membership: bool = False  # group.instance.id = transactional.id (restart without rebalance)
     partitions: int | None = Field(None, ge=1)  # for missing sink topics (None = as the input topic)

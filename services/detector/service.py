@@ -105,7 +105,6 @@ def _runtime_settings(
         max_retries=settings.max_retries,
         outage_patience_s=settings.outage_patience_s,
         max_task_idle_ms=settings.max_task_idle_ms,
-        order_slack_ms=settings.order_slack_ms,
         on_error=settings.on_error,
         dlq_topic=dlq,
         transient_errors=(RegistryError,),

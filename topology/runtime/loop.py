@@ -97,8 +97,7 @@ class ExactlyOnceRuntime:
         self._consumer: ConsumerClient | None = None
         self.restorer = Restorer(self.clients, settings, processor, on_restore_progress)
         self._batch = BatchProcessing(self)
-        # None: fetch order is fine
-        self.order = TimeOrder.of(processor, settings.max_task_idle_ms, settings.order_slack_ms)
+        self.order = TimeOrder.of(processor, settings.max_task_idle_ms)  # None: fetch order is fine
         self._rebalance = Rebalance(self)
         self.producers = Producers(self.clients, settings, self.outage, self._on_error)
         self.committer = Committer(self, on_commit)

@@ -13,14 +13,8 @@ the records of the ordered topics per partition and hands out the one with the l
 first, as long as every owned partition of those topics has a record waiting. A partition with
 none blocks the others only while it is known to have more to read (its position is behind its
 high watermark, or that is not known yet), and for ``max_idle_ms`` at most; a partition that is
-caught up never blocks. Nor does one whose last record handed out is at most ``slack_ms`` of event
-time behind the next record to hand out: its next records can then come at most that much late to a
-later stage (plus the partition's own disorder), well inside any grace, so live traffic, where every
-partition is a fetch or two behind its high watermark at nearly the same event time, is not held
-back for a fetch each time a partition's queue runs dry. A backlog, where partitions lie hours of
-event time apart, still waits.
-Event times come from the processor (``Processor.event_time``); a record without one (undecodable)
-is handed out at once.
+caught up never blocks. Event times come from the processor (``Processor.event_time``); a record
+without one (undecodable) is handed out at once.
 """
 
 from __future__ import annotations
@@ -60,7 +54,6 @@ class TimeOrder:
         event_time: EventTime,
         max_idle_ms: int,
         *,
-        slack_ms: int = 0,
         per_partition: int = 5_000,
         max_held: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
@@ -68,8 +61,6 @@ class TimeOrder:
         self.topics = frozenset(topics)
         self._event_time = event_time
         self._max_idle_s = max_idle_ms / 1000.0
-        self.slack_ms = slack_ms
-        self._last: dict[TP, int] = {}  # event time of each partition's last record handed out
         self.max_held = max_held  # records held at most; beyond it, the runtime stops consuming
         self.per_partition = per_partition  # a partition holding this many is paused until half are out
         self._clock = clock
@@ -83,12 +74,10 @@ class TimeOrder:
         self.idle_passes = 0  # times a partition was given up on after max_idle_ms (records may come late)
 
     @classmethod
-    def of(cls, processor: Processor, max_idle_ms: int, slack_ms: int = 0) -> TimeOrder | None:
+    def of(cls, processor: Processor, max_idle_ms: int) -> TimeOrder | None:
         """The order of ``processor``'s ordered topics (``None``: it has none, or ``max_idle_ms`` is -1)."""
         topics = tuple(processor.ordered_topics)
-        if not topics or max_idle_ms < 0:
-            return None
-        return cls(topics, processor.event_time, max_idle_ms, slack_ms=slack_ms)
+        return cls(topics, processor.event_time, max_idle_ms) if topics and max_idle_ms >= 0 else None
 
     @property
     def full(self) -> bool:
@@ -136,7 +125,6 @@ class TimeOrder:
                 self.held -= len(q)
             self._waiting.pop(tp, None)
             self._idle.discard(tp)
-            self._last.pop(tp, None)
         if gone:
             self._heap = [e for e in self._heap if e[2] not in gone]
             heapq.heapify(self._heap)
@@ -170,11 +158,9 @@ class TimeOrder:
             if not queues.get(tp) and tp not in self._waiting and tp not in self._idle and _behind(consumer, tp):
                 self._waiting[tp] = self._clock()
         while heap and (limit is None or len(out) < limit):
-            if self._waiting and self._must_wait(owned, heap[0][0]):
+            if self._waiting and self._must_wait(owned):
                 return
-            t, _, tp = heapq.heappop(heap)
-            if t >= 0:
-                self._last[tp] = t
+            _, _, tp = heapq.heappop(heap)
             q = queues[tp]
             out.append(q.popleft())
             self.held -= 1
@@ -190,14 +176,11 @@ class TimeOrder:
                 if tp in owned and _behind(consumer, tp):
                     self._waiting[tp] = self._clock()
 
-    def _must_wait(self, owned: set[TP], head: int) -> bool:
-        """Whether a partition waited for blocks handing out the record at event time ``head`` (-1: none)."""
-        now, blocking = self._clock(), False
+    def _must_wait(self, owned: set[TP]) -> bool:
+        now = self._clock()
         for tp, since in list(self._waiting.items()):
             if tp not in owned:
                 del self._waiting[tp]
-            elif head - self._last.get(tp, -(1 << 62)) <= self.slack_ms:
-                continue  # close enough in event time: goes on, still waited for
             elif now - since >= self._max_idle_s or self.full:
                 del self._waiting[tp]
                 self._idle.add(tp)
@@ -208,9 +191,7 @@ class TimeOrder:
                         "may be late for a later stage (%d times so far)", tp[0], tp[1], (now - since) * 1000,
                         self.held, "full" if self.full else "not full", self.idle_passes,
                     )  # fmt: skip
-            else:
-                blocking = True
-        return blocking
+        return bool(self._waiting)
 
 
 def _behind(consumer: Fetching, tp: TP) -> bool:

@@ -43,9 +43,6 @@ class RuntimeSettings:
     # A topology with a later stage reads its source partitions in event-time order (topology.runtime.order),
     # waiting this long at most for a partition that has more to read; -1: fetch order, no waiting.
     max_task_idle_ms: int = 2_000
-    # ... but not for one whose last record is at most this much event time behind the next to hand out
-    # (live traffic); keep it well below the later stage's smallest grace.
-    order_slack_ms: int = 1_000
     checkpoint_interval_s: float = 30.0  # how often committed state's changelog offsets are checkpointed
     # Applied to every client the runtime makes (consumer, producer, admin, restore): security settings.
     # Their librdkafka lines go to ``topology.runtime.outage.CLIENT_LOGGER`` unless this sets ``logger``.

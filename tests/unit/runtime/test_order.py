@@ -91,31 +91,6 @@ def test_a_partition_behind_its_high_watermark_is_waited_for_then_given_up_after
     assert order.idle_passes == 1
 
 
-def test_live_traffic_a_dry_partition_close_in_event_time_does_not_block_and_a_far_one_does() -> None:
-    """Live traffic: each partition is a fetch behind, at nearly the same event time. A partition whose
-    last record is within ``slack_ms`` of the next to hand out does not hold the others back; once the
-    others run further ahead than that, it blocks again (a backlog), until max_idle."""
-    c, clock = _Consumer(), _Clock()
-    order = TimeOrder([T], _event_time, 500, slack_ms=100, clock=clock)
-    assert _times(order.take(_fetched(c, 0, [1000, 1100]), PARTS, (), c)) == []  # partition 1 never seen
-    assert _times(order.take(_fetched(c, 1, [1050]), PARTS, (), c)) == [1000, 1050, 1100]
-    c.high[(T, 1)] = 10  # more produced on partition 1 than fetched: it is behind, its queue is dry
-    out = order.take(_fetched(c, 0, [1120, 1150, 1151, 1400], start=2), PARTS, (), c)
-    assert _times(out) == [1120, 1150]  # within 100 ms of partition 1's last (1050); 1151 would not be
-    clock.now = 0.5
-    assert _times(order.take([], PARTS, (), c)) == [1151, 1400]  # given up on after max_idle, as before
-    assert order.idle_passes == 1
-
-
-def test_without_slack_a_dry_partition_behind_its_high_watermark_blocks_at_once() -> None:
-    c = _Consumer()
-    order = TimeOrder([T], _event_time, 500, clock=_Clock())
-    order.take(_fetched(c, 0, [1000]), PARTS, (), c)
-    assert _times(order.take(_fetched(c, 1, [1001]), PARTS, (), c)) == [1000, 1001]
-    c.high[(T, 1)] = 10
-    assert _times(order.take(_fetched(c, 0, [1002], start=1), PARTS, (), c)) == []
-
-
 def test_a_caught_up_partition_never_blocks_and_one_transaction_marker_counts_as_caught_up() -> None:
     c, order = _Consumer(), _order()
     c.positions[(T, 1)], c.high[(T, 1)] = 7, 8  # only a commit marker left to read
