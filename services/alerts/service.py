@@ -105,6 +105,8 @@ class AlertService:
         self._fatal: KafkaError | None = None  # reported by the client's error callback
         self._next_reachable_check = 0.0
 
+    commit_patience_s = 5.0  # a commit still waiting after this long: the broker is away
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
         self._stop = stop
@@ -161,9 +163,18 @@ class AlertService:
     async def _commit(self, consumer: AIOConsumer, msg: Message) -> None:
         """Commit past ``msg``. A commit the group refuses (after a broker outage the coordinator may no longer
         know this member) is not fatal: the alert was delivered, and the next assignment of its partition
-        starts from the last committed offset, so it is posted again (at least once, never skipped)."""
+        starts from the last committed offset, so it is posted again (at least once, never skipped).
+
+        A synchronous commit blocks through a broker outage, and with it the client's error callbacks that
+        would say so (seen: the outage's first line logged at its end, 130 s late): one still waiting after
+        ``commit_patience_s`` begins the outage."""
+        started = time.monotonic()
+        commit = asyncio.ensure_future(consumer.commit(message=msg, asynchronous=False))
         try:
-            await consumer.commit(message=msg, asynchronous=False)
+            done, _ = await asyncio.wait({commit}, timeout=self.commit_patience_s)
+            if not done:
+                self.outage.lost("a commit is waiting for the group coordinator", since=started)
+            await commit
         except KafkaException as exc:
             err = kafka_error(exc)
             if err.fatal():

@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -198,6 +199,7 @@ def test_every_service_rides_out_a_registry_and_a_broker_outage_exactly_once(
         time.sleep(OUTAGE_S)
         for svc in services:
             assert svc.alive(), f"{svc.log.name} exited in the broker outage:\n{svc.output()[-3000:]}"
+        restarted_at = datetime.fromtimestamp(time.time())  # local time, as the services' log lines
         own_stack.kafka.start()
         own_stack.kafka.wait_healthy(time.monotonic() + 120)
 
@@ -240,4 +242,7 @@ def test_every_service_rides_out_a_registry_and_a_broker_outage_exactly_once(
     assert detector.output().count("the Kafka broker unreachable") >= 1
     # The alerts consumer's own client says so too (its error_cb; it reported nothing before).
     assert alerts.output().count("the Kafka broker unreachable") >= 1, alerts.output()[-3000:]
+    # ... while the broker is away, not when it is back (a synchronous commit blocked its error callbacks).
+    began_at = re.search(r"^(\S+ \S+) WARNING \S+: the Kafka broker unreachable", alerts.output(), re.MULTILINE)
+    assert began_at and datetime.strptime(began_at[1], "%Y-%m-%d %H:%M:%S,%f") < restarted_at, alerts.output()[-3000:]
     assert detector.output().count("the Schema Registry unreachable") == 1

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from services.alerts.service import AlertService
+from topology.runtime.outage import KafkaOutage
 
 
 class _Consumer:
@@ -113,7 +114,6 @@ def _outage_run(back_at: int, fatal: bool = False) -> tuple[AlertService, list[_
     from types import SimpleNamespace
 
     from services.metrics import Metrics
-    from topology.runtime.outage import KafkaOutage
 
     clock, stop = _Clock(), asyncio.Event()
     made: list[_OutageConsumer] = []
@@ -145,3 +145,26 @@ def test_the_alerts_consumer_logs_a_broker_outage_once_when_it_begins_and_once_w
 def test_a_fatal_error_from_the_alerts_consumers_error_callback_stops_the_service() -> None:
     with pytest.raises(KafkaException, match="fenced"):
         _outage_run(back_at=8, fatal=True)
+
+
+def test_a_commit_blocked_by_a_broker_outage_begins_the_outage_while_it_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A synchronous commit blocks through the outage, and with it the error callbacks that would say so."""
+    service = AlertService.__new__(AlertService)
+    service.refused_commits = 0
+    service.commit_patience_s = 0.05
+    service.outage = KafkaOutage(logging.getLogger("services.alerts.service"))
+    said: list[bool] = []
+
+    class Blocked(_Consumer):
+        async def commit(self, **_kwargs: Any) -> None:
+            await asyncio.sleep(0.3)  # the coordinator is away
+            said.append(service.outage.down)  # the outage was begun before the commit came back
+
+    with caplog.at_level(logging.WARNING, logger="services.alerts.service"):
+        asyncio.run(service._commit(Blocked(0), _Msg()))  # type: ignore[arg-type]
+    assert said == [True]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the Kafka broker unreachable (a commit is waiting for the group coordinator): waiting for it, retrying"
+    ]
