@@ -76,6 +76,8 @@ class DeadLetters:
 class AlertService:
     """Consumes ``topic`` and posts one alert per record."""
 
+    commit_patience_s = 5.0  # a commit still waiting after this long: the broker is away
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -104,8 +106,6 @@ class AlertService:
         self.registry_outage = Outage("the Schema Registry", log)
         self._fatal: KafkaError | None = None  # reported by the client's error callback
         self._next_reachable_check = 0.0
-
-    commit_patience_s = 5.0  # a commit still waiting after this long: the broker is away
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
