@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.client_properties import from_env, is_secret, redact
 from services.client_properties import load as load_properties
+from topology.runtime.collector import DEFAULT_YOUNG_THRESHOLD
 
 
 class _Section(BaseSettings):
@@ -370,6 +371,9 @@ class DetectorSettings(_Section):
     # a backlog decides as the offline evaluation does; it waits this long at most for a partition that has
     # more to read. -1 = fetch order (a backlog's later stage then sees much of its input late).
     max_task_idle_ms: int = Field(2_000, ge=-1)
+    # Python's young-generation GC threshold while the detector runs (0 = Python's own, 700): fewer full
+    # collections over the window state (topology.runtime.collector; fraud.yaml 60 -> 40 µs per record).
+    gc_threshold: int = Field(DEFAULT_YOUNG_THRESHOLD, ge=0)
     on_error: Literal["dead-letter", "fail"] = "dead-letter"
     static_membership: bool = False  # group.instance.id = transactional.id (restart without rebalance)
     partitions: int | None = Field(None, ge=1)  # for missing sink topics (None = as the input topic)

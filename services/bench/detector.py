@@ -63,6 +63,7 @@ from topology.runtime import (
     producer_config,
     quantile,
 )
+from topology.runtime.collector import young_threshold
 from topology.serde.decoder import AvroEncoder, RegistryError
 from topology.serde.projection import ProjectionDecoder
 
@@ -464,7 +465,8 @@ class DetectorBench:
         consumer = Consumer(consumer_config(s))
         consumer.subscribe([self.input])
         try:
-            copied, txns, first, last = self._copy(consumer, producer, out)
+            with young_threshold(s.gc_threshold):  # as the runtime runs its loop
+                copied, txns, first, last = self._copy(consumer, producer, out)
         finally:
             consumer.close()
         cpu = time.process_time() - cpu

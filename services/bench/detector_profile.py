@@ -31,6 +31,7 @@ from services.generator.scenarios import TransactionStream
 from services.kafka import registry_client
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
+from topology.runtime.collector import DEFAULT_YOUNG_THRESHOLD, young_threshold
 from topology.serde.decoder import AvroEncoder
 
 SOURCE = "profile.transactions"
@@ -148,13 +149,15 @@ def profile_row(
     """The report of one row: µs/record unprofiled and profiled, stage shares, top functions."""
     gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
-    produced = run_loop(processor_for(row, registry, partitions), records, batch, partitions)
+    with young_threshold(DEFAULT_YOUNG_THRESHOLD):  # as the runtime runs its loop
+        produced = run_loop(processor_for(row, registry, partitions), records, batch, partitions)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     profiler = cProfile.Profile()
     processor = processor_for(row, registry, partitions)
     gc.collect()
     profiler.enable()
-    run_loop(processor, records, batch, partitions)
+    with young_threshold(DEFAULT_YOUNG_THRESHOLD):
+        run_loop(processor, records, batch, partitions)
     profiler.disable()
     buf = io.StringIO()
     stats = pstats.Stats(profiler, stream=buf)

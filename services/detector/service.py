@@ -105,6 +105,7 @@ def _runtime_settings(
         max_retries=settings.max_retries,
         outage_patience_s=settings.outage_patience_s,
         max_task_idle_ms=settings.max_task_idle_ms,
+        gc_threshold=settings.gc_threshold,
         on_error=settings.on_error,
         dlq_topic=dlq,
         transient_errors=(RegistryError,),

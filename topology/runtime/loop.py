@@ -46,6 +46,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from topology.records import TP, Processor
 from topology.runtime.batch import BatchProcessing
 from topology.runtime.clients import ClientFactory, ConsumerClient, KafkaClients, MessageLike
+from topology.runtime.collector import young_threshold
 from topology.runtime.commit import Committer
 from topology.runtime.errors import FatalRuntimeError, fatal_error, kafka_error
 from topology.runtime.failures import Failures, Refusals
@@ -125,6 +126,16 @@ class ExactlyOnceRuntime:
         commit or an abort, or while idle), never while one is open: the place for changes that must
         not split a transaction, such as run-time rule changes. ``on_tick`` may run in either state.
         """
+        with young_threshold(self.settings.gc_threshold):
+            self._run(stop, on_tick, tick_interval_s, between_transactions)
+
+    def _run(
+        self,
+        stop: Callable[[], bool] | None,
+        on_tick: Callable[[RuntimeStats], None] | None,
+        tick_interval_s: float,
+        between_transactions: Callable[[], None] | None,
+    ) -> None:
         self.open()
         next_tick = time.monotonic() + tick_interval_s
         failed: BaseException | None = None

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError
 
+from topology.runtime.collector import DEFAULT_YOUNG_THRESHOLD
 from topology.runtime.outage import CLIENT_LOGGER
 
 
@@ -44,6 +45,8 @@ class RuntimeSettings:
     # waiting this long at most for a partition that has more to read; -1: fetch order, no waiting.
     max_task_idle_ms: int = 2_000
     checkpoint_interval_s: float = 30.0  # how often committed state's changelog offsets are checkpointed
+    # Python's young-generation GC threshold while the loop runs (0: as it is); see topology.runtime.collector.
+    gc_threshold: int = DEFAULT_YOUNG_THRESHOLD
     # Applied to every client the runtime makes (consumer, producer, admin, restore): security settings.
     # Their librdkafka lines go to ``topology.runtime.outage.CLIENT_LOGGER`` unless this sets ``logger``.
     client_config: Mapping[str, Any] = field(default_factory=dict)
