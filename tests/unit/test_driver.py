@@ -14,8 +14,11 @@ import fastavro
 import pytest
 
 from schemas import schema_text
-from services.detector import FRAUD_TOPOLOGY, load_topology
+from services.config import GeneratorSettings
+from services.detector import FRAUD_TOPOLOGY, load_topology, loads_topology
 from services.detector.alerts import FraudAlerts
+from services.generator.produce import stream_config
+from services.generator.scenarios import TransactionStream
 from topology.plan.dsl import sliding
 from topology.processor import TopologyProcessor
 from topology.records import H_AGGS, H_KEY, H_ORIGIN
@@ -369,3 +372,37 @@ def test_records_no_later_store_aggregates_are_decided_in_the_first_stage_as_the
     for topic in (FRAUD, "streaming.transactions.legit", "streaming.transactions.alerts"):
         by_key = {(w.key, w.value): headers(w) for w in every.records(topic)}
         assert {(w.key, w.value): headers(w) for w in shortcut.records(topic)} == by_key, topic
+
+
+def test_aggregates_keeping_the_same_state_share_one_store_and_decide_as_separate_stores(s: Serde) -> None:
+    """fraud.yaml's velocity-count and velocity-many (one count, thresholds 5 and 10) share a store; the same
+    topology with velocity-many made distinct (an always-true filter) gives the same decisions and alerts."""
+    text = FRAUD_TOPOLOGY.read_text()
+    shared = "threshold: 10\n            related: true\n"
+    assert text.count(shared) == 1
+    apart = text.replace(shared, shared + "            filter: amount > -1000000000\n")
+    generated = TransactionStream(stream_config(GeneratorSettings.with_overrides(seed=11, rate=0)))
+    txs = [g.record for g in generated.take(12_000)]
+
+    def run(topology_text: str) -> tuple[TopologyProcessor, dict[str, Any], dict[str, Any]]:
+        topology = loads_topology(topology_text)
+        alerts = FraudAlerts.for_topic(s.registry, ALERTS)
+        decoder = ProjectionDecoder.for_topology(s.registry, topology, schema_text("transaction"), alerts)
+        processor = TopologyProcessor(topology, decoder.decode, version="v-test", alerts=alerts)
+        d = TopologyTestDriver(processor, partitions=3, encoder=s.encoder.encode, decoder=s.decoder.decode,
+                               key_fields=TX_KEY, commit_every=200)  # fmt: skip
+        d.pipe_all(txs)
+        d.commit()
+        routed = {s.decoder.decode(w.value)["transaction_id"]: (t, headers(w).get("fraudstream.rules"))
+                  for t in topology.sinks for w in d.records(t)}  # fmt: skip
+        schema = fastavro.parse_schema(json.loads(schema_text("fraud_alert")))
+        docs = [fastavro.schemaless_reader(io.BytesIO((w.value or b"")[5:]), schema, None) for w in d.records(ALERTS)]
+        return processor, routed, {a["transaction_id"]: a for a in docs if isinstance(a, dict)}
+
+    one, routed, alerts = run(text)
+    two, routed_apart, alerts_apart = run(apart)
+    assert one.stores["velocity-many"] is one.stores["velocity-count"]
+    assert two.stores["velocity-many"] is not two.stores["velocity-count"]
+    assert len(routed) == len(txs) and routed == routed_apart
+    assert len(alerts) == sum(t == FRAUD for t, _ in routed.values()) and alerts == alerts_apart
+    assert sum(b"velocity" in (r or b"") for _, r in routed.values()) > 10  # the shared store decided some

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from topology.plan.expr import to_epoch_ms
 from topology.plan.model import Aggregate, AllOf, AnyOf, Condition, Predicate, Rule, Topology
+from topology.plan.model import Store as PlanStore
 from topology.state import AggValue, WindowStore, encode_group_key
 from topology.state.bounds import check_number
 from topology.state.group import document_bytes
@@ -43,6 +44,9 @@ class StoreSlot:
     value: Callable[[Mapping[str, Any]], Any]
     filter: Callable[[Mapping[str, Any]], Any] | None
     by_stage_key: bool  # grouped by exactly its stage's key fields (a later stage: the record key)
+    name: str  # the aggregate's (a shared store is named by its first aggregate)
+    aggregate: Aggregate  # the slot's own: its comparison (op, threshold)
+    same_as: int  # index of an earlier slot of the stage feeding the same store (-1: none): add once
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,22 @@ def time_getter(name: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda r: to_epoch_ms(r[name])
 
 
-def store_slot(i: int, store: WindowStore, stage_key: tuple[str, ...]) -> StoreSlot:
+def stage_slots(
+    stores: Sequence[PlanStore], index: Mapping[str, int], built: Mapping[str, WindowStore], key: tuple[str, ...]
+) -> tuple[StoreSlot, ...]:
+    """The slots of a stage's ``stores`` (keyed by ``key``); a store shared by several aggregates
+    (``kept_stores``) is fed by the first of its slots, the others read that slot's values."""
+    slots: list[StoreSlot] = []
+    for s in stores:
+        store = built[s.name]
+        same_as = next((x.index for x in slots if x.store is store), -1)
+        slots.append(store_slot(index[s.name], store, key, s.name, s.aggregate, same_as))
+    return tuple(slots)
+
+
+def store_slot(
+    i: int, store: WindowStore, stage_key: tuple[str, ...], name: str, aggregate: Aggregate, same_as: int
+) -> StoreSlot:
     """Slot ``i`` of ``store`` in a stage keyed by ``stage_key``."""
     a = store.aggregate
     value: Callable[[Mapping[str, Any]], Any] = _const_true
@@ -176,7 +195,7 @@ def store_slot(i: int, store: WindowStore, stage_key: tuple[str, ...]) -> StoreS
         if a.function == "sum":
             value = _checked_number(value)
     flt = None if a.filter is None else a.filter.evaluate
-    return StoreSlot(i, store, key_getter(a.group_by), value, flt, a.group_by == stage_key)
+    return StoreSlot(i, store, key_getter(a.group_by), value, flt, a.group_by == stage_key, name, aggregate, same_as)
 
 
 def compile_stages(
@@ -190,7 +209,7 @@ def compile_stages(
     compiled: dict[str, CompiledStage] = {}
     for stage in stages:
         nxt = stages[stage.index + 1] if stage.index + 1 < len(stages) else None
-        slots = tuple(store_slot(index[s.name], stores[s.name], stage.key_fields) for s in stage.stores)
+        slots = stage_slots(stage.stores, index, stores, stage.key_fields)
         prior = tuple((index[s.name], s.name) for st in stages[: stage.index] for s in st.stores)
         later = [a.aggregate for st in stages[stage.index :] for a in st.stores]
         exact = frozenset(f for a in later for f in (*a.group_by, *((a.field,) if a.field else ())))
@@ -202,9 +221,7 @@ def compile_stages(
             if any(a.related for a in later) and topology.id_field is not None:
                 needs |= {topology.id_field}
         later_slots = tuple(
-            store_slot(index[s.name], stores[s.name], st.key_fields)
-            for st in stages[stage.index + 1 :]
-            for s in st.stores
+            slot for st in stages[stage.index + 1 :] for slot in stage_slots(st.stores, index, stores, st.key_fields)
         )
         compiled[stage.input_topic] = CompiledStage(
             stage.index, slots, None if nxt is None else nxt.input_topic,

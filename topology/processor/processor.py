@@ -57,6 +57,7 @@ from topology.processor.compiled import (
     EVALUATION_ERRORS,
     Aggs,
     CompiledStage,
+    StoreSlot,
     check_sizes,
     check_update,
     compile_branches,
@@ -71,7 +72,7 @@ from topology.processor.stores import StageStores, StateHooks, kept_stores
 from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
 from topology.records import H_VERSION, Headers, Kind, OutRecord, RawRecord
 from topology.serde.decoder import DecodeError, EncodeError
-from topology.state import AggValue, InMemoryState, StateBackend, WindowStore
+from topology.state import InMemoryState, StateBackend, WindowStore
 from topology.state.bounds import RELATED_IDS
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
@@ -123,7 +124,8 @@ class TopologyProcessor(StateHooks):
         self._n_stores = len(self._store_names)
         stages = topology.stages
         self._groups.install(self._state, {
-            st.input_topic: (st.changelog_topic, [stores[s.name] for s in st.stores]) for st in stages if st.stores
+            st.input_topic: (st.changelog_topic, list(dict.fromkeys(stores[s.name] for s in st.stores)))
+            for st in stages if st.stores
         })  # fmt: skip
         alerting = topology.alerts is not None and self._alert_writer is not None
         self._alerts = topology.alerts if self._alert_writer is not None else None
@@ -312,30 +314,29 @@ class TopologyProcessor(StateHooks):
         partition = record.partition
         for slot, k, v in todo:
             store = slot.store
-            if store.related:
-                vals = self._add_related(store, partition, k, t, v, value)
+            if slot.same_as >= 0:  # a store shared with an earlier slot: the record is in it already
+                vals = aggs[slot.same_as]
+            elif store.related:
+                tid = value[self._id_field]
+                vals = store.add(partition, k, t, v, "" if tid is None else str(tid))
             else:
                 vals = store.add(partition, k, t, v)
             if not vals:
                 self.late_records += 1
-                self.late_by_store[store.name] = self.late_by_store.get(store.name, 0) + 1
+                self.late_by_store[slot.name] = self.late_by_store.get(slot.name, 0) + 1
+            elif store.related and COMPARE[slot.aggregate.op](vals[0], slot.aggregate.threshold):
+                self._note_related(slot, partition, k, t, value)
             aggs[slot.index] = vals
 
-    def _add_related(
-        self, store: WindowStore, partition: int, k: bytes, t: int, v: Any, value: Mapping[str, Any]
-    ) -> tuple[AggValue, ...]:
-        """``store.add`` keeping the transaction id; when the aggregate holds, note the window's earlier ids."""
+    def _note_related(self, slot: StoreSlot, partition: int, k: bytes, t: int, value: Mapping[str, Any]) -> None:
+        """The aggregate of ``slot`` holds for this record: note its window's earlier transaction ids."""
         tid = value[self._id_field]
         ident = "" if tid is None else str(tid)
-        vals = store.add(partition, k, t, v, ident)
-        a = store.aggregate
-        if vals and COMPARE[a.op](vals[0], a.threshold):
-            ids = store.related_ids(partition, k, t)
-            if ident in ids:
-                ids.remove(ident)  # the record itself (the alert's own transaction)
-            self._related[store.name] = ids[-RELATED_IDS:]
-            self._related_total[store.name] = len(ids)
-        return vals
+        ids = slot.store.related_ids(partition, k, t)
+        if ident in ids:
+            ids.remove(ident)  # the record itself (the alert's own transaction)
+        self._related[slot.name] = ids[-RELATED_IDS:]
+        self._related_total[slot.name] = len(ids)
 
     def _forward(
         self, stage: CompiledStage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs,

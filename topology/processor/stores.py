@@ -10,6 +10,7 @@ from topology.plan.model import Topology
 from topology.records import Kind, OutRecord, RawRecord
 from topology.state import StateBackend, WindowStore, state_id
 from topology.state.group import StateGroup
+from topology.state.window import kept_state
 
 
 class StageStores:
@@ -141,9 +142,18 @@ def kept_stores(
     current: Mapping[str, WindowStore], backend: StateBackend, topology: Topology
 ) -> dict[str, WindowStore]:
     """A store per aggregate of ``topology``: the current one where the state is the same (the threshold or
-    grace may differ), else a new, empty one from ``backend``."""
+    grace may differ), else a new, empty one from ``backend``.
+
+    Aggregates of one stage that keep the same state with the same grace (e.g. one sliding count compared
+    with two thresholds under the same caps) share one store, named by the first: each record is added
+    once, and each aggregate compares the same values with its own threshold."""
     stores: dict[str, WindowStore] = {}
+    first: dict[tuple[str, str, int], WindowStore] = {}  # (changelog topic, kept state, grace) -> store
     for s in topology.stores:
+        same = (s.changelog_topic, kept_state(s.aggregate), s.aggregate.window.grace_ms)
+        if same in first:
+            stores[s.name] = first[same]
+            continue
         old = current.get(s.name)
         if old is not None and old.changelog_topic == s.changelog_topic and old.state_id == state_id(
             s.name, s.aggregate
@@ -151,4 +161,5 @@ def kept_stores(
             stores[s.name] = old if old.aggregate == s.aggregate else old.with_aggregate(s.aggregate)
         else:
             stores[s.name] = backend.store(s.name, s.aggregate, s.changelog_topic)
+        first[same] = stores[s.name]
     return stores

@@ -42,19 +42,27 @@ from topology.state.bounds import Bounds, Entry, bounded_text
 from topology.state.keys import NO_TIME, KeyState, Partition, Win
 from topology.state.partitions import DUMPS, StorePartitions
 
-__all__ = ["DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "entry_max_time", "entry_tag", "state_id"]
+__all__ = [
+    "DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "entry_max_time", "entry_tag", "kept_state",
+    "state_id",
+]  # fmt: skip
 
 AggValue = int | Decimal
 
 def state_id(name: str, aggregate: Aggregate) -> str:
     """``name#digest`` of what a store keeps: function, field, grouping, window kind and size,
     filter, and the caps that bound it (not its threshold or grace, which read the same state)."""
+    return f"{name}#{kept_state(aggregate)}"
+
+
+def kept_state(aggregate: Aggregate) -> str:
+    """The digest of ``state_id``: equal for two aggregates whose stores keep the same state."""
     a, w = aggregate, aggregate.window
     what = f"{a.function}|{a.field}|{','.join(a.group_by)}|{w.kind}|{w.size_ms}|{w.advance_ms}|{a.filter}"
     if aggregate.related:
         what += "|ids"
     what += Bounds.of(aggregate).tag()
-    return f"{name}#{zlib.crc32(what.encode()):08x}"
+    return f"{zlib.crc32(what.encode()):08x}"
 
 
 def entry_tag(state_id: str) -> bytes:
