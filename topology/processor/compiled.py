@@ -70,6 +70,8 @@ class CompiledStage:
     needs: frozenset[str] | None  # fields this and later stages read (None: unknown, decode the value)
     exact: frozenset[str]  # of those, the ones read as values (group keys, sums, distinct counts)
     later: tuple[StoreSlot, ...]  # the stores of the later stages
+    fed: tuple[StoreSlot, ...] = ()  # the slots that add records to their store (``same_as`` -1)
+    sharing: tuple[StoreSlot, ...] = ()  # the slots that read an earlier slot's values (``same_as``)
 
 
 def compile_condition(condition: Condition, index: Mapping[str, int]) -> Cond:
@@ -226,6 +228,7 @@ def compile_stages(
         compiled[stage.input_topic] = CompiledStage(
             stage.index, slots, None if nxt is None else nxt.input_topic,
             None if nxt is None else key_getter(nxt.key_fields), prior, needs, exact, later_slots,
+            tuple(x for x in slots if x.same_as < 0), tuple(x for x in slots if x.same_as >= 0),
         )  # fmt: skip
     return compiled
 

@@ -72,7 +72,7 @@ from topology.processor.stores import StageStores, StateHooks, kept_stores
 from topology.processor.timeguard import EventTimeGuard, EventTimeSkew
 from topology.records import H_VERSION, Headers, Kind, OutRecord, RawRecord
 from topology.serde.decoder import DecodeError, EncodeError
-from topology.state import InMemoryState, StateBackend, WindowStore
+from topology.state import AggValue, InMemoryState, StateBackend, WindowStore
 from topology.state.bounds import RELATED_IDS
 
 Decode = Callable[[bytes | None], Mapping[str, Any]]
@@ -298,7 +298,7 @@ class TopologyProcessor(StateHooks):
         """Add the record to the stage's stores (``stage_key``: the record key, when it is the group key)."""
         # Read everything first, so a record that cannot be evaluated changes no state.
         todo = []
-        for slot in stage.slots:
+        for slot in stage.fed:
             if slot.filter is not None and not slot.filter(value):
                 continue
             k = stage_key if slot.by_stage_key and stage_key is not None else slot.key(value)
@@ -314,19 +314,29 @@ class TopologyProcessor(StateHooks):
         partition = record.partition
         for slot, k, v in todo:
             store = slot.store
-            if slot.same_as >= 0:  # a store shared with an earlier slot: the record is in it already
-                vals = aggs[slot.same_as]
-            elif store.related:
+            if store.related:
                 tid = value[self._id_field]
                 vals = store.add(partition, k, t, v, "" if tid is None else str(tid))
             else:
                 vals = store.add(partition, k, t, v)
-            if not vals:
-                self.late_records += 1
-                self.late_by_store[slot.name] = self.late_by_store.get(slot.name, 0) + 1
-            elif store.related and COMPARE[slot.aggregate.op](vals[0], slot.aggregate.threshold):
-                self._note_related(slot, partition, k, t, value)
             aggs[slot.index] = vals
+            self._added(slot, partition, k, t, value, vals)
+        for slot in stage.sharing:  # a store shared with an earlier slot: the record is in it already
+            shared = aggs[slot.same_as]
+            if shared is not None:
+                aggs[slot.index] = shared
+                k = next(key for fed, key, _ in todo if fed.index == slot.same_as)
+                self._added(slot, partition, k, t, value, shared)
+
+    def _added(
+        self, slot: StoreSlot, partition: int, k: bytes, t: int, value: Mapping[str, Any], vals: tuple[AggValue, ...]
+    ) -> None:
+        """Count a late record, or note the related ids of an aggregate that holds."""
+        if not vals:
+            self.late_records += 1
+            self.late_by_store[slot.name] = self.late_by_store.get(slot.name, 0) + 1
+        elif slot.store.related and COMPARE[slot.aggregate.op](vals[0], slot.aggregate.threshold):
+            self._note_related(slot, partition, k, t, value)
 
     def _note_related(self, slot: StoreSlot, partition: int, k: bytes, t: int, value: Mapping[str, Any]) -> None:
         """The aggregate of ``slot`` holds for this record: note its window's earlier transaction ids."""

@@ -108,9 +108,10 @@ class StateGroup:
                 doc = {sid: e[key] for sid, e in entries if key in e}
                 out.append((n, key, DUMPS(doc).encode() if doc else None))
         for n, keys in swept.items():
-            done = written.get(n, set())
-            for key in keys:
-                if key not in done and not any(s.holds(n, key) for s in stores):
+            held = [s.decoded_keys(n) for s in stores]
+            undecoded = self.undecoded.get(n, {})
+            for key in keys - written.get(n, set()):
+                if key not in undecoded and not any(key in h for h in held):  # no store holds it (``holds``)
                     out.append((n, key, None))
         return out
 

@@ -9,7 +9,7 @@ these partitions; ``StateGroup`` reads their entries into changelog documents (`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from topology.state.keys import NO_TIME, Partition, decode_entry, encode_entry
@@ -142,6 +142,11 @@ class StorePartitions:
     def holds(self, partition: int, key: bytes) -> bool:
         p = self._partitions.get(partition)
         return (p is not None and key in p.keys) or key in self.undecoded.get(partition, ())
+
+    def decoded_keys(self, partition: int) -> Collection[bytes]:
+        """The keys of ``partition`` held decoded (a live view; ``holds`` also counts undecoded ones)."""
+        p = self._partitions.get(partition)
+        return () if p is None else p.keys.keys()
 
     def entries(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
         """The JSON-ready state of those of ``keys`` the store holds."""
