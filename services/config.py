@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.client_properties import from_env, is_secret, redact
 from services.client_properties import load as load_properties
+from services.generator.scenarios import DEFAULT_RATES
 from topology.runtime.collector import DEFAULT_YOUNG_THRESHOLD
 
 
@@ -316,13 +317,13 @@ class GeneratorSettings(_Section):
     # Default: 5,000 per simulated tx/s (at least 10,000), the density the rules were tuned on.
     accounts: int | None = Field(None, ge=100)
     merchants: int = Field(2_000, ge=10)
-    # Fraud incidents started per 1,000 transactions, per scenario (0 turns one off).
-    fraud_large_amount: float = Field(2.0, ge=0)
-    fraud_card_testing: float = Field(0.2, ge=0)
-    fraud_velocity: float = Field(0.2, ge=0)
-    fraud_fan_in: float = Field(0.02, ge=0)
-    fraud_fan_out: float = Field(0.05, ge=0)
-    fraud_structuring: float = Field(0.1, ge=0)
+    # Fraud incidents started per 1,000 transactions, per scenario (0 turns one off); fraud_<scenario>.
+    fraud_large_amount: float = Field(DEFAULT_RATES.large_amount, ge=0)
+    fraud_card_testing: float = Field(DEFAULT_RATES.card_testing, ge=0)
+    fraud_velocity: float = Field(DEFAULT_RATES.velocity, ge=0)
+    fraud_fan_in: float = Field(DEFAULT_RATES.fan_in, ge=0)
+    fraud_fan_out: float = Field(DEFAULT_RATES.fan_out, ge=0)
+    fraud_structuring: float = Field(DEFAULT_RATES.structuring, ge=0)
     partitions: int = Field(6, ge=1)  # when the generator creates a missing topic
     replication_factor: int = Field(1, ge=1)
     compression: Literal["lz4", "zstd", "none"] = "lz4"

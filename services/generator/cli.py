@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from services.config import GeneratorSettings, KafkaSettings
-from services.generator.produce import Progress, Sender, stream_config
+from services.generator.produce import Progress, Sender, rate_setting, stream_config
 from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
 from services.logs import setup_logging
@@ -33,7 +33,7 @@ def _fraud_rates(values: list[str]) -> dict[str, float]:
         if not sep or name not in SCENARIOS:
             raise typer.BadParameter(f"{item!r}: expected NAME=RATE with NAME one of {', '.join(SCENARIOS)}")
         try:
-            rates[f"fraud_{name}"] = float(number)
+            rates[rate_setting(name)] = float(number)
         except ValueError:
             raise typer.BadParameter(f"{item!r}: RATE must be a number (incidents per 1,000 tx)") from None
     return rates

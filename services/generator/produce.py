@@ -19,7 +19,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings, KafkaSettings
-from services.generator.scenarios import Generated, ScenarioRates, StreamConfig, TransactionStream, default_accounts
+from services.generator.scenarios import (
+    SCENARIOS,
+    Generated,
+    ScenarioRates,
+    StreamConfig,
+    TransactionStream,
+    default_accounts,
+)
 from services.kafka import ensure_topics, producer_config
 from topology.runtime.outage import KafkaOutage
 from topology.serde.decoder import AvroEncoder
@@ -76,15 +83,13 @@ def stream_config(settings: GeneratorSettings) -> StreamConfig:
         merchants=settings.merchants,
         event_rate=event_rate,
         start_ms=int(start.timestamp() * 1000) if start is not None else None,
-        rates=ScenarioRates(
-            large_amount=settings.fraud_large_amount,
-            card_testing=settings.fraud_card_testing,
-            velocity=settings.fraud_velocity,
-            fan_in=settings.fraud_fan_in,
-            fan_out=settings.fraud_fan_out,
-            structuring=settings.fraud_structuring,
-        ),
+        rates=ScenarioRates(**{name: getattr(settings, rate_setting(name)) for name in SCENARIOS}),
     )
+
+
+def rate_setting(scenario: str) -> str:
+    """The ``GeneratorSettings`` field holding ``scenario``'s rate."""
+    return f"fraud_{scenario}"
 
 
 class Sender:
