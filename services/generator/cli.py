@@ -169,14 +169,15 @@ def _summarise(console: Console, result: Progress, *, interrupted: bool) -> None
     """The last line; exit 1 when records failed or were never delivered."""
     elapsed = time.monotonic() - result.started
     verdict = "interrupted: " if interrupted else ""
+    records = result.records
     console.print(
         f"{verdict}sent {result.sent:,} transactions ({result.fraud:,} fraud) in {elapsed:.1f} s, "
-        f"{result.delivered:,} records delivered (transactions + labels), {result.failed:,} failed",
+        f"{records.delivered:,} records delivered (transactions + labels), {records.failed:,} failed",
         highlight=False,
         soft_wrap=True,
     )
-    if result.failed or result.in_flight:
+    if records.failed or records.in_flight:
         console.print(
-            f"[red]error:[/red] {result.failed:,} failed, {result.in_flight:,} undelivered: {result.last_error}"
+            f"[red]error:[/red] {records.failed:,} failed, {records.in_flight:,} undelivered: {records.last_error}"
         )
         raise typer.Exit(1)
