@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from services.bench import generator as generator_bench
-from services.config import KafkaSettings
+from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.kafka import Unreachable
 
 app = typer.Typer(help="Benchmarks that print throughput figures.", no_args_is_help=True)
@@ -19,12 +19,17 @@ Partitions = Annotated[int, typer.Option(help="Partitions of the benchmark topic
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")]
 
 
+def _names(option: str) -> list[str]:
+    """The names of a comma-separated option (``--rows``, ``--stores``), blanks dropped."""
+    return [name.strip() for name in option.split(",") if name.strip()]
+
+
 @app.command("generator")
 def generator_command(
     count: Annotated[int, typer.Option(help="Transactions per measurement.")] = 100_000,
     kafka: Annotated[bool, typer.Option("--kafka/--no-kafka", help="Also produce to the broker.")] = True,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     repeat: Annotated[int, typer.Option(help="Runs per figure; the best is printed (a shared machine is noisy).")] = 3,
 ) -> None:
     """Generator throughput: (a) pure generation + Avro encode, (b) generate + produce to Kafka."""
@@ -36,7 +41,7 @@ def generator_command(
     for figure in generator_bench.pure(count, repeat=repeat):
         print(figure)
     if kafka:
-        settings = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+        settings = connection(bootstrap_servers, registry_url)
         try:
             figure = generator_bench.kafka(settings, count, repeat=repeat)
             print(figure)
@@ -63,13 +68,10 @@ def detector_command(
     """Detector throughput vs a raw exactly-once copy loop, interleaved rounds; end-to-end latency; targets."""
     from services.bench.detector_cli import run_detector_bench
 
-    raise typer.Exit(
-        run_detector_bench(
-            count=count, rounds=rounds, rows=[r.strip() for r in rows.split(",") if r.strip()],
-            partitions=partitions, commit_interval_ms=commit_interval_ms, rate=rate,
-            latency_seconds=latency_seconds, latency_row=latency_row, profile=profile, json_output=json_output,
-        )
-    )
+    raise typer.Exit(run_detector_bench(
+        count=count, rounds=rounds, rows=_names(rows), partitions=partitions, commit_interval_ms=commit_interval_ms,
+        rate=rate, latency_seconds=latency_seconds, latency_row=latency_row, profile=profile, json_output=json_output,
+    ))  # fmt: skip
 
 
 @app.command("state")
@@ -84,12 +86,9 @@ def state_command(
     """State: changelog restore time for N keys; throughput with stateful rules vs stateless (same run)."""
     from services.bench.state import run_state_bench
 
-    raise typer.Exit(
-        run_state_bench(
-            keys=keys, count=count, partitions=partitions, restore=restore, throughput=throughput,
-            json_output=json_output,
-        )
-    )
+    raise typer.Exit(run_state_bench(
+        keys=keys, count=count, partitions=partitions, restore=restore, throughput=throughput, json_output=json_output,
+    ))  # fmt: skip
 
 
 @app.command("hot")
@@ -149,9 +148,7 @@ def stores_command(
     """State stores: in-memory vs embedded (RocksDB, LMDB): update, flush, restore, RSS, restart (same run)."""
     from services.bench.stores import run_stores_bench
 
-    raise typer.Exit(
-        run_stores_bench(
-            records=records, repeat=repeat, flush_every=flush_every, keys=keys, partitions=partitions,
-            kinds=[s.strip() for s in stores.split(",") if s.strip()], restore=restore, json_output=json_output,
-        )
-    )
+    raise typer.Exit(run_stores_bench(
+        records=records, repeat=repeat, flush_every=flush_every, keys=keys, partitions=partitions,
+        kinds=_names(stores), restore=restore, json_output=json_output,
+    ))  # fmt: skip

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from services.config import GeneratorSettings, KafkaSettings
+from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.generator.produce import Progress, Sender, rate_setting, stream_config
 from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
@@ -75,8 +76,8 @@ def generate(
         int | None, typer.Option(help="Accounts (default: 5,000 per simulated tx/s, at least 10,000).")
     ] = None,
     partitions: Annotated[int | None, typer.Option(help="Partitions of topics the generator creates.")] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve /metrics on this port (env FRAUDSTREAM_GENERATOR_METRICS_PORT).")
     ] = None,
@@ -97,7 +98,7 @@ def generate(
         metrics_port=metrics_port,
         **_fraud_rates(fraud or []),
     )
-    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    kafka = connection(bootstrap_servers, registry_url)
     sender = _sender(console, settings, kafka)
     stream = TransactionStream(stream_config(settings))
     _announce(console, settings)

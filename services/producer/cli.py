@@ -13,7 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from rich.console import Console
 
-from services.config import KafkaSettings
+from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
 from services.producer import LineError, produce
 from topology.serde.decoder import AvroEncoder, RegistryError
@@ -28,13 +28,13 @@ def produce_command(
     key_field: Annotated[
         str | None, typer.Option(help="Record field whose value is the key (default: an envelope's 'key').")
     ] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
 ) -> None:
     """Write JSON lines from stdin (as `consume` prints them) to a topic as Avro; a line that does not fit
     the schema stops the run, reported with its line number and field, and is not sent."""
     console = Console(stderr=True)
-    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    kafka = connection(bootstrap_servers, registry_url)
     try:
         admin = check_broker(kafka)
         registry = check_registry(kafka)
