@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -47,27 +47,19 @@ def detect_command(
     settings = DetectorSettings.with_overrides(
         topology_file=topology, application_id=application_id, instance_id=instance_id,
         commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,
-        session_timeout_ms=session_timeout_ms, on_error=_on_error(on_error), stats_interval_s=stats_interval_s,
-        metrics_port=metrics_port, store=_store(store), max_event_lead_s=max_event_lead_s,
-        max_stream_lead_s=max_stream_lead_s,
+        session_timeout_ms=session_timeout_ms, on_error=_one_of(on_error, ("dead-letter", "fail"), "--on-error"),
+        stats_interval_s=stats_interval_s, metrics_port=metrics_port,
+        store=_one_of(store, ("memory", "rocksdb"), "--store"),
+        max_event_lead_s=max_event_lead_s, max_stream_lead_s=max_stream_lead_s,
     )
     raise typer.Exit(run(settings, KafkaSettings()))
 
 
-def _store(value: str | None) -> Literal["memory", "rocksdb"] | None:
-    if value is None:
-        return None
-    if value not in ("memory", "rocksdb"):
-        raise typer.BadParameter("must be 'memory' or 'rocksdb'", param_hint="--store")
-    return "rocksdb" if value == "rocksdb" else "memory"
-
-
-def _on_error(value: str | None) -> Literal["dead-letter", "fail"] | None:
-    if value is None:
-        return None
-    if value not in ("dead-letter", "fail"):
-        raise typer.BadParameter("must be 'dead-letter' or 'fail'", param_hint="--on-error")
-    return "fail" if value == "fail" else "dead-letter"
+def _one_of(value: str | None, choices: tuple[str, str], flag: str) -> str | None:
+    """``value`` (None: not given) when it is one of ``choices``; ``BadParameter`` naming ``flag`` otherwise."""
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"must be {choices[0]!r} or {choices[1]!r}", param_hint=flag)
+    return value
 
 
 def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:
