@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -24,7 +25,6 @@ def _names(option: str) -> list[str]:
     return [name.strip() for name in option.split(",") if name.strip()]
 
 
-@app.command("generator")
 def generator_command(
     count: Annotated[int, typer.Option(help="Transactions per measurement.")] = 100_000,
     kafka: Annotated[bool, typer.Option("--kafka/--no-kafka", help="Also produce to the broker.")] = True,
@@ -50,7 +50,6 @@ def generator_command(
             raise typer.Exit(2) from None
 
 
-@app.command("detector")
 def detector_command(
     count: Annotated[int, typer.Option(min=1, help="Transactions to preload once, read by every pass.")] = 1_000_000,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (each runs every row once).")] = 3,
@@ -74,7 +73,6 @@ def detector_command(
     ))  # fmt: skip
 
 
-@app.command("state")
 def state_command(
     keys: Annotated[int, typer.Option(help="Distinct keys in the changelog to restore.")] = 1_000_000,
     count: Annotated[int, typer.Option(help="Transactions for the stateful vs stateless throughput.")] = 200_000,
@@ -91,7 +89,6 @@ def state_command(
     ))  # fmt: skip
 
 
-@app.command("hot")
 def hot_command(
     normal: Annotated[int, typer.Option(help="Normal records in every input.")] = 100_000,
     hot: Annotated[int, typer.Option(help="Records added: more normal ones, or one hot payer's / payee's.")] = 50_000,
@@ -104,7 +101,6 @@ def hot_command(
     raise typer.Exit(run_hot_bench(normal=normal, hot=hot, rounds=rounds, partitions=partitions))
 
 
-@app.command("processor")
 def processor_command(
     count: Annotated[int, typer.Option(help="Generated transactions.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Seed of the generated stream.")] = 1,
@@ -122,7 +118,6 @@ def processor_command(
     ))  # fmt: skip
 
 
-@app.command("dashboard")
 def dashboard_command(
     records: Annotated[int, typer.Option(help="Decisions produced, then taken in by the dashboard's feed.")] = 50_000,
 ) -> None:
@@ -132,7 +127,6 @@ def dashboard_command(
     raise typer.Exit(run_dashboard_bench(records))
 
 
-@app.command("stores")
 def stores_command(
     records: Annotated[int, typer.Option(help="Generated transactions of the update + flush workloads.")] = 100_000,
     repeat: Annotated[int, typer.Option(help="Rounds of the update workloads (the best of each store counts).")] = 3,
@@ -152,3 +146,15 @@ def stores_command(
         records=records, repeat=repeat, flush_every=flush_every, keys=keys, partitions=partitions,
         kinds=_names(stores), restore=restore, json_output=json_output,
     ))  # fmt: skip
+
+
+def _register(*commands: tuple[str, Callable[..., None]]) -> None:
+    """Add each (name, function) of ``commands`` to ``app``, in the order ``--help`` lists them."""
+    for name, command in commands:
+        app.command(name)(command)
+
+
+_register(
+    ("generator", generator_command), ("detector", detector_command), ("state", state_command), ("hot", hot_command),
+    ("processor", processor_command), ("dashboard", dashboard_command), ("stores", stores_command),
+)
