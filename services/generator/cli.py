@@ -100,12 +100,23 @@ def generate(
     )
     kafka = connection(bootstrap_servers, registry_url)
     sender = _sender(console, settings, kafka)
-    stream = TransactionStream(stream_config(settings))
     _announce(console, settings)
     signals = _stop_on_signals()
     metrics = Metrics("generator")
     server = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
     metrics.generator_target_rate.set(settings.rate)
+    result = _send(console, sender, TransactionStream(stream_config(settings)), settings, metrics, signals)
+    if server is not None:
+        server.close()
+    _summarise(console, result, interrupted=bool(signals))
+
+
+def _send(
+    console: Console, sender: Sender, stream: TransactionStream, settings: GeneratorSettings, metrics: Metrics,
+    signals: list[str],
+) -> Progress:
+    """Send ``stream`` until its count is sent or a signal came, reporting progress (exit 1 on a record that
+    does not fit the schema)."""
     with contextlib.ExitStack() as stack:
         # A terminal gets one live status line; logs (containers, files) a plain line every LOG_EVERY_S.
         live = Live(Text(""), console=console, refresh_per_second=4) if console.is_terminal else None
@@ -119,9 +130,7 @@ def generate(
             console.print(f"[red]error:[/red] generated record does not fit the schema: {exc}")
             raise typer.Exit(1) from None
         report(result)
-    if server is not None:
-        server.close()
-    _summarise(console, result, interrupted=bool(signals))
+    return result
 
 
 def _sender(console: Console, settings: GeneratorSettings, kafka: KafkaSettings) -> Sender:
