@@ -18,29 +18,34 @@ from topology.runtime import FatalRuntimeError, RuntimeStats
 
 log = logging.getLogger("fraudstream.detector")
 
+# The options whose declaration is too long for a line of detect_command's signature.
+InstanceId = Annotated[
+    str | None, typer.Option(help="Stable id of this instance (default: host name); unique per running one.")
+]
+OnError = Annotated[str | None, typer.Option(help="After max retries: 'dead-letter' the record or 'fail' (exit).")]
+# The event-time skew guard.
+MaxEventLead = Annotated[
+    float | None, typer.Option(help="Dead-letter events dated more than this ahead of the wall clock (0: off).")
+]
+MaxStreamLead = Annotated[
+    float | None, typer.Option(help="... or ahead of their partition's stream time (0: off, the default).")
+]
+
 
 def detect_command(
     topology: Annotated[Path | None, typer.Option(help="Topology YAML (default: the packaged fraud.yaml).")] = None,
     application_id: Annotated[str | None, typer.Option(help="Consumer group and transactional.id prefix.")] = None,
-    instance_id: Annotated[
-        str | None, typer.Option(help="Stable id of this instance (default: host name); unique per running one.")
-    ] = None,
+    instance_id: InstanceId = None,
     commit_interval_ms: Annotated[int | None, typer.Option(help="Transaction commit interval.")] = None,
     max_batch: Annotated[int | None, typer.Option(help="Records per transaction at most.")] = None,
     transaction_timeout_ms: Annotated[int | None, typer.Option(help="transaction.timeout.ms")] = None,
     session_timeout_ms: Annotated[int | None, typer.Option(help="Consumer group session timeout.")] = None,
-    on_error: Annotated[
-        str | None, typer.Option(help="After max retries: 'dead-letter' the record or 'fail' (exit).")
-    ] = None,
+    on_error: OnError = None,
     stats_interval_s: Annotated[float | None, typer.Option(help="Seconds between stats lines.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     store: Annotated[str | None, typer.Option(help="Window state stores: 'memory' or 'rocksdb'.")] = None,
-    max_event_lead_s: Annotated[
-        float | None, typer.Option(help="Dead-letter events dated more than this ahead of the wall clock (0: off).")
-    ] = None,
-    max_stream_lead_s: Annotated[
-        float | None, typer.Option(help="... or ahead of their partition's stream time (0: off, the default).")
-    ] = None,
+    max_event_lead_s: MaxEventLead = None,
+    max_stream_lead_s: MaxStreamLead = None,
 ) -> None:
     """Run the fraud detector: read transactions, route them to fraud/legit/DLQ exactly once."""
     setup_logging()
