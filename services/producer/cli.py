@@ -18,16 +18,20 @@ from services.kafka import NotAuthorized, Unreachable, check_broker, check_regis
 from services.producer import LineError, produce
 from topology.serde.decoder import AvroEncoder, RegistryError
 
+# The options whose declaration is too long for a line of produce_command's signature.
+SchemaFile = Annotated[
+    Path | None, typer.Option(help="Value schema (.avsc), registered under <topic>-value; "
+                              "default: the subject's latest registered version.")
+]
+KeyField = Annotated[
+    str | None, typer.Option(help="Record field whose value is the key (default: an envelope's 'key').")
+]
+
 
 def produce_command(
     topic: Annotated[str, typer.Option(help="Topic to write (it must exist).")],
-    schema_file: Annotated[
-        Path | None, typer.Option(help="Value schema (.avsc), registered under <topic>-value; "
-                                  "default: the subject's latest registered version.")
-    ] = None,
-    key_field: Annotated[
-        str | None, typer.Option(help="Record field whose value is the key (default: an envelope's 'key').")
-    ] = None,
+    schema_file: SchemaFile = None,
+    key_field: KeyField = None,
     bootstrap_servers: BootstrapServers = None,
     registry_url: RegistryUrl = None,
 ) -> None:
