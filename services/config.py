@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.client_properties import from_env, is_secret, redact
 from services.client_properties import load as load_properties
+from services.generator.scenarios import DEFAULT_RATES
 from topology.runtime.collector import DEFAULT_YOUNG_THRESHOLD
 
 
@@ -54,9 +55,31 @@ _SECRET_ENV = {
 }
 
 
-def _present(values: dict[str, Any]) -> dict[str, Any]:
-    """The set ones of ``values`` (None = unset), secrets revealed: client properties."""
-    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items() if v is not None}
+# The typed fields of ``KafkaSettings`` that set a property: of every Kafka client (property -> field) ...
+_CLIENT_FIELDS = {
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+    "sasl.oauthbearer.method": "sasl_oauthbearer_method",
+    "sasl.oauthbearer.client.id": "sasl_oauthbearer_client_id",
+    "sasl.oauthbearer.client.secret": "sasl_oauthbearer_client_secret",
+    "sasl.oauthbearer.token.endpoint.url": "sasl_oauthbearer_token_endpoint_url",
+    "sasl.oauthbearer.scope": "sasl_oauthbearer_scope",
+    "sasl.oauthbearer.extensions": "sasl_oauthbearer_extensions",
+}
+# ... and of the Schema Registry client.
+_REGISTRY_FIELDS = {
+    "basic.auth.user.info": "registry_basic_auth_user_info",
+    "ssl.ca.location": "registry_ssl_ca_location",
+    "ssl.certificate.location": "registry_ssl_certificate_location",
+    "ssl.key.location": "registry_ssl_key_location",
+    "ssl.key.password": "registry_ssl_key_password",
+}
 
 
 class KafkaSettings(_Section):
@@ -137,37 +160,17 @@ class KafkaSettings(_Section):
         config.update(self.config_env)
         if "bootstrap_servers" in self.model_fields_set or "bootstrap.servers" not in config:
             config["bootstrap.servers"] = self.bootstrap_servers
-        typed = {
-            "security.protocol": self.security_protocol,
-            "sasl.mechanism": self.sasl_mechanism,
-            "sasl.username": self.sasl_username,
-            "sasl.password": self.sasl_password,
-            "ssl.ca.location": self.ssl_ca_location,
-            "ssl.certificate.location": self.ssl_certificate_location,
-            "ssl.key.location": self.ssl_key_location,
-            "ssl.key.password": self.ssl_key_password,
-            "sasl.oauthbearer.method": self.sasl_oauthbearer_method,
-            "sasl.oauthbearer.client.id": self.sasl_oauthbearer_client_id,
-            "sasl.oauthbearer.client.secret": self.sasl_oauthbearer_client_secret,
-            "sasl.oauthbearer.token.endpoint.url": self.sasl_oauthbearer_token_endpoint_url,
-            "sasl.oauthbearer.scope": self.sasl_oauthbearer_scope,
-            "sasl.oauthbearer.extensions": self.sasl_oauthbearer_extensions,
-        }
-        config.update(_present(typed))
+        config.update(self._properties(_CLIENT_FIELDS))
         return config
 
     def registry_config(self) -> dict[str, Any]:
         """The ``SchemaRegistryClient`` config: URL, basic auth, CA and client certificate."""
-        config: dict[str, Any] = {"url": self.schema_registry_url}
-        optional = {
-            "basic.auth.user.info": self.registry_basic_auth_user_info,
-            "ssl.ca.location": self.registry_ssl_ca_location,
-            "ssl.certificate.location": self.registry_ssl_certificate_location,
-            "ssl.key.location": self.registry_ssl_key_location,
-            "ssl.key.password": self.registry_ssl_key_password,
-        }
-        config.update(_present(optional))
-        return config
+        return {"url": self.schema_registry_url, **self._properties(_REGISTRY_FIELDS)}
+
+    def _properties(self, fields: dict[str, str]) -> dict[str, Any]:
+        """The properties of ``fields`` (property -> field) whose field is set, secrets revealed."""
+        values = {prop: getattr(self, name) for prop, name in fields.items()}
+        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items() if v is not None}
 
     def secrets(self) -> list[str]:
         """Every secret value of this section (for redaction)."""
@@ -316,13 +319,13 @@ class GeneratorSettings(_Section):
     # Default: 5,000 per simulated tx/s (at least 10,000), the density the rules were tuned on.
     accounts: int | None = Field(None, ge=100)
     merchants: int = Field(2_000, ge=10)
-    # Fraud incidents started per 1,000 transactions, per scenario (0 turns one off).
-    fraud_large_amount: float = Field(2.0, ge=0)
-    fraud_card_testing: float = Field(0.2, ge=0)
-    fraud_velocity: float = Field(0.2, ge=0)
-    fraud_fan_in: float = Field(0.02, ge=0)
-    fraud_fan_out: float = Field(0.05, ge=0)
-    fraud_structuring: float = Field(0.1, ge=0)
+    # Fraud incidents started per 1,000 transactions, per scenario (0 turns one off); fraud_<scenario>.
+    fraud_large_amount: float = Field(DEFAULT_RATES.large_amount, ge=0)
+    fraud_card_testing: float = Field(DEFAULT_RATES.card_testing, ge=0)
+    fraud_velocity: float = Field(DEFAULT_RATES.velocity, ge=0)
+    fraud_fan_in: float = Field(DEFAULT_RATES.fan_in, ge=0)
+    fraud_fan_out: float = Field(DEFAULT_RATES.fan_out, ge=0)
+    fraud_structuring: float = Field(DEFAULT_RATES.structuring, ge=0)
     partitions: int = Field(6, ge=1)  # when the generator creates a missing topic
     replication_factor: int = Field(1, ge=1)
     compression: Literal["lz4", "zstd", "none"] = "lz4"

@@ -16,6 +16,7 @@ from aiohttp import web
 from services.alerts.service import AlertService, DeadLetters, alerts_consumer_config
 from services.alerts.webhook import RetryPolicy, WebhookPoster
 from services.config import AlertsSettings, KafkaSettings
+from services.connection_options import connection
 from services.kafka import registry_client
 from services.logs import setup_logging
 from services.metrics import Metrics
@@ -103,7 +104,7 @@ def alerts(
         webhook_url=webhook, topic=topic, group_id=group_id, dead_letter_topic=dead_letter_topic,
         max_attempts=max_attempts, from_beginning=from_beginning, metrics_port=metrics_port,
     )
-    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=schema_registry_url)
+    kafka = connection(bootstrap_servers, schema_registry_url)
     if not settings.webhook_url:
         typer.secho("error: no webhook: pass --webhook URL or set FRAUDSTREAM_ALERTS_WEBHOOK_URL",
                     fg=typer.colors.RED, err=True)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -73,39 +74,30 @@ class DeadLetters:
         return ok
 
 
+@dataclass(eq=False, repr=False)  # no repr: the config holds the client's secrets
 class AlertService:
     """Consumes ``topic`` and posts one alert per record."""
 
     commit_patience_s = 5.0  # a commit still waiting after this long: the broker is away
 
-    def __init__(
-        self,
-        config: dict[str, Any],
-        topic: str,
-        decode: Decode,
-        poster: WebhookPoster,
-        dead_letters: DeadLetters,
-        metrics: Metrics,
-        *,
-        consumer: Callable[..., Any] = AIOConsumer,
-        reachable_check_s: float = 5.0,
-    ) -> None:
-        self.config = config
-        self._make_consumer = consumer  # AIOConsumer(config, executor=...), or a fake in unit tests
-        self._reachable_check_s = reachable_check_s
-        self.topic = topic
-        self.decode = decode
-        self.poster = poster
-        self.dead_letters = dead_letters
-        self.metrics = metrics
-        self.handled = 0  # alerts finished (delivered or dead-lettered) and committed
-        self.refused_commits = 0  # commits refused in a row (after a broker outage: posted again)
-        self.last_poll: float | None = None
-        self._stop = asyncio.Event()
-        self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
-        self.registry_outage = Outage("the Schema Registry", log)
-        self._fatal: KafkaError | None = None  # reported by the client's error callback
-        self._next_reachable_check = 0.0
+    config: dict[str, Any]
+    topic: str
+    decode: Decode
+    poster: WebhookPoster
+    dead_letters: DeadLetters
+    metrics: Metrics
+    _: KW_ONLY
+    make_consumer: Callable[..., Any] = AIOConsumer  # AIOConsumer(config, executor=...), or a fake in unit tests
+    reachable_check_s: float = 5.0
+    handled: int = field(default=0, init=False)  # alerts finished (delivered or dead-lettered) and committed
+    refused_commits: int = field(default=0, init=False)  # refused in a row (after a broker outage: posted again)
+    last_poll: float | None = field(default=None, init=False)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # The broker's outages and the registry's, each logged once.
+    outage: KafkaOutage = field(default_factory=lambda: KafkaOutage(log), init=False)
+    registry_outage: Outage = field(default_factory=lambda: Outage("the Schema Registry", log), init=False)
+    _fatal: KafkaError | None = field(default=None, init=False)  # reported by the client's error callback
+    _next_reachable_check: float = field(default=0.0, init=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
@@ -115,7 +107,7 @@ class AlertService:
         loop = asyncio.get_running_loop()
         # error_cb: without one librdkafka drops the "all brokers down" errors (consume returns none),
         # and the per-connection lines saying the same are CLIENT_LOGGER's noise: the outage went unsaid.
-        consumer = self._make_consumer({**self.config, "error_cb": self._client_error}, executor=executor)
+        consumer = self.make_consumer({**self.config, "error_cb": self._client_error}, executor=executor)
         try:
             await consumer.subscribe([self.topic])
             while not stop.is_set():
@@ -153,7 +145,7 @@ class AlertService:
         (a record consumed ends it too, but an idle fraud topic has none)."""
         if time.monotonic() < self._next_reachable_check:
             return
-        self._next_reachable_check = time.monotonic() + self._reachable_check_s
+        self._next_reachable_check = time.monotonic() + self.reachable_check_s
         try:
             await consumer.list_topics(self.topic, timeout=2.0)
         except KafkaException:

@@ -52,11 +52,13 @@ class ShuttingDown(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    give_up_after_s: float = 120.0
-    request_timeout_s: float = 10.0
+    """How ``WebhookPoster`` retries (the values and their defaults: ``AlertsSettings``)."""
+
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    give_up_after_s: float
+    request_timeout_s: float
 
 
 def slack_escape(text: str) -> str:
@@ -127,22 +129,15 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
+@dataclass(eq=False, repr=False)  # no repr: the URL is a secret
 class WebhookPoster:
     """Posts ``{"text": ...}`` payloads to one webhook URL, retrying per ``RetryPolicy``."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        url: str,
-        policy: RetryPolicy,
-        metrics: Metrics,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.session = session
-        self.url = url
-        self.policy = policy
-        self.metrics = metrics
-        self.sleep = sleep
+    session: aiohttp.ClientSession
+    url: str
+    policy: RetryPolicy
+    metrics: Metrics
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def redact(self, text: str) -> str:
         """``text`` without the webhook URL's path, query or user info (only scheme and host stay)."""

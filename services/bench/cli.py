@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from services.bench import generator as generator_bench
-from services.config import KafkaSettings
+from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.kafka import Unreachable
 
 app = typer.Typer(help="Benchmarks that print throughput figures.", no_args_is_help=True)
@@ -19,12 +20,16 @@ Partitions = Annotated[int, typer.Option(help="Partitions of the benchmark topic
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")]
 
 
-@app.command("generator")
+def _names(option: str) -> list[str]:
+    """The names of a comma-separated option (``--rows``, ``--stores``), blanks dropped."""
+    return [name.strip() for name in option.split(",") if name.strip()]
+
+
 def generator_command(
     count: Annotated[int, typer.Option(help="Transactions per measurement.")] = 100_000,
     kafka: Annotated[bool, typer.Option("--kafka/--no-kafka", help="Also produce to the broker.")] = True,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     repeat: Annotated[int, typer.Option(help="Runs per figure; the best is printed (a shared machine is noisy).")] = 3,
 ) -> None:
     """Generator throughput: (a) pure generation + Avro encode, (b) generate + produce to Kafka."""
@@ -36,7 +41,7 @@ def generator_command(
     for figure in generator_bench.pure(count, repeat=repeat):
         print(figure)
     if kafka:
-        settings = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+        settings = connection(bootstrap_servers, registry_url)
         try:
             figure = generator_bench.kafka(settings, count, repeat=repeat)
             print(figure)
@@ -45,7 +50,6 @@ def generator_command(
             raise typer.Exit(2) from None
 
 
-@app.command("detector")
 def detector_command(
     count: Annotated[int, typer.Option(min=1, help="Transactions to preload once, read by every pass.")] = 1_000_000,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (each runs every row once).")] = 3,
@@ -63,16 +67,12 @@ def detector_command(
     """Detector throughput vs a raw exactly-once copy loop, interleaved rounds; end-to-end latency; targets."""
     from services.bench.detector_cli import run_detector_bench
 
-    raise typer.Exit(
-        run_detector_bench(
-            count=count, rounds=rounds, rows=[r.strip() for r in rows.split(",") if r.strip()],
-            partitions=partitions, commit_interval_ms=commit_interval_ms, rate=rate,
-            latency_seconds=latency_seconds, latency_row=latency_row, profile=profile, json_output=json_output,
-        )
-    )
+    raise typer.Exit(run_detector_bench(
+        count=count, rounds=rounds, rows=_names(rows), partitions=partitions, commit_interval_ms=commit_interval_ms,
+        rate=rate, latency_seconds=latency_seconds, latency_row=latency_row, profile=profile, json_output=json_output,
+    ))  # fmt: skip
 
 
-@app.command("state")
 def state_command(
     keys: Annotated[int, typer.Option(help="Distinct keys in the changelog to restore.")] = 1_000_000,
     count: Annotated[int, typer.Option(help="Transactions for the stateful vs stateless throughput.")] = 200_000,
@@ -84,15 +84,11 @@ def state_command(
     """State: changelog restore time for N keys; throughput with stateful rules vs stateless (same run)."""
     from services.bench.state import run_state_bench
 
-    raise typer.Exit(
-        run_state_bench(
-            keys=keys, count=count, partitions=partitions, restore=restore, throughput=throughput,
-            json_output=json_output,
-        )
-    )
+    raise typer.Exit(run_state_bench(
+        keys=keys, count=count, partitions=partitions, restore=restore, throughput=throughput, json_output=json_output,
+    ))  # fmt: skip
 
 
-@app.command("hot")
 def hot_command(
     normal: Annotated[int, typer.Option(help="Normal records in every input.")] = 100_000,
     hot: Annotated[int, typer.Option(help="Records added: more normal ones, or one hot payer's / payee's.")] = 50_000,
@@ -105,7 +101,6 @@ def hot_command(
     raise typer.Exit(run_hot_bench(normal=normal, hot=hot, rounds=rounds, partitions=partitions))
 
 
-@app.command("processor")
 def processor_command(
     count: Annotated[int, typer.Option(help="Generated transactions.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Seed of the generated stream.")] = 1,
@@ -123,7 +118,6 @@ def processor_command(
     ))  # fmt: skip
 
 
-@app.command("dashboard")
 def dashboard_command(
     records: Annotated[int, typer.Option(help="Decisions produced, then taken in by the dashboard's feed.")] = 50_000,
 ) -> None:
@@ -133,7 +127,6 @@ def dashboard_command(
     raise typer.Exit(run_dashboard_bench(records))
 
 
-@app.command("stores")
 def stores_command(
     records: Annotated[int, typer.Option(help="Generated transactions of the update + flush workloads.")] = 100_000,
     repeat: Annotated[int, typer.Option(help="Rounds of the update workloads (the best of each store counts).")] = 3,
@@ -149,9 +142,19 @@ def stores_command(
     """State stores: in-memory vs embedded (RocksDB, LMDB): update, flush, restore, RSS, restart (same run)."""
     from services.bench.stores import run_stores_bench
 
-    raise typer.Exit(
-        run_stores_bench(
-            records=records, repeat=repeat, flush_every=flush_every, keys=keys, partitions=partitions,
-            kinds=[s.strip() for s in stores.split(",") if s.strip()], restore=restore, json_output=json_output,
-        )
-    )
+    raise typer.Exit(run_stores_bench(
+        records=records, repeat=repeat, flush_every=flush_every, keys=keys, partitions=partitions,
+        kinds=_names(stores), restore=restore, json_output=json_output,
+    ))  # fmt: skip
+
+
+def _register(*commands: tuple[str, Callable[..., None]]) -> None:
+    """Add each (name, function) of ``commands`` to ``app``, in the order ``--help`` lists them."""
+    for name, command in commands:
+        app.command(name)(command)
+
+
+_register(
+    ("generator", generator_command), ("detector", detector_command), ("state", state_command), ("hot", hot_command),
+    ("processor", processor_command), ("dashboard", dashboard_command), ("stores", stores_command),
+)

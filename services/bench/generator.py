@@ -189,9 +189,10 @@ def kafka(connection: KafkaSettings, count: int, seed: int = 7, repeat: int = 1)
         seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu
         for future in admin.delete_topics([settings.topic, settings.labels_topic]).values():
             future.result(timeout=30)  # wait: a process that exits first leaves the topics behind
-        if result.failed or result.delivered != 2 * count:
+        records = result.records
+        if records.failed or records.delivered != 2 * count:
             raise RuntimeError(
-                f"{result.failed} failed, {result.delivered} of {2 * count} delivered: {result.last_error}"
+                f"{records.failed} failed, {records.delivered} of {2 * count} delivered: {records.last_error}"
             )
         if seconds < best.seconds:
             best = Figure(best.name, count, seconds, cpu)

@@ -117,6 +117,14 @@ class Update:
         """Update and flush cost per input record."""
         return (self.add_seconds + self.flush_seconds) / self.records * 1e6 if self.records else 0.0
 
+    def as_json(self) -> dict[str, Any]:
+        """The fields, and the costs derived from them (3 decimals)."""
+        costs = {
+            "add_us_per_record": self.add_us_per_record, "flush_ms_per_flush": self.flush_ms_per_flush,
+            "flush_us_per_key": self.flush_us_per_key, "us_per_record": self.us_per_record,
+        }
+        return {**asdict(self), **{name: round(cost, 3) for name, cost in costs.items()}}
+
 
 @dataclass
 class Restore:
@@ -133,6 +141,10 @@ class Restore:
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
+    def as_json(self) -> dict[str, Any]:
+        """The fields, and the rate derived from them."""
+        return {**asdict(self), "records_per_second": round(self.records_per_second, 1)}
+
 
 @dataclass
 class StoresReport:
@@ -148,15 +160,9 @@ class StoresReport:
     restores: list[Restore] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        for u, d in zip(self.updates, doc["updates"], strict=True):
-            d["add_us_per_record"] = round(u.add_us_per_record, 3)
-            d["flush_ms_per_flush"] = round(u.flush_ms_per_flush, 3)
-            d["flush_us_per_key"] = round(u.flush_us_per_key, 3)
-            d["us_per_record"] = round(u.us_per_record, 3)
-        for r, d in zip(self.restores, doc["restores"], strict=True):
-            d["records_per_second"] = round(r.records_per_second, 1)
-        return doc
+        """The report, each measurement with its derived figures."""
+        measured = {"updates": [u.as_json() for u in self.updates], "restores": [r.as_json() for r in self.restores]}
+        return {**asdict(self), **measured}
 
 
 # ---------------------------------------------------------------- workloads

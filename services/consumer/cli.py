@@ -10,6 +10,7 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 
 from services.config import KafkaSettings
+from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.consumer import consume, parse_offset
 from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
 from topology.serde.decoder import RegistryError
@@ -35,13 +36,13 @@ def consume_command(
     timeout: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a record (default: never).")
     ] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
 ) -> None:
     """Print Avro records of a topic as JSON lines (decimals exact); undecodable ones as error lines."""
     console = Console(stderr=True)
     start = _start_offset(offset, partition, group, from_beginning)
-    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    kafka = connection(bootstrap_servers, registry_url)
     try:
         admin = check_broker(kafka)
         registry = check_registry(kafka)

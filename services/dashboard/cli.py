@@ -9,6 +9,7 @@ import typer
 from aiohttp import web
 
 from services.config import DashboardSettings, DetectorSettings, KafkaSettings
+from services.connection_options import connection
 from services.dashboard.catalog import RuleCatalog
 from services.dashboard.feed import KafkaFeed, default_group_id, feed_config
 from services.dashboard.health import Health
@@ -68,9 +69,7 @@ def dashboard(
         host=host, port=port, from_beginning=from_beginning,
         legit_topic=legit_topic, fraud_topic=fraud_topic, alerts_topic=alerts_topic,
     )
-    kafka = KafkaSettings.with_overrides(
-        bootstrap_servers=bootstrap_servers, schema_registry_url=schema_registry_url
-    )
+    kafka = connection(bootstrap_servers, schema_registry_url)
     app = build_app(settings, kafka)
     typer.echo(f"dashboard: http://{settings.host}:{settings.port}/  (Kafka {kafka.bootstrap_servers}, "
                f"registry {kafka.schema_registry_url})")

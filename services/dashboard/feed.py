@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
@@ -101,34 +102,26 @@ def decode_batch(messages: Sequence[Message], decode: Decode, roles: TopicRoles)
     return events
 
 
+@dataclass(eq=False, repr=False)  # no repr: the config holds the client's secrets
 class KafkaFeed:
     """Consumes the decision topics and publishes every record to the hub."""
 
-    def __init__(
-        self,
-        config: dict[str, Any],
-        roles: TopicRoles,
-        decode: Decode,
-        hub: Hub,
-        metrics: Metrics,
-        *,
-        max_batch: int = 500,
-        poll_timeout_s: float = 0.5,
-    ) -> None:
-        self.config = config
-        self.roles = roles
-        self.decode = decode
-        self.hub = hub
-        self.metrics = metrics
-        self.max_batch = max_batch
-        self.poll_timeout_s = poll_timeout_s
-        self.last_poll: float | None = None  # monotonic time of the last answered poll
-        self.missing_topics: set[str] = set()
-        self.error: str | None = None  # last consumer error, for /healthz
-        self.outage = KafkaOutage(log)  # the broker's outages and the registry's, each logged once
-        self.registry_outage = Outage("the Schema Registry", log)
-        self.failure: str | None = None  # why run() stopped with an exception
-        self.seen = SeenOffsets()  # what was shown already (read again after a rejoin)
+    config: dict[str, Any]
+    roles: TopicRoles
+    decode: Decode
+    hub: Hub
+    metrics: Metrics
+    _: KW_ONLY
+    max_batch: int = 500
+    poll_timeout_s: float = 0.5
+    last_poll: float | None = field(default=None, init=False)  # monotonic time of the last answered poll
+    missing_topics: set[str] = field(default_factory=set, init=False)
+    error: str | None = field(default=None, init=False)  # last consumer error, for /healthz
+    # The broker's outages and the registry's, each logged once.
+    outage: KafkaOutage = field(default_factory=lambda: KafkaOutage(log), init=False)
+    registry_outage: Outage = field(default_factory=lambda: Outage("the Schema Registry", log), init=False)
+    failure: str | None = field(default=None, init=False)  # why run() stopped with an exception
+    seen: SeenOffsets = field(default_factory=SeenOffsets, init=False)  # shown already (read again after a rejoin)
 
     @property
     def topics(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -18,56 +18,53 @@ from topology.runtime import FatalRuntimeError, RuntimeStats
 
 log = logging.getLogger("fraudstream.detector")
 
+# The options whose declaration is too long for a line of detect_command's signature.
+InstanceId = Annotated[
+    str | None, typer.Option(help="Stable id of this instance (default: host name); unique per running one.")
+]
+OnError = Annotated[str | None, typer.Option(help="After max retries: 'dead-letter' the record or 'fail' (exit).")]
+# The event-time skew guard.
+MaxEventLead = Annotated[
+    float | None, typer.Option(help="Dead-letter events dated more than this ahead of the wall clock (0: off).")
+]
+MaxStreamLead = Annotated[
+    float | None, typer.Option(help="... or ahead of their partition's stream time (0: off, the default).")
+]
+
 
 def detect_command(
     topology: Annotated[Path | None, typer.Option(help="Topology YAML (default: the packaged fraud.yaml).")] = None,
     application_id: Annotated[str | None, typer.Option(help="Consumer group and transactional.id prefix.")] = None,
-    instance_id: Annotated[
-        str | None, typer.Option(help="Stable id of this instance (default: host name); unique per running one.")
-    ] = None,
+    instance_id: InstanceId = None,
     commit_interval_ms: Annotated[int | None, typer.Option(help="Transaction commit interval.")] = None,
     max_batch: Annotated[int | None, typer.Option(help="Records per transaction at most.")] = None,
     transaction_timeout_ms: Annotated[int | None, typer.Option(help="transaction.timeout.ms")] = None,
     session_timeout_ms: Annotated[int | None, typer.Option(help="Consumer group session timeout.")] = None,
-    on_error: Annotated[
-        str | None, typer.Option(help="After max retries: 'dead-letter' the record or 'fail' (exit).")
-    ] = None,
+    on_error: OnError = None,
     stats_interval_s: Annotated[float | None, typer.Option(help="Seconds between stats lines.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     store: Annotated[str | None, typer.Option(help="Window state stores: 'memory' or 'rocksdb'.")] = None,
-    max_event_lead_s: Annotated[
-        float | None, typer.Option(help="Dead-letter events dated more than this ahead of the wall clock (0: off).")
-    ] = None,
-    max_stream_lead_s: Annotated[
-        float | None, typer.Option(help="... or ahead of their partition's stream time (0: off, the default).")
-    ] = None,
+    max_event_lead_s: MaxEventLead = None,
+    max_stream_lead_s: MaxStreamLead = None,
 ) -> None:
     """Run the fraud detector: read transactions, route them to fraud/legit/DLQ exactly once."""
     setup_logging()
     settings = DetectorSettings.with_overrides(
         topology_file=topology, application_id=application_id, instance_id=instance_id,
         commit_interval_ms=commit_interval_ms, max_batch=max_batch, transaction_timeout_ms=transaction_timeout_ms,
-        session_timeout_ms=session_timeout_ms, on_error=_on_error(on_error), stats_interval_s=stats_interval_s,
-        metrics_port=metrics_port, store=_store(store), max_event_lead_s=max_event_lead_s,
-        max_stream_lead_s=max_stream_lead_s,
+        session_timeout_ms=session_timeout_ms, on_error=_one_of(on_error, ("dead-letter", "fail"), "--on-error"),
+        stats_interval_s=stats_interval_s, metrics_port=metrics_port,
+        store=_one_of(store, ("memory", "rocksdb"), "--store"),
+        max_event_lead_s=max_event_lead_s, max_stream_lead_s=max_stream_lead_s,
     )
     raise typer.Exit(run(settings, KafkaSettings()))
 
 
-def _store(value: str | None) -> Literal["memory", "rocksdb"] | None:
-    if value is None:
-        return None
-    if value not in ("memory", "rocksdb"):
-        raise typer.BadParameter("must be 'memory' or 'rocksdb'", param_hint="--store")
-    return "rocksdb" if value == "rocksdb" else "memory"
-
-
-def _on_error(value: str | None) -> Literal["dead-letter", "fail"] | None:
-    if value is None:
-        return None
-    if value not in ("dead-letter", "fail"):
-        raise typer.BadParameter("must be 'dead-letter' or 'fail'", param_hint="--on-error")
-    return "fail" if value == "fail" else "dead-letter"
+def _one_of(value: str | None, choices: tuple[str, str], flag: str) -> str | None:
+    """``value`` (None: not given) when it is one of ``choices``; ``BadParameter`` naming ``flag`` otherwise."""
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"must be {choices[0]!r} or {choices[1]!r}", param_hint=flag)
+    return value
 
 
 def run(settings: DetectorSettings, kafka: KafkaSettings) -> int:

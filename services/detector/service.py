@@ -85,6 +85,13 @@ def build_runtime(
     return ExactlyOnceRuntime(processor, runtime_settings, on_commit=hook)
 
 
+# The detector settings the runtime takes as they are, under the same name.
+_RUNTIME_AS_IS = (
+    "application_id", "instance_id", "commit_interval_ms", "max_batch", "consume_batch", "transaction_timeout_ms",
+    "session_timeout_ms", "max_retries", "outage_patience_s", "max_task_idle_ms", "gc_threshold", "on_error",
+)
+
+
 def _runtime_settings(
     settings: DetectorSettings, kafka: KafkaSettings, dlq: str, metrics: Metrics | None
 ) -> RuntimeSettings:
@@ -95,18 +102,7 @@ def _runtime_settings(
     return RuntimeSettings(
         bootstrap_servers=kafka.bootstrap_servers,
         client_config=kafka.client_config(),  # security and pass-through: every client the runtime makes
-        application_id=settings.application_id,
-        instance_id=settings.instance_id,
-        commit_interval_ms=settings.commit_interval_ms,
-        max_batch=settings.max_batch,
-        consume_batch=settings.consume_batch,
-        transaction_timeout_ms=settings.transaction_timeout_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-        max_retries=settings.max_retries,
-        outage_patience_s=settings.outage_patience_s,
-        max_task_idle_ms=settings.max_task_idle_ms,
-        gc_threshold=settings.gc_threshold,
-        on_error=settings.on_error,
+        **{name: getattr(settings, name) for name in _RUNTIME_AS_IS},
         dlq_topic=dlq,
         transient_errors=(RegistryError,),
         transient_source="the Schema Registry",

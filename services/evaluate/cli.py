@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.config import TOPICS, KafkaSettings
+from services.connection_options import connection
 from services.evaluate.score import Decision, Label, Report, Scores, evaluate, related_from_alerts, with_related
 from services.kafka import consumer_config, end_offsets, not_at_end, registry_client
 from topology.records import H_RULES
@@ -118,8 +119,7 @@ def evaluate_command(
     DETECTION (routed to fraud, or named as related by a later alert: the first payments of a pattern
     that a windowed rule could only see afterwards; JSON key ``detection``).
     """
-    settings = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers,
-                                            schema_registry_url=schema_registry_url)
+    settings = connection(bootstrap_servers, schema_registry_url)
     try:
         labels, decisions, related = collect(settings, labels_topic, legit_topic, fraud_topic, alerts_topic)
     except KafkaException as err:

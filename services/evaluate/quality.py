@@ -35,7 +35,7 @@ from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.detector.alerts import FraudAlerts
 from services.evaluate.cli import print_report
 from services.evaluate.score import Decision, Label, Report, evaluate, related_from_alerts, with_related
-from services.generator.scenarios import ScenarioRates, StreamConfig, TransactionStream
+from services.generator.scenarios import DEFAULT_RATES, ScenarioRates, StreamConfig, TransactionStream
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.records import H_RULES, RawRecord
@@ -81,7 +81,7 @@ def run(
     alert_values: list[dict[str, Any]] = []
     dead = 0
     started = time.perf_counter()
-    for i, g in enumerate(TransactionStream(StreamConfig(seed=seed, rates=rates or ScenarioRates())).take(count)):
+    for i, g in enumerate(TransactionStream(StreamConfig(seed=seed, rates=rates or DEFAULT_RATES)).take(count)):
         tx_id = g.record["transaction_id"]
         labels.append(Label(tx_id, g.scenario, g.is_fraud, g.incident_id))
         key = g.record["source_account"].encode()

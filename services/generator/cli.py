@@ -16,7 +16,8 @@ from rich.live import Live
 from rich.text import Text
 
 from services.config import GeneratorSettings, KafkaSettings
-from services.generator.produce import Progress, Sender, stream_config
+from services.connection_options import BootstrapServers, RegistryUrl, connection
+from services.generator.produce import Progress, Sender, rate_setting, stream_config
 from services.generator.scenarios import SCENARIOS, TransactionStream
 from services.kafka import Unreachable, check_broker, check_registry
 from services.logs import setup_logging
@@ -33,7 +34,7 @@ def _fraud_rates(values: list[str]) -> dict[str, float]:
         if not sep or name not in SCENARIOS:
             raise typer.BadParameter(f"{item!r}: expected NAME=RATE with NAME one of {', '.join(SCENARIOS)}")
         try:
-            rates[f"fraud_{name}"] = float(number)
+            rates[rate_setting(name)] = float(number)
         except ValueError:
             raise typer.BadParameter(f"{item!r}: RATE must be a number (incidents per 1,000 tx)") from None
     return rates
@@ -75,8 +76,8 @@ def generate(
         int | None, typer.Option(help="Accounts (default: 5,000 per simulated tx/s, at least 10,000).")
     ] = None,
     partitions: Annotated[int | None, typer.Option(help="Partitions of topics the generator creates.")] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve /metrics on this port (env FRAUDSTREAM_GENERATOR_METRICS_PORT).")
     ] = None,
@@ -97,14 +98,25 @@ def generate(
         metrics_port=metrics_port,
         **_fraud_rates(fraud or []),
     )
-    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    kafka = connection(bootstrap_servers, registry_url)
     sender = _sender(console, settings, kafka)
-    stream = TransactionStream(stream_config(settings))
     _announce(console, settings)
     signals = _stop_on_signals()
     metrics = Metrics("generator")
     server = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
     metrics.generator_target_rate.set(settings.rate)
+    result = _send(console, sender, TransactionStream(stream_config(settings)), settings, metrics, signals)
+    if server is not None:
+        server.close()
+    _summarise(console, result, interrupted=bool(signals))
+
+
+def _send(
+    console: Console, sender: Sender, stream: TransactionStream, settings: GeneratorSettings, metrics: Metrics,
+    signals: list[str],
+) -> Progress:
+    """Send ``stream`` until its count is sent or a signal came, reporting progress (exit 1 on a record that
+    does not fit the schema)."""
     with contextlib.ExitStack() as stack:
         # A terminal gets one live status line; logs (containers, files) a plain line every LOG_EVERY_S.
         live = Live(Text(""), console=console, refresh_per_second=4) if console.is_terminal else None
@@ -118,9 +130,7 @@ def generate(
             console.print(f"[red]error:[/red] generated record does not fit the schema: {exc}")
             raise typer.Exit(1) from None
         report(result)
-    if server is not None:
-        server.close()
-    _summarise(console, result, interrupted=bool(signals))
+    return result
 
 
 def _sender(console: Console, settings: GeneratorSettings, kafka: KafkaSettings) -> Sender:
@@ -169,14 +179,15 @@ def _summarise(console: Console, result: Progress, *, interrupted: bool) -> None
     """The last line; exit 1 when records failed or were never delivered."""
     elapsed = time.monotonic() - result.started
     verdict = "interrupted: " if interrupted else ""
+    records = result.records
     console.print(
         f"{verdict}sent {result.sent:,} transactions ({result.fraud:,} fraud) in {elapsed:.1f} s, "
-        f"{result.delivered:,} records delivered (transactions + labels), {result.failed:,} failed",
+        f"{records.delivered:,} records delivered (transactions + labels), {records.failed:,} failed",
         highlight=False,
         soft_wrap=True,
     )
-    if result.failed or result.in_flight:
+    if records.failed or records.in_flight:
         console.print(
-            f"[red]error:[/red] {result.failed:,} failed, {result.in_flight:,} undelivered: {result.last_error}"
+            f"[red]error:[/red] {records.failed:,} failed, {records.in_flight:,} undelivered: {records.last_error}"
         )
         raise typer.Exit(1)

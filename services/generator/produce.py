@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import schemas
 from services.config import GeneratorSettings, KafkaSettings
-from services.generator.scenarios import Generated, ScenarioRates, StreamConfig, TransactionStream, default_accounts
+from services.generator.scenarios import (
+    SCENARIOS,
+    Generated,
+    ScenarioRates,
+    StreamConfig,
+    TransactionStream,
+    default_accounts,
+)
 from services.kafka import ensure_topics, producer_config
 from topology.runtime.outage import KafkaOutage
 from topology.serde.decoder import AvroEncoder
@@ -30,23 +37,38 @@ _MAX_BATCH = 5_000  # records produced between two polls at full speed
 
 
 @dataclass
-class Progress:
-    """Counters of one run (updated by the sender and the delivery callback).
+class Deliveries:
+    """The producer's side of a run, in records (transactions and labels).
 
     ``delivered`` = records handed to the producer, less those failed and those still in its
     queue (``in_flight``): the producer reports failures only (a Python callback per delivered
     record took 5-20% of the sender's time, measured), so it is exact once nothing is in flight.
     """
 
-    started: float
-    sent: int = 0
-    fraud: int = 0
     produced: int = 0
     delivered: int = 0
     failed: int = 0
-    last_error: str = ""
     in_flight: int = 0
+    last_error: str = ""
+
+    def settle(self, in_flight: int) -> bool:
+        """Take ``in_flight`` (the producer's queue length) as it is now; whether records were delivered since."""
+        self.in_flight = in_flight
+        delivered = self.produced - self.failed - in_flight
+        more = delivered > self.delivered
+        self.delivered = delivered
+        return more
+
+
+@dataclass
+class Progress:
+    """Counters of one run: transactions (updated by the sender) and their records' deliveries."""
+
+    started: float
+    sent: int = 0
+    fraud: int = 0
     event_time_ms: int = 0
+    records: Deliveries = field(default_factory=Deliveries)
 
     def rate(self, now: float) -> float:
         """Average transactions sent per second since the start."""
@@ -57,10 +79,11 @@ class Progress:
         """One human-readable status line."""
         event = datetime.fromtimestamp(self.event_time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         share = f"{100 * self.fraud / self.sent:.2f}%" if self.sent else "-"
-        failed = f" | failed {self.failed:,} ({self.last_error})" if self.failed else ""
+        records = self.records
+        failed = f" | failed {records.failed:,} ({records.last_error})" if records.failed else ""
         return (
-            f"sent {self.sent:,} | {self.rate(now):,.0f} tx/s | delivered {self.delivered:,} | "
-            f"in flight {self.in_flight:,} | fraud {self.fraud:,} ({share}) | event time {event}{failed}"
+            f"sent {self.sent:,} | {self.rate(now):,.0f} tx/s | delivered {records.delivered:,} | "
+            f"in flight {records.in_flight:,} | fraud {self.fraud:,} ({share}) | event time {event}{failed}"
         )
 
 
@@ -76,15 +99,13 @@ def stream_config(settings: GeneratorSettings) -> StreamConfig:
         merchants=settings.merchants,
         event_rate=event_rate,
         start_ms=int(start.timestamp() * 1000) if start is not None else None,
-        rates=ScenarioRates(
-            large_amount=settings.fraud_large_amount,
-            card_testing=settings.fraud_card_testing,
-            velocity=settings.fraud_velocity,
-            fan_in=settings.fraud_fan_in,
-            fan_out=settings.fraud_fan_out,
-            structuring=settings.fraud_structuring,
-        ),
+        rates=ScenarioRates(**{name: getattr(settings, rate_setting(name)) for name in SCENARIOS}),
     )
+
+
+def rate_setting(scenario: str) -> str:
+    """The ``GeneratorSettings`` field holding ``scenario``'s rate."""
+    return f"fraud_{scenario}"
 
 
 class Sender:
@@ -123,21 +144,17 @@ class Sender:
 
     def _failed(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
-            self.progress.failed += 1
-            self.progress.last_error = err.str()
+            self.progress.records.failed += 1
+            self.progress.records.last_error = err.str()
 
     def _settle(self) -> None:
         """Update ``in_flight`` and ``delivered`` from the producer's queue (a delivery ends an outage)."""
-        progress = self.progress
-        progress.in_flight = len(self._producer)
-        delivered = progress.produced - progress.failed - progress.in_flight
-        if delivered > progress.delivered:
+        if self.progress.records.settle(len(self._producer)):
             self.outage.back()
-        progress.delivered = delivered
 
     def _client_error(self, err: KafkaError) -> None:
         if err.fatal():
-            self.progress.last_error = f"fatal: {err.str()}"
+            self.progress.records.last_error = f"fatal: {err.str()}"
         else:
             self.outage.client_error(err)
 
@@ -185,7 +202,7 @@ class Sender:
 
     def _send(self, batch: Iterable[Generated]) -> None:
         """Produce each transaction of ``batch`` and its label, counted in ``progress``."""
-        progress = self.progress
+        progress, records = self.progress, self.progress.records
         produce = self._producer.produce
         tx_topic, label_topic = self.settings.topic, self.settings.labels_topic
         encode_tx, encode_label = self._tx.encode, self._labels.encode
@@ -200,13 +217,13 @@ class Sender:
                 produce(label_topic, label, key)
             except BufferError:  # local queue full
                 self._produce_when_room(label_topic, key, label)
-            progress.produced += 1
+            records.produced += 1
             key = record["source_account"].encode()
             try:
                 produce(tx_topic, value, key)
             except BufferError:
                 self._produce_when_room(tx_topic, key, value)
-            progress.produced += 1
+            records.produced += 1
             progress.sent += 1
             if generated.scenario != "legit":
                 progress.fraud += 1

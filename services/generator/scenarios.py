@@ -32,7 +32,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -79,18 +79,23 @@ _AMOUNT_CACHE = 1 << 15  # amounts (cents -> Decimal) remembered per stream
 
 @dataclass(frozen=True)
 class ScenarioRates:
-    """Fraud incidents started per 1,000 transactions, per scenario."""
+    """Fraud incidents started per 1,000 transactions, per scenario (the generator's own: ``DEFAULT_RATES``)."""
 
-    large_amount: float = 2.0
-    card_testing: float = 0.2
-    velocity: float = 0.2
-    fan_in: float = 0.02
-    fan_out: float = 0.05
-    structuring: float = 0.1
+    large_amount: float
+    card_testing: float
+    velocity: float
+    fan_in: float
+    fan_out: float
+    structuring: float
 
     def as_dict(self) -> dict[str, float]:
         """Scenario name -> rate."""
         return {name: float(getattr(self, name)) for name in SCENARIOS}
+
+
+DEFAULT_RATES = ScenarioRates(
+    large_amount=2.0, card_testing=0.2, velocity=0.2, fan_in=0.02, fan_out=0.05, structuring=0.1
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ class StreamConfig:
     merchants: int = 2_000
     event_rate: float = 10.0  # simulated transactions per event-time second
     start_ms: int | None = None  # first event time; default now, or 2026-01-01 when seeded
-    rates: ScenarioRates = field(default_factory=ScenarioRates)
+    rates: ScenarioRates = DEFAULT_RATES
     fan_in_sources: int = 50
     fan_in_window_s: float = 600.0
 

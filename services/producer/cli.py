@@ -13,28 +13,32 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from rich.console import Console
 
-from services.config import KafkaSettings
+from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.kafka import NotAuthorized, Unreachable, check_broker, check_registry, topic_partitions
 from services.producer import LineError, produce
 from topology.serde.decoder import AvroEncoder, RegistryError
 
+# The options whose declaration is too long for a line of produce_command's signature.
+SchemaFile = Annotated[
+    Path | None, typer.Option(help="Value schema (.avsc), registered under <topic>-value; "
+                              "default: the subject's latest registered version.")
+]
+KeyField = Annotated[
+    str | None, typer.Option(help="Record field whose value is the key (default: an envelope's 'key').")
+]
+
 
 def produce_command(
     topic: Annotated[str, typer.Option(help="Topic to write (it must exist).")],
-    schema_file: Annotated[
-        Path | None, typer.Option(help="Value schema (.avsc), registered under <topic>-value; "
-                                  "default: the subject's latest registered version.")
-    ] = None,
-    key_field: Annotated[
-        str | None, typer.Option(help="Record field whose value is the key (default: an envelope's 'key').")
-    ] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka (env KAFKA_BOOTSTRAP_SERVERS).")] = None,
-    registry_url: Annotated[str | None, typer.Option(help="Schema Registry (env SCHEMA_REGISTRY_URL).")] = None,
+    schema_file: SchemaFile = None,
+    key_field: KeyField = None,
+    bootstrap_servers: BootstrapServers = None,
+    registry_url: RegistryUrl = None,
 ) -> None:
     """Write JSON lines from stdin (as `consume` prints them) to a topic as Avro; a line that does not fit
     the schema stops the run, reported with its line number and field, and is not sent."""
     console = Console(stderr=True)
-    kafka = KafkaSettings.with_overrides(bootstrap_servers=bootstrap_servers, schema_registry_url=registry_url)
+    kafka = connection(bootstrap_servers, registry_url)
     try:
         admin = check_broker(kafka)
         registry = check_registry(kafka)

@@ -35,33 +35,21 @@ REGISTRY_USER = "fraudstream"
 
 @dataclass(frozen=True)
 class SecureFiles:
-    """Where the secured stack keeps its certificates and secrets."""
+    """Where the secured stack keeps its certificates and secrets: all in ``root`` (see ``of``)."""
 
     root: Path
+    ca_pem: Path  # the local CA's certificate: what clients trust
+    keystore: Path  # the broker's key and certificate
+    truststore: Path  # the CA, as the broker trusts it
+    registry_user_info: Path  # the registry's basic-auth user:password
 
     @classmethod
     def of(cls, settings: StackSettings) -> SecureFiles:
-        return cls((settings.data_dir / "secure").resolve())
-
-    @property
-    def ca_pem(self) -> Path:
-        return self.root / "ca.pem"
-
-    @property
-    def keystore(self) -> Path:
-        return self.root / "broker.p12"
-
-    @property
-    def truststore(self) -> Path:
-        return self.root / "truststore.p12"
-
-    @property
-    def store_password(self) -> Path:
-        return self.root / "store.password"
-
-    @property
-    def registry_user_info(self) -> Path:
-        return self.root / "registry.user-info"
+        root = (settings.data_dir / "secure").resolve()
+        return cls(
+            root, ca_pem=root / "ca.pem", keystore=root / "broker.p12", truststore=root / "truststore.p12",
+            registry_user_info=root / "registry.user-info",
+        )
 
     def password_file(self, principal: str) -> Path:
         return self.root / f"{principal}.password"

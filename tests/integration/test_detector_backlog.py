@@ -13,6 +13,7 @@ generation order). Without the order (``FRAUDSTREAM_DETECTOR_MAX_TASK_IDLE_MS=-1
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from services.detector import loads_topology
 from services.evaluate import quality
-from services.generator.scenarios import ScenarioRates
+from services.generator.scenarios import DEFAULT_RATES
 from tests.conftest import Endpoints
 from tests.integration.eos_support import Topics
 from tests.integration.stateful_support import Generated, generate_detect_evaluate, stateful_topology
@@ -41,7 +42,7 @@ def test_a_backlog_is_decided_as_the_offline_evaluation_decides_it(
     t = Topics.make(unique)
     text = stateful_topology(t, fan_in_grace=None)  # fraud.yaml's own graces: fan-in 1 minute
     live = generate_detect_evaluate(stack, t, text, tmp_path, GENERATED, [f"fan_in={FAN_IN}"])
-    g, rates = GENERATED, ScenarioRates(fan_in=FAN_IN)
+    g, rates = GENERATED, dataclasses.replace(DEFAULT_RATES, fan_in=FAN_IN)
     run = quality.run(loads_topology(text), g.count, g.seed, partitions=g.partitions, rates=rates)
     offline: dict[str, Any] = quality.as_json(run)
     assert live["undecided"] == 0

@@ -125,7 +125,7 @@ def test_generate_then_consume_round_trip_with_exact_decimals(
 
     progress = sender.run(stream, count=count, rate=0, report=ignore)
     try:
-        assert (progress.sent, progress.delivered, progress.failed) == (count, 2 * count, 0)
+        assert (progress.sent, progress.records.delivered, progress.records.failed) == (count, 2 * count, 0)
         expected = {g.record["transaction_id"]: g for g in TransactionStream(stream_config(settings)).take(count)}
 
         lines, _ = _consume_lines(stack, registry, settings.topic, count)
@@ -270,9 +270,9 @@ def test_failed_deliveries_are_counted_and_never_called_delivered(
     try:
         sender = Sender(settings, stack.kafka, registry, admin)
         progress = sender.run(TransactionStream(stream_config(settings)), count=count, rate=0, report=lambda _: None)
-        assert (progress.sent, progress.produced, progress.in_flight) == (count, 2 * count, 0)
-        assert progress.failed == count  # every transaction record; the labels' topic takes them
-        assert progress.delivered == count
-        assert progress.last_error
+        assert (progress.sent, progress.records.produced, progress.records.in_flight) == (count, 2 * count, 0)
+        assert progress.records.failed == count  # every transaction record; the labels' topic takes them
+        assert progress.records.delivered == count
+        assert progress.records.last_error
     finally:
         admin.delete_topics([settings.topic, settings.labels_topic])

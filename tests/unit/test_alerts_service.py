@@ -124,7 +124,7 @@ def _outage_run(back_at: int, fatal: bool = False) -> tuple[AlertService, list[_
 
     service = AlertService(
         {"group.id": "g"}, "fraud", lambda v: {}, SimpleNamespace(), None, Metrics("alerts"),  # type: ignore[arg-type]
-        consumer=consumer, reachable_check_s=0.0,
+        make_consumer=consumer, reachable_check_s=0.0,
     )  # fmt: skip
     service.outage = KafkaOutage(logging.getLogger("services.alerts.service"), clock=clock)
     asyncio.run(service.run(stop))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.config import DetectorSettings
-from services.detector.service import StatsLine, _metrics_hook, detector_version, late_by_rule
+from services.config import DetectorSettings, KafkaSettings
+from services.detector.service import StatsLine, _metrics_hook, _runtime_settings, detector_version, late_by_rule
 from services.metrics import Metrics
 from topology.plan.dsl import sliding
 from topology.plan.model import Topology
@@ -89,3 +89,14 @@ def test_the_store_is_typed_config_memory_by_default(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("FRAUDSTREAM_DETECTOR_STORE", "leveldb")
     with pytest.raises(ValidationError):
         DetectorSettings()
+
+
+def test_the_runtime_takes_the_detector_settings_of_its_own_names_as_they_are() -> None:
+    settings = DetectorSettings.with_overrides(
+        instance_id="i1", max_batch=7, on_error="fail", gc_threshold=5, static_membership=True, partitions=3
+    )
+    runtime = _runtime_settings(settings, KafkaSettings.only(bootstrap_servers="k:1"), "dlq", None)
+    assert (runtime.instance_id, runtime.max_batch, runtime.on_error, runtime.gc_threshold) == ("i1", 7, "fail", 5)
+    assert (runtime.application_id, runtime.commit_interval_ms) == ("fraudstream-detector", 100)
+    assert runtime.group_instance_id == "fraudstream-detector-i1" and runtime.topic_partitions == 3
+    assert (runtime.bootstrap_servers, runtime.dlq_topic) == ("k:1", "dlq")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
 
@@ -13,6 +14,7 @@ from topology.runtime.settings import ErrorCallback, RuntimeSettings, producer_c
 from topology.runtime.transaction import TransactionalProducer
 
 
+@dataclass(eq=False, repr=False)  # identity, and no repr of the settings (client secrets)
 class Producers:
     """The current ``TransactionalProducer`` of one runtime, and the ones it replaced.
 
@@ -24,27 +26,24 @@ class Producers:
     replaced handles stay alive a while: destroying one with a call still hanging could block too.
     """
 
-    def __init__(
-        self, clients: ClientFactory, settings: RuntimeSettings, outage: KafkaOutage, on_error: ErrorCallback
-    ) -> None:
-        self._clients = clients
-        self._settings = settings
-        self._outage = outage
-        self._on_error = on_error
-        self.current: TransactionalProducer | None = None
-        self._retired: list[TransactionalProducer] = []
+    clients: ClientFactory
+    settings: RuntimeSettings
+    outage: KafkaOutage
+    on_error: ErrorCallback
+    current: TransactionalProducer | None = field(default=None, init=False)
+    _retired: list[TransactionalProducer] = field(default_factory=list, init=False)
 
     @property
     def stale(self) -> bool:
         """Whether a broker outage began since the current producer was made."""
-        return self.current is not None and self.current.outages != self._outage.outages
+        return self.current is not None and self.current.outages != self.outage.outages
 
     def start(self) -> TransactionalProducer:
         """A new producer, its transactions initialised (``FatalRuntimeError`` when that fails)."""
-        s = self._settings
+        s = self.settings
         producer = TransactionalProducer(
-            self._clients.producer(producer_config(s, self._on_error)), s.kafka_timeout_s, s.outage_patience_s,
-            self._outage,
+            self.clients.producer(producer_config(s, self.on_error)), s.kafka_timeout_s, s.outage_patience_s,
+            self.outage,
         )  # fmt: skip
         try:
             producer.init()
