@@ -15,6 +15,8 @@ Related = tuple[Mapping[str, list[str]], Mapping[str, int]]
 """Per related store that holds: the earlier ids of its window (the most recent), and how many there are."""
 Fired = tuple[int, tuple[int, ...]]
 """(branch index, indexes of its rules that fired)."""
+Evidence = dict[str, list[dict[str, Any]]]
+"""Per fired rule (``id@version``): its aggregates' values, thresholds and related transactions."""
 
 
 class RuleFailed(Exception):
@@ -40,11 +42,16 @@ class Decider:
         self.default_headers: Headers = ((H_BRANCH, default.name.encode()), (H_RULES, b""), version_header)
         self.default_labels = (default.name,)
         self._decisions: dict[Fired, tuple[Headers, tuple[str, ...]]] = {}
+        # Per branch and rule: its aggregates with their store index, found once (``evidence`` is per decision).
+        self._aggregates = [
+            [tuple((a, store_names.index(a.name)) for a in aggregates_of(rule.condition)) for rule, _ in b.rules]
+            for b in branches
+        ]
 
     def route(
         self, value: Mapping[str, Any], aggs: Aggs | None, related: Related
-    ) -> tuple[str, Headers, tuple[str, ...], Fired | None]:
-        """(topic, headers, labels, what fired) of ``value``; raises ``RuleFailed``."""
+    ) -> tuple[str, Headers, tuple[str, ...], Fired | None, Evidence | None]:
+        """(topic, headers, labels, what fired, the evidence in the headers) of ``value``; raises ``RuleFailed``."""
         for bi, branch in enumerate(self.branches):
             fired: tuple[int, ...] = ()
             for ri, (rule, cond) in enumerate(branch.rules):
@@ -56,10 +63,12 @@ class Decider:
                     fired += (ri,)
             if fired:
                 headers, labels = self.decision(bi, fired)
+                evidence = None
                 if aggs is not None and any(branch.rules[i][0].stateful for i in fired):
-                    headers = (*headers, (H_EVIDENCE, DUMPS(self.evidence(bi, fired, aggs, related)).encode()))
-                return branch.to, headers, labels, (bi, fired)
-        return self.default_to, self.default_headers, self.default_labels, None
+                    evidence = self.evidence(bi, fired, aggs, related)
+                    headers = (*headers, (H_EVIDENCE, DUMPS(evidence).encode()))
+                return branch.to, headers, labels, (bi, fired), evidence
+        return self.default_to, self.default_headers, self.default_labels, None, None
 
     def decision(self, bi: int, fired: tuple[int, ...]) -> tuple[Headers, tuple[str, ...]]:
         """Headers and labels of branch ``bi`` taken because rules ``fired`` fired."""
@@ -80,14 +89,14 @@ class Decider:
 
     def evidence(
         self, bi: int, fired: tuple[int, ...], aggs: Aggs, related: Related
-    ) -> dict[str, list[dict[str, Any]]]:
+    ) -> Evidence:
         """For each fired rule (``id@version``), its aggregates' values and thresholds."""
-        doc: dict[str, list[dict[str, Any]]] = {}
+        doc: Evidence = {}
         for ri in fired:
             rule = self.branches[bi].rules[ri][0]
             items: list[dict[str, Any]] = []
-            for a in aggregates_of(rule.condition):
-                best = deciding_value(aggs[self.store_names.index(a.name)], a)
+            for a, i in self._aggregates[bi][ri]:
+                best = deciding_value(aggs[i], a)
                 item: dict[str, Any] = {
                     "aggregate": a.name, "function": a.function, "value": None if best is None else str(best),
                     "op": a.op, "threshold": str(a.threshold),

@@ -64,7 +64,7 @@ from topology.processor.compiled import (
     compile_stages,
     time_getter,
 )
-from topology.processor.decisions import Decider, Related, RuleFailed
+from topology.processor.decisions import Decider, Evidence, Fired, Related, RuleFailed
 from topology.processor.lookahead import Lookahead
 from topology.processor.rejects import DeadLetters
 from topology.processor.stages import carried, forward, ignored_later, prior_values, unpack_fields
@@ -266,25 +266,28 @@ class TopologyProcessor(StateHooks):
         self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, key: bytes | None, headers: Headers
     ) -> list[OutRecord]:
         try:
-            topic, extra, tags, fired = self._decider.route(value, aggs, self._related_now())
+            topic, extra, tags, fired, evidence = self._decider.route(value, aggs, self._related_now())
         except RuleFailed as exc:
             return [self._dead(record, exc.cause, "evaluation", exc.rule)]
         out = OutRecord(topic, key, record.value, headers + extra, None, record.timestamp_ms, labels=tags)
         if fired is None or self._alerts is None:
             return [out]
         try:
-            alert = self._alert(record, value, aggs, *fired)
+            alert = self._alert(record, value, aggs, fired, evidence)
         except _ALERT_ERRORS as exc:
             return [self._dead(record, exc, "alert")]
         return [out, alert]
 
     def _alert(
-        self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, bi: int, fired: tuple[int, ...]
+        self, record: RawRecord, value: Mapping[str, Any], aggs: Aggs | None, what: Fired, evidence: Evidence | None
     ) -> OutRecord:
-        """The alerts record of a decision of branch ``bi`` by its rules ``fired``."""
+        """The alerts record of a decision of branch ``bi`` by its rules ``fired`` (``what``); ``evidence``: as
+        the decision's headers carry it (None: no stateful rule fired)."""
         assert self._alerts is not None and self._alert_writer is not None
         d = self._decider
-        evidence = d.evidence(bi, fired, aggs, self._related_now()) if aggs is not None else {}
+        bi, fired = what
+        if evidence is None:
+            evidence = d.evidence(bi, fired, aggs, self._related_now()) if aggs is not None else {}
         key, doc = self._alert_writer.write(AlertFacts(value, d.rules((bi, fired)), evidence, self.version))
         headers: Headers = (d.decision(bi, fired)[0][1], self._version_header)
         return OutRecord(self._alerts, key, doc, headers, None, record.timestamp_ms, kind=Kind.ALERT)
