@@ -108,6 +108,11 @@ def _value(rng: random.Random, field_type: Any, wild: bool) -> Any:
             return None
         field_type = next(t for t in field_type if t != "null")
     if isinstance(field_type, dict):
+        if field_type.get("type") == "array":
+            items = [_value(rng, field_type["items"], wild) for _ in range(rng.choice([0, 1, 2, 20, 50]))]
+            return tuple(items) if wild and rng.random() < 0.05 else items
+        if field_type.get("type") == "record":
+            return _records(rng, field_type, 1, wild)[0]
         if field_type.get("logicalType") == "decimal":
             if wild and rng.random() < 0.5:
                 return Decimal(rng.choice(DECIMALS))
@@ -126,6 +131,10 @@ def _value(rng: random.Random, field_type: Any, wild: bool) -> Any:
         return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
     if field_type == "boolean":
         return rng.random() < 0.5
+    if field_type == "double":
+        if wild and rng.random() < 0.5:
+            return rng.choice([0, 1, float("nan"), float("inf"), -0.0, 1e308, 5e-324])
+        return rng.uniform(-1e6, 1e6)
     bits = 31 if field_type == "int" else 63
     if wild and rng.random() < 0.5:
         return rng.choice(LONGS)
@@ -166,6 +175,22 @@ def test_random_records_are_byte_identical_to_fastavro(seed: int) -> None:
     assert _check(writer, parsed, valid) == len(valid)  # every valid record is written here, not by fastavro
     wild = _records(rng, WIDE, 3000, wild=True)
     assert len(wild) // 3 < _check(writer, parsed, wild) < len(wild)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_nested_records_arrays_and_doubles_are_byte_identical_to_fastavro(seed: int) -> None:
+    """FraudAlert (nested records, arrays of records and of strings, a double), on random and wild values."""
+    schema = json.loads(schemas.schema_text("fraud_alert"))
+    parsed = parse_schema(schema)
+    writer = compile_writer(parsed, PREFIX)
+    assert writer is not None
+    rng = random.Random(seed)
+    valid = _records(rng, schema, 200, wild=False)
+    assert _check(writer, parsed, valid) == len(valid)
+    again = _records(random.Random(seed), schema, 200, wild=False)  # the same strings again: from the cache
+    assert _check(writer, parsed, again) == len(again)
+    wild = _records(rng, schema, 800, wild=True)
+    assert len(wild) // 4 < _check(writer, parsed, wild) < len(wild)
 
 
 def test_edge_values_are_written_as_fastavro_writes_them_or_left_to_it() -> None:
@@ -253,12 +278,15 @@ def test_schemas_outside_its_types_get_no_writer() -> None:
 
     covered = compile_writer(record(["null", "string"]))
     assert covered is not None
+    for field_type in ["double", {"type": "array", "items": "string"}, {"type": "record", "name": "In", "fields": []}]:
+        assert compile_writer(record(field_type)) is not None, field_type
     for other in [
-        "double",
         "float",
         ["null", "string", "long"],
         ["string", "long"],
-        {"type": "array", "items": "string"},
+        {"type": "array", "items": "float"},
+        {"type": "array", "items": {"type": "map", "values": "long"}},
+        ["null", {"type": "array", "items": "string"}],
         {"type": "map", "values": "long"},
         {"type": "enum", "name": "E", "symbols": ["A"]},
         {"type": "fixed", "name": "F", "size": 2},
@@ -266,7 +294,7 @@ def test_schemas_outside_its_types_get_no_writer() -> None:
         {"type": "int", "logicalType": "date"},
         {"type": "long", "logicalType": "timestamp-micros"},
         ["null", {"type": "bytes", "logicalType": "decimal", "precision": 4, "scale": 2}],
-        {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "long"}]},
+        {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "float"}]},
     ]:
         assert compile_writer(record(other)) is None, other
     assert compile_writer(parse_schema("string")) is None

@@ -1,9 +1,10 @@
-"""A fast Avro binary writer for flat records, compiled once from a parsed schema; fastavro stays the judge.
+"""A fast Avro binary writer for records, compiled once from a parsed schema; fastavro stays the judge.
 
 ``compile_writer(schema, prefix)`` covers record schemas whose fields are ``string``, ``bytes``,
-``boolean``, ``int``, ``long`` (also ``timestamp-millis``, given as int milliseconds), bytes
-``decimal`` (given as ``decimal.Decimal``), or a two-branch union of ``null`` and one of those
-(not decimal); for any other schema it returns ``None``. The writer it returns gives ``prefix`` +
+``boolean``, ``int``, ``long`` (also ``timestamp-millis``, given as int milliseconds), ``double``
+(given as float), bytes ``decimal`` (given as ``decimal.Decimal``), a two-branch union of ``null`` and
+one of those (not decimal), a nested record of covered fields (given as a dict), or an array of any
+of those (given as a list); for any other schema it returns ``None``. The writer it returns gives ``prefix`` +
 the bytes fastavro's ``schemaless_writer`` writes, for every record it vouches for, and ``None``
 for any other: a missing field, a key outside the schema, a value of another Python type (checked
 with ``type(v) is ...``: no subclasses, no bool as a number, no datetime), a number out of the
@@ -12,24 +13,31 @@ than the precision, a string UTF-8 cannot encode (a lone surrogate). The caller 
 record with fastavro, which writes it or rejects it exactly as without this writer.
 ``tests/unit/test_avro_writer.py`` checks the bytes against fastavro on seeded random records.
 Each decimal field remembers the bytes of up to ``DECIMAL_CACHE`` decimal texts (amounts repeat).
+
+Nested records and arrays are for ``FraudAlert`` (rules, evidence, 50 related transaction ids per
+aggregate): measured 2026-12-04, one hot payer's alert (2,200 bytes) took fastavro 20-35 µs, a third
+of that record's whole processing, where a normal record takes 35-45 µs in all.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 RecordWriter = Callable[[Mapping[str, Any]], bytes | None]
 
-_STRING, _OPT_STRING, _LONG, _DECIMAL, _BOOLEAN, _BYTES, _OPTIONAL = range(7)
-_PLAIN = {"string": _STRING, "long": _LONG, "int": _LONG, "boolean": _BOOLEAN, "bytes": _BYTES}
+_STRING, _OPT_STRING, _LONG, _DECIMAL, _BOOLEAN, _BYTES, _OPTIONAL, _DOUBLE, _ARRAY, _RECORD = range(10)
+_PLAIN = {"string": _STRING, "long": _LONG, "int": _LONG, "boolean": _BOOLEAN, "bytes": _BYTES, "double": _DOUBLE}
+_PACK_DOUBLE = struct.Struct("<d").pack
 _INT_RANGE = {"long": 1 << 63, "int": 1 << 31}  # values in [-r, r) are vouched for
 _SMALL = tuple(bytes([i]) for i in range(128))
 _LENGTHS = tuple(bytes([2 * i]) if i < 64 else bytes([(2 * i & 0x7F) | 0x80, 2 * i >> 7]) for i in range(8192))
 # Decimals remembered per field (amounts repeat; about 4 MB at most): the writer maps text -> bytes,
 # the projection decoder bytes -> Decimal.
 DECIMAL_CACHE = 1 << 15
+STRING_CACHE = 1 << 12  # string array items remembered per array field (see ``_array``)
 # 0x80 (more bytes follow) in every byte of a varint of k bytes but the last
 _CONTINUE = tuple(int.from_bytes(b"\x80" * (k - 1), "little") for k in range(9))
 
@@ -47,6 +55,17 @@ def compile_writer(schema: Any, prefix: bytes = b"") -> RecordWriter | None:
     return _writer(tuple(steps), prefix)
 
 
+def _nested_kind(t: Mapping[str, Any]) -> tuple[int, Any] | None:
+    """(kind, argument) of a nested record (its writer) or an array (its items' kind), or None."""
+    if t.get("type") == "record":
+        inner = compile_writer(t)
+        return None if inner is None else (_RECORD, inner)
+    if t.get("type") == "array":
+        items = _field_kind(t.get("items"))
+        return None if items is None else (_ARRAY, (*items, {}))  # {}: string items' bytes, by text
+    return None
+
+
 def _plain_kind(t: Any) -> tuple[int, Any] | None:
     """(kind, argument) of a non-union type, or None when not covered."""
     if isinstance(t, str):
@@ -55,6 +74,8 @@ def _plain_kind(t: Any) -> tuple[int, Any] | None:
     if not isinstance(t, Mapping):
         return None
     base, logical = t.get("type"), t.get("logicalType")
+    if base in ("record", "array"):
+        return _nested_kind(t)
     if logical is None:
         return _plain_kind(base)
     if base == "long" and logical == "timestamp-millis":
@@ -73,7 +94,7 @@ def _field_kind(t: Any) -> tuple[int, Any] | None:
         return None
     null_at = t.index("null")
     inner = _plain_kind(t[1 - null_at])
-    if inner is None or inner[0] == _DECIMAL:
+    if inner is None or inner[0] in (_DECIMAL, _RECORD, _ARRAY):
         return None
     null_byte, branch_byte = _SMALL[2 * null_at], _SMALL[2 * (1 - null_at)]
     if inner[0] == _STRING and null_at == 0:
@@ -138,7 +159,23 @@ def _writer(steps: tuple[tuple[str, int, Any], ...], prefix: bytes) -> RecordWri
 
 
 def _plain(kind: int, arg: Any, value: Any) -> bytes | None:
-    """The bytes of ``value`` for the less frequent kinds (boolean, bytes, a union with null)."""
+    """The bytes of ``value`` for the less frequent kinds (boolean, bytes, double, a nested record, an
+    array, a union with null), and for any kind as an array item."""
+    if kind == _ARRAY:
+        return _array(arg, value)
+    if kind == _RECORD:
+        return arg(value) if type(value) is dict else None
+    if kind == _STRING:
+        if type(value) is not str:
+            return None
+        raw = value.encode()
+        return encode_long(len(raw)) + raw
+    if kind == _LONG:
+        return encode_long(value) if type(value) is int and -arg <= value < arg else None
+    if kind == _DECIMAL:
+        return _cached_decimal(str(value), value, arg) if type(value) is Decimal else None
+    if kind == _DOUBLE:
+        return _PACK_DOUBLE(value) if type(value) is float else None
     if kind == _BOOLEAN:
         return b"\x01" if value is True else b"\x00" if value is False else None
     if kind == _BYTES:
@@ -159,6 +196,41 @@ def _plain(kind: int, arg: Any, value: Any) -> bytes | None:
         return branch_byte + encode_long(value)
     encoded = _plain(inner, inner_arg, value)
     return None if encoded is None else branch_byte + encoded
+
+
+def _array(items: tuple[int, Any, dict[str, bytes]], value: Any) -> bytes | None:
+    """An array as fastavro writes it: one block (its item count, the items), then 0; an empty one is 0.
+
+    String items (transaction ids: a hot key's alerts name mostly the same ones) are remembered, up to
+    ``STRING_CACHE`` per array field: 1.8 µs for 50 ids against 4.5 µs encoding each (2026-12-04)."""
+    if type(value) is not list:
+        return None
+    if not value:
+        return b"\x00"
+    kind, arg, cache = items
+    out = [encode_long(len(value))]
+    append = out.append
+    if kind == _STRING:
+        get = cache.get
+        for item in value:
+            encoded = get(item)
+            if encoded is None:
+                if type(item) is not str:
+                    return None
+                raw = item.encode()
+                encoded = encode_long(len(raw)) + raw
+                if len(cache) >= STRING_CACHE:
+                    cache.clear()
+                cache[item] = encoded
+            append(encoded)
+    else:
+        for item in value:
+            encoded = _plain(kind, arg, item)
+            if encoded is None:
+                return None
+            append(encoded)
+    append(b"\x00")
+    return b"".join(out)
 
 
 def encode_long(n: int) -> bytes:
