@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from services.bench import generator as generator_bench
+from services.config import DetectorSettings
 from services.connection_options import BootstrapServers, RegistryUrl, connection
 from services.kafka import Unreachable
 
@@ -18,6 +19,7 @@ app = typer.Typer(help="Benchmarks that print throughput figures.", no_args_is_h
 # Options every broker benchmark takes.
 Partitions = Annotated[int, typer.Option(help="Partitions of the benchmark topics.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")]
+DETECT_COMMIT_INTERVAL_MS: int = DetectorSettings.model_fields["commit_interval_ms"].default
 
 
 def _names(option: str) -> list[str]:
@@ -59,6 +61,9 @@ def detector_command(
     rate: Annotated[float, typer.Option(help="Input rate of the latency measurement (tx/s).")] = 5_000.0,
     latency_seconds: Annotated[float, typer.Option(help="Duration of the latency measurement (0: none).")] = 10.0,
     latency_row: Annotated[str, typer.Option(help="Topology of the latency measurement.")] = "fraud",
+    latency_commit_interval_ms: Annotated[
+        int, typer.Option(help="The latency detector's commit interval (default: fraudstream detect's).")
+    ] = DETECT_COMMIT_INTERVAL_MS,
     profile: Annotated[
         str | None, typer.Option(help="cProfile one extra pass of this row (not in the table); print the top.")
     ] = None,
@@ -69,7 +74,8 @@ def detector_command(
 
     raise typer.Exit(run_detector_bench(
         count=count, rounds=rounds, rows=_names(rows), partitions=partitions, commit_interval_ms=commit_interval_ms,
-        rate=rate, latency_seconds=latency_seconds, latency_row=latency_row, profile=profile, json_output=json_output,
+        rate=rate, latency_seconds=latency_seconds, latency_row=latency_row,
+        latency_commit_interval_ms=latency_commit_interval_ms, profile=profile, json_output=json_output,
     ))  # fmt: skip
 
 

@@ -226,6 +226,7 @@ class Latency:
     p99_ms: float
     max_ms: float
     row: str = "fraud"
+    commit_interval_ms: int = 0  # the detector's
     first_p50_ms: float | None = None  # median of the first tenth of the outputs (in the order seen)
     last_p50_ms: float | None = None  # median of the last tenth
 
@@ -554,9 +555,12 @@ class DetectorBench:
         result.name = name
         return result, text
 
-    def latency(self, rate: float, seconds: float, row: str = "fraud") -> Latency:
-        """End-to-end latency of ``row``'s topology at ``rate`` tx/s for ``seconds`` (see ``LatencyBench``)."""
-        return LatencyBench(self).run(rate, seconds, row)
+    def latency(
+        self, rate: float, seconds: float, row: str = "fraud", commit_interval_ms: int | None = None
+    ) -> Latency:
+        """End-to-end latency of ``row``'s topology at ``rate`` tx/s for ``seconds`` (see ``LatencyBench``), the
+        detector committing every ``commit_interval_ms`` (None: as the throughput passes)."""
+        return LatencyBench(self, commit_interval_ms or self.commit_interval_ms).run(rate, seconds, row)
 
 
 class LatencyBench:
@@ -564,8 +568,9 @@ class LatencyBench:
 
     warmup = 2_000
 
-    def __init__(self, bench: DetectorBench) -> None:
+    def __init__(self, bench: DetectorBench, commit_interval_ms: int) -> None:
         self.bench = bench
+        self.commit_interval_ms = commit_interval_ms
         self.prefix = f"bench-{bench.run_id}-lat"
 
     def run(self, rate: float, seconds: float, row: str = "fraud") -> Latency:
@@ -591,7 +596,7 @@ class LatencyBench:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        lat.row = row
+        lat.row, lat.commit_interval_ms = row, self.commit_interval_ms
         return lat
 
     def _values(self, n: int) -> list[tuple[bytes, bytes]]:
@@ -612,7 +617,7 @@ class LatencyBench:
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=b.bootstrap, SCHEMA_REGISTRY_URL=b.registry_url, COLUMNS="200")
         command = [
             sys.executable, "-m", "services", "detect", "--topology", str(topology), "--application-id", app,
-            "--instance-id", "bench", "--commit-interval-ms", str(b.commit_interval_ms), "--stats-interval-s", "5",
+            "--instance-id", "bench", "--commit-interval-ms", str(self.commit_interval_ms), "--stats-interval-s", "5",
         ]
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 

@@ -142,6 +142,6 @@ def test_renamed_fraud_topology_writes_no_shared_topic() -> None:
 def test_bad_rows_are_refused_before_any_broker_call(rows: list[str], latency_row: str, profile: str | None) -> None:
     code = run_detector_bench(
         count=10, rounds=1, rows=rows, partitions=1, commit_interval_ms=100, rate=1.0, latency_seconds=0,
-        latency_row=latency_row, profile=profile, json_output=False,
+        latency_row=latency_row, latency_commit_interval_ms=50, profile=profile, json_output=False,
     )
     assert code == 2
