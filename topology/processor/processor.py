@@ -344,12 +344,9 @@ class TopologyProcessor(StateHooks):
     def _note_related(self, slot: StoreSlot, partition: int, k: bytes, t: int, value: Mapping[str, Any]) -> None:
         """The aggregate of ``slot`` holds for this record: note its window's earlier transaction ids."""
         tid = value[self._id_field]
-        ident = "" if tid is None else str(tid)
-        ids = slot.store.related_ids(partition, k, t)
-        if ident in ids:
-            ids.remove(ident)  # the record itself (the alert's own transaction)
-        self._related[slot.name] = ids[-RELATED_IDS:]
-        self._related_total[slot.name] = len(ids)
+        ident = "" if tid is None else str(tid)  # the record itself (the alert's own transaction) is left out
+        ids, total = slot.store.earlier_ids(partition, k, t, ident, RELATED_IDS)
+        self._related[slot.name], self._related_total[slot.name] = ids, total
 
     def _forward(
         self, stage: CompiledStage, record: RawRecord, value: Mapping[str, Any], aggs: Aggs,

@@ -255,6 +255,23 @@ class WindowStore(StorePartitions):
         hi = bisect_right(ks.times, time_ms)
         return ks.ids[lo:hi]
 
+    def earlier_ids(self, partition: int, key: bytes, time_ms: int, ident: str, limit: int) -> tuple[list[str], int]:
+        """The newest ``limit`` of ``related_ids`` other than the record ``ident`` itself (its newest
+        occurrence), and how many there are: without copying the window's ids (a hot key keeps hundreds)."""
+        if ident:
+            p = self._partitions.get(partition)
+            ks = None if p is None else p.keys.get(key)
+            if ks is not None and self.related:
+                hi = bisect_right(ks.times, time_ms)
+                lo = bisect_right(ks.times, time_ms - self._size)
+                ids = ks.ids
+                if hi > lo and ids[hi - 1] == ident:  # in order: the record is the window's newest
+                    return ids[max(lo, hi - 1 - limit) : hi - 1], hi - lo - 1
+        window = self.related_ids(partition, key, time_ms)
+        if ident in window:
+            del window[len(window) - 1 - window[::-1].index(ident)]
+        return window[-limit:], len(window)
+
     def _sweep(self, p: Partition, st: int) -> None:
         """Delete keys whose every window is closed (``expired``: their changelog record may go)."""
         p.next_sweep = st + self._sweep_every

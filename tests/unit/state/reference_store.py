@@ -227,6 +227,13 @@ class WindowStore:
             return sum(values[lo:hi], Decimal(0))
         return len(set(values[lo:hi]))
 
+    def earlier_ids(self, partition: int, key: bytes, time_ms: int, ident: str, limit: int) -> tuple[list[str], int]:
+        """``related_ids`` without the record's own (newest) occurrence: the newest ``limit``, and how many."""
+        window = self.related_ids(partition, key, time_ms)
+        if ident in window:
+            del window[len(window) - 1 - window[::-1].index(ident)]
+        return window[-limit:], len(window)
+
     def related_ids(self, partition: int, key: bytes, time_ms: int) -> list[str]:
         """The transaction ids kept for ``key`` in the sliding window ending at ``time_ms``
         ((time - size, time], oldest first); empty unless the store is ``related``."""

@@ -192,3 +192,20 @@ def test_a_store_that_is_not_related_keeps_no_ids() -> None:
 def test_related_needs_a_sliding_window() -> None:
     with pytest.raises(PlanError, match="only a sliding window"):
         dataclasses.replace(TX.count(by="source_account", window=tumbling("5m")) >= 3, related=True)
+
+
+def test_earlier_ids_are_the_newest_of_the_window_but_the_record_itself() -> None:
+    agg = dataclasses.replace(TX.count(by="source_account", window=sliding("5m", grace="2m")) >= 3, related=True)
+    st = store(agg)
+    for i in range(10):
+        st.add(0, b"k", i * 1000, True, f"t{i}")
+    assert st.earlier_ids(0, b"k", 9000, "t9", 3) == (["t6", "t7", "t8"], 9)  # in order: the newest is itself
+    st.add(0, b"k", 4500, True, "late")  # out of order: found in the window and left out
+    assert st.earlier_ids(0, b"k", 4500, "late", 50) == ([f"t{i}" for i in range(5)], 5)
+    st.add(0, b"k", 9500, True, "t3")  # an id seen before: the record's own (newest) occurrence goes
+    ids, total = st.earlier_ids(0, b"k", 9500, "t3", 50)
+    assert total == 11 and ids.count("t3") == 1 and ids[-1] == "t9" and ids.index("t3") == 3
+    assert st.earlier_ids(0, b"k", 9500, "", 2) == (["t9", "t3"], 12)  # no id: nothing left out
+    ids, total = st.earlier_ids(0, b"k", 9500, "t5", 50)  # not the newest: found and left out all the same
+    assert total == 11 and "t5" not in ids and ids[-1] == "t3"
+    assert st.earlier_ids(0, b"other", 9500, "x", 5) == ([], 0)
