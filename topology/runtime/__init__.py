@@ -7,6 +7,7 @@
 - ``restore``: changelog replay into the processor, a bounded slice at a time;
 - ``order``: event-time order across the source partitions of a topology with a later stage;
 - ``clients``: the client protocols and the factory (real clients, or ``topology.testing`` fakes);
+- ``collector``: the garbage collector's young threshold while the loop runs;
 - ``settings``, ``errors``, ``failures``, ``partitions``, ``stats``, ``topics``.
 """
 
