@@ -74,8 +74,12 @@ class StorePartitions:
 
     def keys_decoded(self, partition: int) -> int:
         """Keys of ``partition`` held decoded (restored keys not used yet are not counted, nor decoded)."""
+        return len(self.decoded_keys(partition))
+
+    def decoded_keys(self, partition: int) -> Collection[bytes]:
+        """Those keys (a live view; ``holds`` also counts the undecoded ones)."""
         p = self._partitions.get(partition)
-        return 0 if p is None else len(p.keys)
+        return () if p is None else p.keys.keys()
 
     def stream_time(self, partition: int) -> int:
         p = self._partitions.get(partition)
@@ -142,11 +146,6 @@ class StorePartitions:
     def holds(self, partition: int, key: bytes) -> bool:
         p = self._partitions.get(partition)
         return (p is not None and key in p.keys) or key in self.undecoded.get(partition, ())
-
-    def decoded_keys(self, partition: int) -> Collection[bytes]:
-        """The keys of ``partition`` held decoded (a live view; ``holds`` also counts undecoded ones)."""
-        p = self._partitions.get(partition)
-        return () if p is None else p.keys.keys()
 
     def entries(self, partition: int, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
         """The JSON-ready state of those of ``keys`` the store holds."""
