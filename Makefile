@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The engine's hot modules compiled by mypyc (setup.py); COMPILE=0 runs the Python sources instead.
+COMPILE ?= 1
+ENGINE := $(VENV)/.engine-$(COMPILE)
+ENGINE_SOURCES := Makefile setup.py $(wildcard topology/*.py topology/*/*.py)
 
 INTEROP := tests/interop
 
@@ -16,7 +20,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(ENGINE): $(STAMP) $(ENGINE_SOURCES)
+	rm -f $(VENV)/.engine-* && find topology -name '*.so' -delete
+ifeq ($(COMPILE),1)
+	FRAUDSTREAM_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace
+	find topology -name '*.so' -exec touch {} +  # copied with their build times: now newer than the sources
+endif
+	touch $@
+
+install: $(STAMP) $(ENGINE)
 
 ## Run the whole pipeline on the Docker-free local stack (Ctrl-C stops it).
 demo: install
@@ -28,6 +40,10 @@ test: install browser-deps interop-deps
 	$(BIN)/mypy
 	$(BIN)/fraudstream schemas check --offline
 	$(BIN)/pytest tests/unit -n 2
+ifeq ($(COMPILE),1)
+	# The unit suite again on the Python sources: what COMPILE=0 and the Docker images run.
+	FRAUDSTREAM_PURE_PYTHON=1 $(BIN)/pytest tests/unit -n 2
+endif
 	$(BIN)/pytest -m integration -n 2 --dist loadfile --durations=12
 
 ## Debian's chromium for the dashboard browser test, installed only when missing (never a downloaded browser).
@@ -61,4 +77,5 @@ stack-down: install
 	$(BIN)/fraudstream stack down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	find topology -name '*.so' -delete
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

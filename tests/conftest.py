@@ -181,3 +181,23 @@ def unique() -> str:
     """A short unique suffix for topic, group and transactional ids of one test."""
     return uuid.uuid4().hex[:10]
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the compiled engine, deselect the tests marked ``python_sources`` (they patch, profile or
+    duck-type the engine's Python functions): ``make test`` runs them in its second unit pass, on the
+    sources (``FRAUDSTREAM_PURE_PYTHON=1``)."""
+    from topology.build import compiled_modules
+
+    if not compiled_modules():
+        return
+    keep = [item for item in items if item.get_closest_marker("python_sources") is None]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from topology.build import PURE_PYTHON_ENV, engine_label
+
+    return f"fraudstream: {engine_label()} ({PURE_PYTHON_ENV}=1 runs the sources)"

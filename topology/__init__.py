@@ -1,1 +1,5 @@
-"""A Kafka Streams-style topology engine in Python, and the fraud topology."""
+"""A generic Kafka Streams-style topology engine in Python: plans, serdes, state, runtime, testing."""
+
+from topology.build import select
+
+select(__path__[0])

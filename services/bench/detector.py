@@ -54,6 +54,7 @@ from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import check_broker, check_registry
 from topology.batch.decode import ColumnarDecoder
+from topology.build import engine_label
 from topology.plan.model import Topology
 from topology.processor import TopologyProcessor
 from topology.runtime import (
@@ -285,6 +286,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "engine": engine_label(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 

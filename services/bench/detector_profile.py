@@ -5,7 +5,8 @@
 ``bench detector`` topologies) runs ``TopologyProcessor.process_batch`` over batches of ``--batch``
 records as the runtime does: repartition records go straight back in (the next stage), the other outputs
 to a stand-in ``_produce``, and ``flush()`` (the changelog) ends each batch. It prints µs per record
-(unprofiled, then profiled), the share of named stages in the profiled time, the top functions by
+(unprofiled, then profiled; run it with ``FRAUDSTREAM_PURE_PYTHON=1`` under the compiled engine, whose
+functions cProfile does not see), the share of named stages in the profiled time, the top functions by
 cumulative and by own time, and with ``--callees`` what the hot functions spend their time on.
 """
 
@@ -29,6 +30,7 @@ from services.detector import loads_topology
 from services.generator.produce import stream_config
 from services.generator.scenarios import TransactionStream
 from services.kafka import registry_client
+from topology.build import PURE_PYTHON_ENV, compiled_modules, engine_label
 from topology.processor import TopologyProcessor
 from topology.records import OutRecord, RawRecord
 from topology.runtime.collector import DEFAULT_YOUNG_THRESHOLD, young_threshold
@@ -164,7 +166,7 @@ def profile_row(
     total: float = stats.total_tt  # type: ignore[attr-defined]
     n = len(records)
     lines = [
-        f"== {row}: {n:,} records, batches of {batch:,}, {partitions} partitions",
+        f"== {row}: {n:,} records, batches of {batch:,}, {partitions} partitions, {engine_label()}",
         f"unprofiled: {wall / n * 1e6:.1f} µs/record wall, {cpu / n * 1e6:.1f} µs/record CPU "
         f"({n / wall:,.0f} records/s); profiled: {total / n * 1e6:.1f} µs/record",
         "produced: " + ", ".join(f"{t} {c:,}" for t, c in sorted(produced.items())),
@@ -186,6 +188,8 @@ def main(
     show_callees: Annotated[bool, typer.Option("--callees", help="Also the callees of the hot functions.")] = False,
 ) -> None:
     """Profile the in-memory processor over generated transactions, one row after the other."""
+    if compiled_modules():
+        print(f"cProfile does not see into the compiled modules: {PURE_PYTHON_ENV}=1 profiles the Python sources")
     registry, records = generated(count, partitions)
     for row in (r.strip() for r in rows.split(",") if r.strip()):
         print(profile_row(row, registry, records, batch, partitions, top, show_callees))

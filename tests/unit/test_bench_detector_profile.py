@@ -5,9 +5,12 @@ from __future__ import annotations
 import cProfile
 import pstats
 
+import pytest
+
 from services.bench.detector_profile import STAGES, generated, processor_for, run_loop, stage_shares
 
 
+@pytest.mark.python_sources  # cProfile sees no compiled function
 def test_run_loop_decides_every_record_once_through_both_stages() -> None:
     registry, records = generated(600, partitions=3)
     processor = processor_for("fraud", registry, partitions=3)

@@ -356,6 +356,7 @@ def test_a_decision_whose_alert_cannot_be_encoded_is_dead_lettered(s: Serde) -> 
     assert headers(dead)["error.message"] == b"amount 950.00 does not fit"
 
 
+@pytest.mark.python_sources  # patches ignored_later
 def test_records_no_later_store_aggregates_are_decided_in_the_first_stage_as_the_last_would(
     s: Serde, monkeypatch: pytest.MonkeyPatch
 ) -> None:

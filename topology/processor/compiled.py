@@ -16,7 +16,7 @@ from topology.state.group import document_bytes
 
 # Per record: store index -> values of its open windows; None = not aggregated (filter/null key).
 Aggs = list[tuple[AggValue, ...] | None]
-Cond = Callable[[Mapping[str, Any], Aggs], bool]
+Cond = Callable[[Mapping[str, Any], Aggs | None], bool]  # None: a stateless topology
 KeyOf = Callable[[Mapping[str, Any]], bytes | None]
 
 # What bad data raises while evaluating compiled expressions (null in arithmetic,
@@ -78,7 +78,9 @@ def compile_condition(condition: Condition, index: Mapping[str, int]) -> Cond:
     if isinstance(condition, Aggregate):
         i, op, threshold = index[condition.name], COMPARE[condition.op], condition.threshold
 
-        def agg(r: Mapping[str, Any], a: Aggs) -> bool:
+        def agg(r: Mapping[str, Any], a: Aggs | None) -> bool:
+            if a is None:
+                raise TypeError(f"aggregate {condition.name} read without state")
             vals = a[i]
             if not vals:
                 return False
@@ -248,7 +250,7 @@ def check_sizes(topology: Topology, max_record_bytes: int, key_allowance: int = 
     for stage in topology.stages:
         if not stage.stores:
             continue
-        size = document_bytes((s.name, s.aggregate) for s in stage.stores) + key_allowance
+        size = document_bytes([(s.name, s.aggregate) for s in stage.stores]) + key_allowance
         if size > max_record_bytes:
             names = ", ".join(s.name for s in stage.stores)
             raise ValueError(

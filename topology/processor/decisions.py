@@ -56,7 +56,7 @@ class Decider:
             fired: tuple[int, ...] = ()
             for ri, (rule, cond) in enumerate(branch.rules):
                 try:
-                    hit = cond(value, aggs)  # type: ignore[arg-type]
+                    hit = cond(value, aggs)
                 except EVALUATION_ERRORS as exc:
                     raise RuleFailed(rule, exc) from exc
                 if hit:

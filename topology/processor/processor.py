@@ -124,7 +124,7 @@ class TopologyProcessor(StateHooks):
         self._n_stores = len(self._store_names)
         stages = topology.stages
         self._groups.install(self._state, {
-            st.input_topic: (st.changelog_topic, list(dict.fromkeys(stores[s.name] for s in st.stores)))
+            st.input_topic: (st.changelog_topic, list(dict.fromkeys([stores[s.name] for s in st.stores])))
             for st in stages if st.stores
         })  # fmt: skip
         alerting = topology.alerts is not None and self._alert_writer is not None
@@ -274,8 +274,8 @@ class TopologyProcessor(StateHooks):
             return [out]
         try:
             alert = self._alert(record, value, aggs, fired, evidence)
-        except _ALERT_ERRORS as exc:
-            return [self._dead(record, exc, "alert")]
+        except _ALERT_ERRORS as err:  # not ``exc``: compiled, a name keeps the type it is first given
+            return [self._dead(record, err, "alert")]
         return [out, alert]
 
     def _alert(

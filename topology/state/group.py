@@ -56,7 +56,7 @@ class StateGroup:
 
     def max_document_bytes(self) -> int:
         """The largest changelog value a key of this group can have (from the stores' caps)."""
-        return document_bytes((s.name, s.aggregate) for s in self.stores)
+        return document_bytes([(s.name, s.aggregate) for s in self.stores])
 
     def committed(self, *, confirmed: bool = True) -> None:
         """The state so far is committed; ``confirmed=False``: assumed so by a runtime that does not

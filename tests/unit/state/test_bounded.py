@@ -248,6 +248,7 @@ class _ReferenceState:
         return cast(StateGroup, _ReferenceGroup(changelog_topic, cast(Any, stores)))
 
 
+@pytest.mark.python_sources  # the reference stores are duck-typed
 def test_fraud_yaml_decides_as_the_unbounded_stores_on_the_default_mix() -> None:
     s = serde("bounded-mix")
     topology = load_topology(FRAUD_TOPOLOGY)
