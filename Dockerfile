@@ -13,7 +13,9 @@ COPY pyproject.toml README.md ./
 COPY schemas/ schemas/
 COPY topology/ topology/
 COPY services/ services/
-# Wheels of fraudstream and of its dependencies, at the versions pinned in pyproject.toml.
+# Wheels of fraudstream and of its dependencies, at the versions pinned in pyproject.toml. The images run
+# the engine's Python sources: setup.py compiles the stateful modules only with FRAUDSTREAM_COMPILE=1,
+# which `make install` sets on a development machine (mypyc and gcc, not in this slim image).
 RUN pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
 
 FROM python:3.11-slim AS base
