@@ -41,6 +41,11 @@ class Kind(Enum):
     REPARTITION = "repartition"  # an input handed to the next stage, keyed by that stage's key
     CHANGELOG = "changelog"  # a state store's update
 
+    # Members are singletons: hash by identity, in C. ``Enum``'s own ``__hash__`` is Python code, and every
+    # produced record counts under a key holding its kind (970,000 calls, 0.34 s of a profiled 20 s
+    # fraud.yaml pass of 200,000 records).
+    __hash__ = object.__hash__
+
     @property
     def internal(self) -> bool:
         """Records of the engine's own topics (repartition, changelog), not outputs a user reads."""
