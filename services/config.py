@@ -355,9 +355,10 @@ class DetectorSettings(_Section):
     # One difference from the per-record path: a corrupt [null, T] union index that leaves the rest of
     # the value well-formed is read as T instead of dead-lettered (topology/batch/decode.py). false = strict.
     batch_decode: bool = True
-    # 50 ms, not Kafka Streams' 100: fraud.yaml's end-to-end p99 at 5,000 tx/s is 141-149 ms at 50 ms against
-    # 256-269 ms at 100 ms, and its backlog throughput the same within noise (2026-12-04, docs/benchmarks.md run 8).
-    commit_interval_ms: int = Field(50, ge=1)
+    # 25 ms, not Kafka Streams' 100: fraud.yaml's end-to-end p99 at 5,000 tx/s is 117-147 ms at 25 ms against
+    # 154-165 ms at 50 ms and ~260 ms at 100 ms (2026-12-07, docs/benchmarks.md run 9: a record that crosses the
+    # repartition topic waits for two commits). On a backlog 100 ms reads up to ~10 % more tx/s (run 9).
+    commit_interval_ms: int = Field(25, ge=1)
     max_batch: int = Field(10_000, ge=1)  # records per transaction at most
     consume_batch: int = Field(2_000, ge=1)  # records per consume() call at most
     transaction_timeout_ms: int = Field(60_000, ge=1_000)

@@ -97,6 +97,6 @@ def test_the_runtime_takes_the_detector_settings_of_its_own_names_as_they_are() 
     )
     runtime = _runtime_settings(settings, KafkaSettings.only(bootstrap_servers="k:1"), "dlq", None)
     assert (runtime.instance_id, runtime.max_batch, runtime.on_error, runtime.gc_threshold) == ("i1", 7, "fail", 5)
-    assert (runtime.application_id, runtime.commit_interval_ms) == ("fraudstream-detector", 50)
+    assert (runtime.application_id, runtime.commit_interval_ms) == ("fraudstream-detector", 25)
     assert runtime.group_instance_id == "fraudstream-detector-i1" and runtime.topic_partitions == 3
     assert (runtime.bootstrap_servers, runtime.dlq_topic) == ("k:1", "dlq")
