@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.bench.detector import DetectorBench, Log, Spread, Throughput
+from topology.build import engine_label
 
 HOT_WINDOW_MS = 5 * 60_000
 SPEED_TARGET = 0.5  # hot traffic at least half as fast per record as normal traffic
@@ -131,7 +132,7 @@ def report_lines(report: HotReport) -> Iterator[str]:
     """The table, as text lines."""
     yield (
         f"fraud.yaml on {report.normal:,} normal records + {report.hot:,} more "
-        f"(normal, or one hot payer / payee within 5 min), {report.rounds} rounds interleaved"
+        f"(normal, or one hot payer / payee within 5 min), {report.rounds} rounds interleaved, {engine_label()}"
     )
     yield (
         f"{'traffic':<10} {'tx/s (median, range)':>28} {'CPU µs/rec':>11} {'vs normal (median, range)':>27} "

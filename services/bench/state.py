@@ -296,8 +296,8 @@ def _table(report: StateReport) -> Table:
     m = report.machine
     table = Table(
         title=(
-            f"fraudstream state benchmark: {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, "
-            f"load {m['load_average_at_start']}"
+            f"fraudstream state benchmark: {m['cpus']} CPUs ({m['cpu']}), Python {m['python']} "
+            f"({m.get('engine', '?')}), load {m['load_average_at_start']}"
         )
     )
     table.add_column("measurement")
