@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 $(ENGINE): $(STAMP) $(ENGINE_SOURCES)
 	rm -f $(VENV)/.engine-* && find topology -name '*.so' -delete
 ifeq ($(COMPILE),1)
-	FRAUDSTREAM_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace
+	FRAUDSTREAM_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace || { find topology -name '*.so' -delete; \
+	  echo "compiling the engine failed (is gcc installed?): make $(MAKECMDGOALS) COMPILE=0 runs the Python sources" >&2; exit 1; }
 	find topology -name '*.so' -exec touch {} +  # copied with their build times: now newer than the sources
 endif
 	touch $@

@@ -182,7 +182,6 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under the compiled engine, deselect the tests marked ``python_sources`` (they patch, profile or
     duck-type the engine's Python functions): ``make test`` runs them in its second unit pass, on the
