@@ -109,7 +109,7 @@ def _print(console: Console, report: Report) -> None:
         title=(
             f"fraudstream detector benchmark: {report.count:,} tx x {report.rounds} interleaved rounds, "
             f"{report.partitions} partitions, commit every {report.commit_interval_ms} ms; {m['cpus']} CPUs "
-            f"({m['cpu']}), Python {m['python']} ({m.get('engine', '?')}), load {m['load_average_at_start']}"
+            f"({m['cpu']}), Python {m['python']} ({m['engine']}), load {m['load_average_at_start']}"
         )
     )
     for name, justify in [

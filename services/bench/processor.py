@@ -15,8 +15,6 @@ from __future__ import annotations
 import cProfile
 import dataclasses
 import json
-import os
-import platform
 import pstats
 import sys
 import time
@@ -28,6 +26,7 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas import schema_text
+from services.bench.detector import machine
 from services.detector import FRAUD_TOPOLOGY, load_topology
 from services.generator.scenarios import StreamConfig, TransactionStream
 from topology.plan.model import Topology
@@ -121,9 +120,9 @@ def run_processor_bench(*, count: int, seed: int, partitions: int, commit_every:
         if profiler is not None:
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
     ratio = results["fraud.yaml"]["input_per_second"] / results["stateless"]["input_per_second"]
+    m = machine()
     doc = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+        "machine": m,
         "count": count, "partitions": partitions, "commit_every": commit_every,
         "results": results, "stateful_vs_stateless": round(ratio, 3),
     }  # fmt: skip
@@ -131,7 +130,7 @@ def run_processor_bench(*, count: int, seed: int, partitions: int, commit_every:
         print(json.dumps(doc, indent=2))
         return 0
     print(f"processor bench: {count} generated transactions (seed {seed}), {partitions} partitions, "
-          f"flush every {commit_every}, python {platform.python_version()}, {os.cpu_count()} cpus")  # fmt: skip
+          f"flush every {commit_every}, python {m['python']} ({m['engine']}), {m['cpus']} cpus")  # fmt: skip
     print(f"{'topology':<12} {'rules':>5} {'seconds':>8} {'input rec/s':>12} {'outputs/input':>14} {'fraud':>6}")
     for name, r in results.items():
         print(f"{name:<12} {r['rules']:>5} {r['seconds']:>8.2f} {r['input_per_second']:>12,} "

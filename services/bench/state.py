@@ -297,7 +297,7 @@ def _table(report: StateReport) -> Table:
     table = Table(
         title=(
             f"fraudstream state benchmark: {m['cpus']} CPUs ({m['cpu']}), Python {m['python']} "
-            f"({m.get('engine', '?')}), load {m['load_average_at_start']}"
+            f"({m['engine']}), load {m['load_average_at_start']}"
         )
     )
     table.add_column("measurement")

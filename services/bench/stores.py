@@ -568,8 +568,7 @@ def _updates_table(report: StoresReport) -> Table:
     from rich.table import Table
 
     m = report.machine
-    engine = m.get("engine", "?")
-    title = f"{m['cpus']} CPUs ({m['cpu']}), Python {m['python']} ({engine}), load {m['load_average_at_start']}"
+    title = f"{m['cpus']} CPUs ({m['cpu']}), Python {m['python']} ({m['engine']}), load {m['load_average_at_start']}"
     table = Table(
         title=f"fraudstream store benchmark: update + flush, {report.records:,} transactions, "
         f"flush every {report.flush_every:,}, best of {report.repeat} rounds"
