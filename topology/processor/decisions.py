@@ -8,8 +8,8 @@ from typing import Any
 
 from topology.plan.model import DefaultBranch, Rule, aggregates_of
 from topology.processor.compiled import EVALUATION_ERRORS, Aggs, CompiledBranch, deciding_value
-from topology.processor.stages import DUMPS
 from topology.records import H_BRANCH, H_EVIDENCE, H_RULES, Headers
+from topology.serde.documents import dumps
 
 Related = tuple[Mapping[str, list[str]], Mapping[str, int]]
 """Per related store that holds: the earlier ids of its window (the most recent), and how many there are."""
@@ -66,7 +66,7 @@ class Decider:
                 evidence = None
                 if aggs is not None and any(branch.rules[i][0].stateful for i in fired):
                     evidence = self.evidence(bi, fired, aggs, related)
-                    headers = (*headers, (H_EVIDENCE, DUMPS(evidence).encode()))
+                    headers = (*headers, (H_EVIDENCE, dumps(evidence)))
                 return branch.to, headers, labels, (bi, fired), evidence
         return self.default_to, self.default_headers, self.default_labels, None, None
 

@@ -7,22 +7,22 @@ and adds internal headers (stripped before the branch output): ``H_KEY`` the ori
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from math import isfinite
 from typing import Any
 
 from topology.plan.expr import to_epoch_ms
 from topology.processor.compiled import EVALUATION_ERRORS, Aggs, CompiledStage, deciding_value
 from topology.records import H_AGGS, H_KEY, H_ORIGIN, Headers, Kind, OutRecord, RawRecord
+from topology.serde.documents import dumps, loads
 
 # H_AGGS of a repartition record is JSON {"a": {store: [deciding value] | [] (late); absent: not
 # aggregated}, "f": {fields later stages read, see pack_fields}, "n": true if the group key is null,
 # "r": {store: [earlier transaction ids]} of the related aggregates that hold (the most recent
 # RELATED_IDS), "rn": {store: how many earlier transactions its window holds}}.
 INTERNAL = frozenset({H_KEY, H_AGGS, H_ORIGIN})
-DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
@@ -58,11 +58,11 @@ def forward(
             *record.headers,
             *(() if record.key is None else ((H_KEY, record.key),)),
             (H_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()),
-            (H_AGGS, DUMPS(doc).encode()),
+            (H_AGGS, dumps(doc)),
         ]
     else:
         headers = [h for h in record.headers if h[0] != H_AGGS]
-        headers.append((H_AGGS, DUMPS(doc).encode()))
+        headers.append((H_AGGS, dumps(doc)))
     return OutRecord(
         stage.next_topic, b"" if key is None else key, record.value, tuple(headers), None,
         record.timestamp_ms, kind=Kind.REPARTITION,
@@ -77,7 +77,7 @@ def carried(record: RawRecord) -> tuple[dict[str, Any], bytes | None, Headers]:
     for h in record.headers:
         name = h[0]
         if name == H_AGGS:
-            doc = json.loads(h[1])
+            doc = loads(h[1])
         elif name == H_KEY:
             key = h[1]
         elif name not in INTERNAL:
@@ -139,6 +139,8 @@ def pack_fields(value: Mapping[str, Any], names: frozenset[str], exact: frozense
         elif v is None:
             doc["n" + name] = None
         elif isinstance(v, float):
+            if not isfinite(v):  # JSON has no NaN or infinity (topology.serde.documents)
+                return None
             doc["f" + name] = v
         else:
             return None

@@ -44,7 +44,6 @@ bucketed: at most ~85%; typically half).
 
 from __future__ import annotations
 
-import json
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from hashlib import blake2b
 from typing import Any
 
 from topology.plan.model import Aggregate
+from topology.serde.documents import dumps
 
 EXACT = 64  # events kept exactly at least (sums), and the smallest count cap
 MAX_TEXT_BYTES = 128  # JSON text of a kept distinct value or transaction id, quotes included
@@ -62,7 +62,6 @@ RELATED_IDS = 50  # transaction ids an alert names per related aggregate
 BUCKETS = 64  # sums: time buckets per window size + grace
 _TIME_BYTES = 21  # an event time in JSON, and its comma
 _NUMBER_BYTES = MAX_NUMBER_CHARS + 8  # a kept sum (bucket sums round to 28 digits) as JSON text
-_DUMPS_TEXT = json.JSONEncoder(ensure_ascii=False).encode
 
 Entry = tuple[int, Any, str]  # (event time, kept value or None, transaction id or "")
 
@@ -72,7 +71,7 @@ def bounded_text(value: Any) -> str:
     s = value if isinstance(value, str) else str(value)
     if len(s) <= MAX_TEXT_BYTES - 2 and s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
         return s
-    if len(_DUMPS_TEXT(s).encode()) <= MAX_TEXT_BYTES:
+    if len(dumps(s)) <= MAX_TEXT_BYTES:
         return s
     return "\x00" + blake2b(s.encode(), digest_size=16).hexdigest()
 

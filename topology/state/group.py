@@ -19,13 +19,13 @@ last ``committed``/``aborted``; ``aborted`` puts every store back to its state a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from topology.plan.model import Aggregate
+from topology.serde.documents import dumps, loads
 from topology.state.bounds import Bounds
-from topology.state.window import DUMPS, WindowStore, entry_max_time, entry_tag, state_id
+from topology.state.window import WindowStore, entry_max_time, entry_tag, state_id
 
 DECODE_PER_FLUSH = 100  # restored keys decoded per flush besides those used (bounds the work per commit)
 
@@ -106,7 +106,7 @@ class StateGroup:
             entries = [(s.state_id, s.entries(n, keys)) for s in stores]
             for key in keys:
                 doc = {sid: e[key] for sid, e in entries if key in e}
-                out.append((n, key, DUMPS(doc).encode() if doc else None))
+                out.append((n, key, dumps(doc) if doc else None))
         for n, keys in swept.items():
             held = [s.decoded_keys(n) for s in stores]
             undecoded = self.undecoded.get(n, {})
@@ -159,7 +159,7 @@ class StateGroup:
                 return
 
     def _load(self, partition: int, key: bytes, value: bytes) -> None:
-        doc: dict[str, Any] = json.loads(value)
+        doc: dict[str, Any] = loads(value)
         for s in self.stores:
             entry = doc.get(s.state_id)
             if entry is not None:

@@ -8,13 +8,11 @@ these partitions; ``StateGroup`` reads their entries into changelog documents (`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
+from topology.serde.documents import dumps_text
 from topology.state.keys import NO_TIME, Partition, decode_entry, encode_entry
-
-DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 def _no_undecoded(partition: int, key: bytes | None) -> None:
@@ -184,4 +182,4 @@ class StorePartitions:
             return {}
         horizon = p.stream_time - self._retention
         live = [k for k, ks in sorted(p.keys.items()) if ks.max_time > horizon]
-        return {k: DUMPS(e) for k, e in self.entries(partition, live).items()}
+        return {k: dumps_text(e) for k, e in self.entries(partition, live).items()}

@@ -36,7 +36,6 @@ harmless.) A runtime that never calls ``restore_from`` gets the partition wiped 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from topology.plan.model import Aggregate
+from topology.serde.documents import dumps, dumps_text, loads
 from topology.state.group import StateGroup
 from topology.state.window import NO_TIME, AggValue, WindowStore, entry_max_time
 
@@ -137,7 +137,7 @@ class KVWindowStore(WindowStore):
         for key, doc in self._group.documents(partition):
             entry = doc.get(self.state_id)
             if entry is not None and int(entry[0]) > horizon:
-                out[key] = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+                out[key] = dumps_text(entry)
         return dict(sorted(out.items()))
 
 
@@ -216,7 +216,7 @@ class KVStateGroup(StateGroup):
             return 0
         self._verified.add(partition)
         meta = self._db_of(partition).get(_META)
-        times = {} if meta is None else json.loads(meta)
+        times = {} if meta is None else loads(meta)
         for s in self._kvs:
             s.advance_stream_time(partition, int(times.get(s.state_id, NO_TIME)))
         return offset
@@ -229,7 +229,7 @@ class KVStateGroup(StateGroup):
             raise RuntimeError(f"checkpoint of partition {partition} with an uncommitted batch")
         db = self._db_of(partition)
         times = {s.state_id: s.stream_time(partition) for s in self._kvs}
-        db.write([(_META, json.dumps(times).encode())])
+        db.write([(_META, dumps(times))])
         db.flush()
         path = self._checkpoint_path(partition)
         tmp = path.with_suffix(".tmp")
@@ -279,7 +279,7 @@ class KVStateGroup(StateGroup):
             return
         for k, v in self._db_of(partition).items():
             if k != _META:
-                yield k, json.loads(v)
+                yield k, loads(v)
 
     # ------------------------------------------------------------ update
 
@@ -291,7 +291,7 @@ class KVStateGroup(StateGroup):
         raw = batch[key] if batch is not None and key in batch else db.get(key)
         if raw is None:
             return
-        doc = json.loads(raw)
+        doc = loads(raw)
         for s in self._kvs:
             entry = doc.get(s.state_id)
             if entry is not None and not s.holds(partition, key):

@@ -38,12 +38,13 @@ from decimal import Decimal
 from typing import Any
 
 from topology.plan.model import Aggregate
+from topology.serde.documents import dumps
 from topology.state.bounds import Bounds, Entry, bounded_text
 from topology.state.keys import NO_TIME, KeyState, Partition, Win
-from topology.state.partitions import DUMPS, StorePartitions
+from topology.state.partitions import StorePartitions
 
 __all__ = [
-    "DUMPS", "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "entry_max_time", "entry_tag", "kept_state",
+    "NO_TIME", "AggValue", "WindowStore", "encode_group_key", "entry_max_time", "entry_tag", "kept_state",
     "state_id",
 ]  # fmt: skip
 
@@ -74,8 +75,9 @@ def entry_max_time(document: bytes, tag: bytes) -> int | None:
     """The largest event time of the entry that ``tag`` (``entry_tag``) opens in a changelog document, or
     None when the document has no such entry; the document is not decoded.
 
-    Sound on any document ``DUMPS`` wrote: a state id ends in a hex digit, and inside a JSON string every
-    quote is escaped (preceded by a backslash), so ``<hex digit>":[`` only occurs after a key."""
+    Sound on any compact JSON document (``topology.serde.documents``): a state id ends in a hex digit, and
+    inside a JSON string every quote is escaped (preceded by a backslash), so ``<hex digit>":[`` only occurs
+    after a key."""
     i = document.find(tag)
     if i < 0:
         return None
@@ -291,5 +293,5 @@ def encode_group_key(values: Iterable[Any]) -> bytes:
         return vals[0].encode()
     for v in vals:
         if '"' in v or "\\" in v or not v.isprintable():
-            return DUMPS(vals).encode()  # needs escapes
+            return dumps(vals)  # needs escapes
     return ('["' + '","'.join(vals) + '"]').encode()
