@@ -26,6 +26,7 @@ COMPILED = [
     "topology/processor/processor.py",
     "topology/processor/stages.py",
     "topology/processor/stores.py",
+    "topology/serde/scan.py",
     "topology/state/bounds.py",
     "topology/state/group.py",
     "topology/state/keys.py",

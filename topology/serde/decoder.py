@@ -305,6 +305,17 @@ def _not_wire_format(value: bytes) -> str:
     return f"value has {len(value)} bytes, fewer than the 5-byte Confluent wire-format header"
 
 
+class CutShort(IndexError):
+    """The data ended inside a varint (the reader's position is then the end)."""
+
+
+class EndsInside(EOFError):
+    """The data ended inside a value (the reader's position is then the end); reported as an ``EOFError``.
+
+    These two live here, not in the compiled ``topology.serde.scan`` that raises them: compiled classes
+    cannot inherit from built-in exceptions."""
+
+
 def _classify(exc: Exception, position: int, size: int, schema_id: int) -> DecodeError:
     text = str(exc) or type(exc).__name__
     ran_off_end = position >= size and isinstance(exc, EOFError | IndexError)

@@ -16,43 +16,43 @@ logical types, writer/reader pairs that need more than defaults) are decoded by 
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
-from typing import Any, NoReturn
+from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from topology.alerts import AlertWriter
 from topology.plan.model import Aggregate, AllOf, AnyOf, Condition, Predicate, Topology
-from topology.serde.decoder import HEADER_SIZE, AvroDecoder, DecodeError, _classify, schema_fullname
+from topology.serde.decoder import HEADER_SIZE, AvroDecoder, schema_fullname
+from topology.serde.scan import (
+    BOOL,
+    BYTES,
+    DECIMAL,
+    DOUBLE,
+    FLOAT,
+    LONG,
+    NULL,
+    STRING,
+    TS_MS,
+    UNION,
+    Step,
+    read_fields,
+)
 from topology.serde.writer import DECIMAL_CACHE
 
-# Value kinds of the fast path, in groups: fixed size (below _LONG), a varint (_LONG, _TS_MS), a varint
-# length and as many bytes (from _BYTES), a union (a varint branch index, then its branch's value).
-_NULL, _BOOL, _FLOAT, _DOUBLE, _LONG, _TS_MS, _BYTES, _STRING, _DECIMAL, _UNION = range(10)
 _PRIMITIVES = {
-    "null": _NULL,
-    "boolean": _BOOL,
-    "int": _LONG,  # fastavro reads int like long (no 32-bit range check)
-    "long": _LONG,
-    "float": _FLOAT,
-    "double": _DOUBLE,
-    "bytes": _BYTES,
-    "string": _STRING,
+    "null": NULL,
+    "boolean": BOOL,
+    "int": LONG,  # fastavro reads int like long (no 32-bit range check)
+    "long": LONG,
+    "float": FLOAT,
+    "double": DOUBLE,
+    "bytes": BYTES,
+    "string": STRING,
 }
-_MASK64 = (1 << 64) - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MIN_MS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
-_MAX_MS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
-_FLOAT_AT = struct.Struct("<f").unpack_from
-_DOUBLE_AT = struct.Struct("<d").unpack_from
-_HOT_KINDS = (_STRING, _UNION, _NULL, _LONG, _TS_MS, _BYTES)
 _ABSENT: Any = object()
-# What reading bad bytes raises (as fastavro does); anything else is a bug and propagates.
-_BAD_BYTES = (IndexError, EOFError, ValueError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -173,15 +173,9 @@ class ProjectedRecord(dict[str, Any]):
         return f"ProjectedRecord({dict.__repr__(self)})"
 
 
-# One step per writer field: (kind, projected name or None to only validate, argument).
-# Arguments: _DECIMAL (context, scale); _TS_MS True = deliver epoch ms; _UNION a tuple of
-# (kind, argument) per branch, indexed like fastavro (a Python tuple: negative indexes wrap).
-_Step = tuple[int, str | None, Any]
-
-
 @dataclass(frozen=True)
 class _Plan:
-    steps: tuple[_Step, ...]
+    steps: tuple[Step, ...]
     defaults: tuple[tuple[str, Any], ...]  # projected reader fields the writer lacks
     schema_id: int
     complete: bool = False  # every field is projected: nothing left to decode in full
@@ -263,59 +257,10 @@ class ProjectionDecoder:
     # ------------------------------------------------------------ fast path
 
     def _fast(self, plan: _Plan, data: bytes) -> ProjectedRecord:
-        """The record in ``data`` by ``plan``, every byte validated (the hot path: one loop, kept inline)."""
-        STRING, UNION, NULL, LONG, TS_MS, BYTES = _HOT_KINDS
-        size, pos = len(data), HEADER_SIZE
+        """The record in ``data`` by ``plan``, every byte validated (``topology.serde.scan``)."""
         rec = ProjectedRecord()
         lazy: dict[str, tuple[Any, Any]] = {}  # name -> (converter, raw value), converted on first read
-        try:
-            for kind, name, arg in plan.steps:
-                if kind == UNION:
-                    b = data[pos]
-                    pos += 1
-                    if b & 0x80:
-                        b, pos = _varint(data, pos, b)
-                    kind, arg = arg[(b >> 1) ^ -(b & 1)]
-                if kind > TS_MS:  # bytes, string, decimal: a varint length, then as many bytes
-                    b = data[pos]
-                    pos += 1
-                    if b & 0x80:
-                        b, pos = _varint(data, pos, b)
-                    n = (b >> 1) ^ -(b & 1)
-                    end = pos + n
-                    if n < 0 or end > size:
-                        raise _EndsInside(f"Expected {n} bytes, read {size - pos}")
-                    raw = data[pos:end]
-                    pos = end
-                    if kind == STRING:
-                        value: Any = raw.decode()
-                    elif kind == BYTES:
-                        value = raw
-                    elif name is not None:  # a decimal, built on first read
-                        lazy[name] = (arg, raw)
-                        continue
-                elif kind >= LONG:  # long, timestamp-millis: a varint
-                    b = data[pos]
-                    pos += 1
-                    if b & 0x80:
-                        b, pos = _varint(data, pos, b)
-                    value = (b >> 1) ^ -(b & 1)
-                    if kind == TS_MS:
-                        if value < _MIN_MS or value > _MAX_MS:
-                            raise OverflowError("date value out of range")
-                        if name is not None and not arg:
-                            lazy[name] = (_to_datetime, value)
-                            continue
-                elif kind == NULL:
-                    value = None
-                else:
-                    value, pos = _fixed(kind, data, pos, size)
-                if name is not None:
-                    rec[name] = value
-        except _BAD_BYTES as exc:
-            _raise_bad_bytes(exc, pos, size, plan.schema_id)
-        if pos != size:
-            raise _trailing(pos, size, plan.schema_id)
+        read_fields(plan.steps, data, rec, lazy, plan.schema_id)
         for name, default in plan.defaults:
             rec[name] = default
         rec._lazy = lazy or None
@@ -341,7 +286,7 @@ class ProjectionDecoder:
             reader_fields = {f["name"]: f for f in self._reader.get("fields", [])}
             if any(f.get("aliases") for f in reader_fields.values()):
                 return None
-        steps: list[_Step] = []
+        steps: list[Step] = []
         seen: set[str] = set()
         for f in writer.get("fields", []):
             name = f["name"]
@@ -401,10 +346,10 @@ def _kind(schema: Any, epoch_ms: bool) -> tuple[int, Any] | None:
         branches = []
         for s in schema:
             k = _kind(s, epoch_ms)
-            if k is None or k[0] == _UNION:
+            if k is None or k[0] == UNION:
                 return None
             branches.append(k)
-        return (_UNION, list(branches)) if branches else None  # a list: IndexError text as fastavro
+        return (UNION, list(branches)) if branches else None  # a list: IndexError text as fastavro
     if isinstance(schema, str):
         kind = _PRIMITIVES.get(schema)
         return None if kind is None else (kind, None)
@@ -417,9 +362,9 @@ def _kind(schema: Any, epoch_ms: bool) -> tuple[int, Any] | None:
         precision, scale = schema.get("precision"), schema.get("scale", 0)
         if not isinstance(precision, int) or not isinstance(scale, int) or precision <= 0 or scale < 0:
             return None
-        return _DECIMAL, _DecimalOf(precision, scale)
+        return DECIMAL, _DecimalOf(precision, scale)
     if logical == "timestamp-millis" and base == "long":
-        return _TS_MS, epoch_ms
+        return TS_MS, epoch_ms
     return None
 
 
@@ -445,66 +390,3 @@ class _DecimalOf:
             if len(self._cache) < DECIMAL_CACHE:
                 self._cache[raw] = value
         return value
-
-
-def _to_datetime(ms: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ms * 1000)
-
-
-def _fixed(kind: int, data: bytes, pos: int, size: int) -> tuple[Any, int]:
-    """A boolean, float or double at ``pos``, and the position after it."""
-    if kind == _BOOL:
-        if pos >= size:
-            raise EOFError("cannot read boolean")
-        return data[pos] != 0, pos + 1
-    width = 8 if kind == _DOUBLE else 4
-    if pos + width > size:
-        raise _EndsInside(f"cannot read {'double' if kind == _DOUBLE else 'float'}")
-    return (_DOUBLE_AT if kind == _DOUBLE else _FLOAT_AT)(data, pos)[0], pos + width
-
-
-def _raise_bad_bytes(exc: Exception, pos: int, size: int, schema_id: int) -> NoReturn:
-    """Raise the ``DecodeError`` fastavro's reader would for ``exc``, raised at ``pos`` of ``size`` bytes."""
-    if isinstance(exc, _CutShort):
-        pos = size
-    elif isinstance(exc, _EndsInside):
-        pos, exc = size, EOFError(*exc.args)  # fastavro's type: it is in the message
-    elif type(exc) is IndexError and pos >= size and str(exc) == "index out of range":
-        exc = EOFError()  # the first byte of a value is missing: what fastavro raises
-    raise _classify(exc, pos, size, schema_id) from exc
-
-
-def _trailing(pos: int, size: int, schema_id: int) -> DecodeError:
-    """The error of a record followed by more bytes."""
-    return DecodeError(
-        "invalid-avro", f"{size - pos} trailing bytes after the record (schema id {schema_id}, {size} bytes)"
-    )
-
-
-def _varint(data: bytes, pos: int, b: int) -> tuple[int, int]:
-    """The rest of a multi-byte varint whose first byte ``b`` was read; 64-bit wrap-around like fastavro."""
-    n = b & 0x7F
-    try:
-        for shift in (7, 14, 21, 28, 35, 42, 49):  # unrolled by the tuple: no shift arithmetic per byte
-            b = data[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                return n, pos
-        shift = 56
-        while b & 0x80:
-            b = data[pos]
-            pos += 1
-            n |= (b & 0x7F) << (shift & 63)
-            shift += 7
-    except IndexError:
-        raise _CutShort("string index out of range") from None  # fastavro's words
-    return n & _MASK64, pos
-
-
-class _CutShort(IndexError):
-    """The data ended inside a varint (the reader's position is then the end)."""
-
-
-class _EndsInside(EOFError):
-    """The data ended inside a value (the reader's position is then the end); reported as an ``EOFError``."""
