@@ -197,6 +197,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    import topology.processor
+    import topology.serde.projection  # noqa: F401  (with the processor: every engine module, before it is counted)
     from topology.build import PURE_PYTHON_ENV, engine_label
 
     return f"fraudstream: {engine_label()} ({PURE_PYTHON_ENV}=1 runs the sources)"
