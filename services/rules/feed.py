@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -38,21 +38,33 @@ RuleRecord = tuple[str, dict[str, Any] | None]
 class RulesFeed:
     """Its own consumer on every partition of ``topic`` from the beginning (read_committed, no group commits)."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, *, registry: Any = None) -> None:
+    # While the broker is down, how often (and how long) an idle ``poll`` asks it for the topic's metadata:
+    # with no rule record arriving, that answer is what ends the outage.
+    PROBE_EVERY_S = 1.0
+    PROBE_TIMEOUT_S = 0.5
+
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, *, registry: Any = None, consumer: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self.topic = topic
         self._decoder = AvroDecoder(registry or registry_client(kafka), schema_text("rule"))
         # group.id is required by the client; never joined nor committed.
-        self._consumer = Consumer(consumer_config(kafka, f"{topic}-reader", **{"enable.partition.eof": False}))
+        self._consumer = consumer or Consumer(
+            consumer_config(kafka, f"{topic}-reader", **{"enable.partition.eof": False})
+        )
+        self._clock = clock
         self._assigned = False
         self._next_lookup = 0.0
+        self._next_probe = 0.0
         self.rejected = 0  # records that are not rules (undecodable)
-        self.outage = KafkaOutage(log)  # the broker's and the registry's outages, logged once
+        self.outage = KafkaOutage(log, clock)  # the broker's and the registry's outages, logged once
         self.registry_outage = Outage("the Schema Registry", log)
 
     def _assign(self) -> bool:
-        if self._assigned or time.monotonic() < self._next_lookup:
+        if self._assigned or self._clock() < self._next_lookup:
             return self._assigned
-        self._next_lookup = time.monotonic() + 5.0
+        self._next_lookup = self._clock() + 5.0
         try:
             meta = self._consumer.list_topics(self.topic, timeout=5.0).topics.get(self.topic)
         except KafkaException as exc:
@@ -75,6 +87,7 @@ class RulesFeed:
         while True:
             messages = self._consumer.consume(500, timeout=0)
             if not messages:
+                self._probe()
                 return out
             for m in messages:
                 if consumed_error(m, self.outage) is not None:  # raises on a fatal error
@@ -93,6 +106,17 @@ class RulesFeed:
                     self.registry_outage.lost(f"rules feed: {exc}")
                     self._consumer.seek(TopicPartition(self.topic, m.partition() or 0, m.offset() or 0))
                     return out
+
+    def _probe(self) -> None:
+        """During a broker outage, at most every ``PROBE_EVERY_S``: a metadata request whose answer ends it."""
+        if not self.outage.down or self._clock() < self._next_probe:
+            return
+        self._next_probe = self._clock() + self.PROBE_EVERY_S
+        try:
+            self._consumer.list_topics(self.topic, timeout=self.PROBE_TIMEOUT_S)
+        except KafkaException:
+            return
+        self.outage.back()
 
     def read_to_end(self, timeout_s: float = 15.0) -> list[RuleRecord]:
         """Every record up to the current end of the topic (empty if the topic does not exist)."""

@@ -1,12 +1,18 @@
-"""services/rules/feed.py without a broker: rule records applied to a processor name the rule set in force."""
+"""services/rules/feed.py without a broker: rule records name the rule set in force; an idle feed ends an outage."""
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from services.config import KafkaSettings
 from services.detector import loads_topology
-from services.rules.feed import RuleApplier, rules_version
+from services.rules.feed import RuleApplier, RulesFeed, rules_version
 from topology.processor import TopologyProcessor
 from topology.records import RawRecord
 
@@ -86,3 +92,49 @@ def test_hostile_rules_are_counted_and_the_rules_in_force_stay() -> None:
     assert applier.rejected == 3
     assert (p.version, p.topology) == before  # version 2 of "new" still decides
     assert _decided(p, b"big")["fraudstream.rules"] == b"large@1,new@2"
+
+
+class _IdleConsumer:
+    """A consumer of an assigned, idle rules topic whose metadata requests fail while ``broker_up`` is False."""
+
+    def __init__(self) -> None:
+        self.broker_up = True
+        self.lookups = 0
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        self.lookups += 1
+        if not self.broker_up:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "all brokers down"))
+        meta = SimpleNamespace(error=None, partitions={0: None})
+        return SimpleNamespace(topics={topic: meta})
+
+    def assign(self, partitions: list[Any]) -> None:
+        pass
+
+    def consume(self, n: int, timeout: float) -> list[Any]:
+        return []
+
+
+def test_an_idle_feed_logs_the_end_of_a_broker_outage(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    consumer = _IdleConsumer()
+    feed = RulesFeed(KafkaSettings(), "rules", registry=object(), consumer=consumer, clock=lambda: now[0])
+    assert feed.poll() == [] and consumer.lookups == 1  # the assignment's lookup; no probe while reachable
+    assert feed.poll() == [] and consumer.lookups == 1
+    consumer.broker_up = False
+    caplog.set_level(logging.WARNING, "fraudstream.rules")
+    feed.outage.client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "all brokers down"))
+    for _ in range(5):  # still down: at most one probe a second
+        now[0] += 0.3
+        assert feed.poll() == []
+    assert feed.outage.down and consumer.lookups == 1 + 2
+    consumer.broker_up = True
+    now[0] += 1.0
+    assert feed.poll() == []  # no rule record arrives: the probe's answer ends the outage
+    assert not feed.outage.down
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "unreachable" in lines[0] and "reachable again after 2.5 s" in lines[1]
+    before = consumer.lookups
+    now[0] += 5.0
+    feed.poll()
+    assert consumer.lookups == before  # reachable again: no more probes
