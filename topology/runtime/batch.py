@@ -123,8 +123,7 @@ class BatchProcessing:
         if failure is not None:
             self._give_up(txn, producer, record, failure.error, failure.count)
             return
-        for o in rt.processor.process(record):
-            producer.send(txn, o, record.timestamp_ms)
+        producer.send_all(txn, rt.processor.process(record), record.timestamp_ms)
 
     def _give_up(
         self, txn: Transaction, producer: TransactionalProducer, record: RawRecord, error: BaseException, count: int

@@ -52,8 +52,7 @@ class Committer:
         try:
             # State changes the processor kept in memory: in this transaction, before the offsets.
             try:
-                for o in rt.processor.flush():
-                    producer.send(txn, o, 0)
+                producer.send_all(txn, rt.processor.flush(), 0)
             except KafkaException as exc:
                 if kafka_error(exc).code() != KafkaError._STATE:
                     raise
