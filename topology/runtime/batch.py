@@ -48,11 +48,7 @@ class BatchProcessing:
         return self._table
 
     def process(self, messages: Sequence[MessageLike], producer: TransactionalProducer) -> None:
-        """Process ``messages`` in the open transaction (raises ``Abort`` after a failure).
-
-        The bookkeeping of a run of one partition's messages (its expected offset, its first offset in the
-        transaction, its record count) is done once per run, not per record, and the per-record call is
-        inlined: over fake clients, one decision per record, 1.96 -> 1.70 µs per record (2026-12-08)."""
+        """Process ``messages`` in the open transaction (raises ``Abort`` after a failure)."""
         rt = self.rt
         parts = rt.partitions
         expected = parts.expected
@@ -60,11 +56,10 @@ class BatchProcessing:
             rt.stats.first_record_at = time.monotonic()
         codes, table, values = self._route(messages)
         decided: dict[int, int] = {}  # code -> records routed by the batch path
-        process, exhausted, send_all = rt.processor.process, rt.failures.exhausted, producer.send_all
+        # Partition bookkeeping once per run of messages of one partition (consume returns runs).
         run: TP | None = None
-        ours = new_run = False
+        ours = False
         floor = -1  # offsets below it are stale copies (fetched before a seek) or done
-        counted = 0  # records of this run processed, not yet in the transaction's counts
         txn: Transaction | None = None
         for index, m in enumerate(messages):
             if m.error() is not None:
@@ -74,11 +69,10 @@ class BatchProcessing:
             partition: int = m.partition()  # type: ignore[assignment]
             offset: int = m.offset()  # type: ignore[assignment]
             if run is None or partition != run[1] or topic != run[0]:
-                if run is not None and txn is not None:
-                    _end_run(txn, expected, run, floor, counted)
-                    counted = 0
+                if run is not None and txn is not None and floor > expected.get(run, -1):
+                    expected[run] = txn.next[run] = floor
                 run = (topic, partition)
-                ours, new_run = parts.owns(run), True
+                ours = parts.owns(run)
                 floor = expected.get(run, -1)
                 if not ours:
                     parts.skipped(run, offset)
@@ -86,10 +80,8 @@ class BatchProcessing:
                 continue  # fetched before a revoke, a seek or a pause: not ours to process
             if txn is None:
                 txn = rt.begin()
-            if new_run:
-                new_run = False
-                if run not in txn.first:
-                    txn.first[run] = offset
+            if run not in txn.first:
+                txn.first[run] = offset
             ts = max(m.timestamp()[1], 0)
             code = -1 if codes is None else codes[index]
             try:
@@ -100,21 +92,17 @@ class BatchProcessing:
                                      [*hdrs, *d_headers] if hdrs else d_headers)  # fmt: skip
                     decided[code] = decided.get(code, 0) + 1
                 else:
-                    record = _record(m, topic, partition, offset, ts)
-                    failure = exhausted(record)
-                    if failure is None:
-                        send_all(txn, process(record), ts)
-                    else:
-                        self._give_up(txn, producer, record, failure.error, failure.count)
+                    self._one(txn, producer, _record(m, topic, partition, offset, ts))
             except FatalRuntimeError:
                 raise
             except Exception as exc:
-                _end_run(txn, expected, run, -1, counted)  # what the commit or abort of ``_failed`` reports
                 self._failed(_record(m, topic, partition, offset, ts), exc, messages, index)
             floor = offset + 1
-            counted += 1
-        if run is not None and txn is not None:
-            _end_run(txn, expected, run, floor, counted)
+            txn.records_in[topic] += 1
+            txn.records += 1
+        if run is not None and txn is not None and floor > expected.get(run, -1):
+            expected[run] = txn.next[run] = floor
+        if txn is not None:
             for code, n in decided.items():
                 txn.records_out[table[code][2]] += n
 
@@ -128,6 +116,14 @@ class BatchProcessing:
         if routing is None:
             return None, {}, values
         return routing.codes, self.table(routing.decisions), values
+
+    def _one(self, txn: Transaction, producer: TransactionalProducer, record: RawRecord) -> None:
+        rt = self.rt
+        failure = rt.failures.exhausted(record)
+        if failure is not None:
+            self._give_up(txn, producer, record, failure.error, failure.count)
+            return
+        producer.send_all(txn, rt.processor.process(record), record.timestamp_ms)
 
     def _give_up(
         self, txn: Transaction, producer: TransactionalProducer, record: RawRecord, error: BaseException, count: int
@@ -194,16 +190,6 @@ class BatchProcessing:
         if error.fatal():
             raise FatalRuntimeError(f"fatal Kafka error in consume: {error.name()}: {error.str()}")
         log.warning("consumer: %s", error)
-
-
-def _end_run(txn: Transaction, expected: dict[TP, int], run: TP, floor: int, counted: int) -> None:
-    """The end of a run of ``run``'s messages: its next offset (``floor``, when past the expected one) and
-    the ``counted`` records processed, into ``txn``."""
-    if floor > expected.get(run, -1):
-        expected[run] = txn.next[run] = floor
-    if counted:
-        txn.records_in[run[0]] += counted
-        txn.records += counted
 
 
 _RAW_FIELDS = ("topic", "partition", "offset", "key", "value", "timestamp_ms", "headers")
