@@ -64,7 +64,7 @@ class Decider:
             if fired:
                 headers, labels = self.decision(bi, fired)
                 evidence = None
-                if aggs is not None and any(branch.rules[i][0].stateful for i in fired):
+                if aggs is not None and any(self._aggregates[bi][i] for i in fired):  # a stateful rule fired
                     evidence = self.evidence(bi, fired, aggs, related)
                     headers = (*headers, (H_EVIDENCE, dumps(evidence)))
                 return branch.to, headers, labels, (bi, fired), evidence

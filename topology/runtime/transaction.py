@@ -110,6 +110,7 @@ class TransactionalProducer:
         self._produce_waiting((topic, value, key, partition, None, None, ts, headers))
 
     def _produce_waiting(self, args: tuple[Any, ...]) -> None:
+        """The client's ``produce(*args)``, serving its queue (``poll``) for as long as it is full."""
         while True:
             try:
                 self.producer.produce(*args)
