@@ -97,7 +97,6 @@ class AlertService:
     outage: KafkaOutage = field(default_factory=lambda: KafkaOutage(log), init=False)
     registry_outage: Outage = field(default_factory=lambda: Outage("the Schema Registry", log), init=False)
     _fatal: KafkaError | None = field(default=None, init=False)  # reported by the client's error callback
-    _next_reachable_check: float = field(default=0.0, init=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
@@ -115,7 +114,7 @@ class AlertService:
                 self.last_poll = time.monotonic()
                 if self._fatal is not None:
                     raise KafkaException(self._fatal)
-                if not messages and self.outage.down:
+                if not messages and self.outage.probe_due(self.reachable_check_s):
                     await self._check_reachable(consumer)
                 for msg in messages:
                     if self._is_error(msg):
@@ -141,11 +140,8 @@ class AlertService:
             self.outage.client_error(error)
 
     async def _check_reachable(self, consumer: AIOConsumer) -> None:
-        """During an outage with nothing to read, a metadata request now and then: its answer ends the outage
-        (a record consumed ends it too, but an idle fraud topic has none)."""
-        if time.monotonic() < self._next_reachable_check:
-            return
-        self._next_reachable_check = time.monotonic() + self.reachable_check_s
+        """During an outage with nothing to read, a metadata request (``Outage.probe_due`` paces them): its
+        answer ends the outage (a record consumed ends it too, but an idle fraud topic has none)."""
         try:
             await consumer.list_topics(self.topic, timeout=2.0)
         except KafkaException:

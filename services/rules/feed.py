@@ -56,7 +56,6 @@ class RulesFeed:
         self._clock = clock
         self._assigned = False
         self._next_lookup = 0.0
-        self._next_probe = 0.0
         self.rejected = 0  # records that are not rules (undecodable)
         self.outage = KafkaOutage(log, clock)  # the broker's and the registry's outages, logged once
         self.registry_outage = Outage("the Schema Registry", log)
@@ -109,9 +108,8 @@ class RulesFeed:
 
     def _probe(self) -> None:
         """During a broker outage, at most every ``PROBE_EVERY_S``: a metadata request whose answer ends it."""
-        if not self.outage.down or self._clock() < self._next_probe:
+        if not self.outage.probe_due(self.PROBE_EVERY_S):
             return
-        self._next_probe = self._clock() + self.PROBE_EVERY_S
         try:
             self._consumer.list_topics(self.topic, timeout=self.PROBE_TIMEOUT_S)
         except KafkaException:

@@ -53,6 +53,7 @@ class Outage:
         self._ended = float("-inf")  # clock time the last outage ended
         self.since: float | None = None  # clock time the current outage began (None: reachable)
         self.outages = 0  # outages begun so far
+        self._next_probe = float("-inf")  # clock time from which ``probe_due`` says yes again
 
     @property
     def down(self) -> bool:
@@ -65,6 +66,14 @@ class Outage:
             self.since = self._clock() if since is None else since
             self.outages += 1
             self._log.warning("%s unreachable (%s): waiting for it, retrying", self.what, reason)
+
+    def probe_due(self, every_s: float) -> bool:
+        """Whether to ask ``what`` now if it answers: during an outage, at most once every ``every_s``. For a
+        client with nothing to read, whose outage no answer would end otherwise; an answer is ``back()``."""
+        if self.since is None or self._clock() < self._next_probe:
+            return False
+        self._next_probe = self._clock() + every_s
+        return True
 
     def back(self) -> None:
         """``what`` answered: log the end of the outage, if there was one."""

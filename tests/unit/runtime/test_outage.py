@@ -107,3 +107,18 @@ def test_after_a_broker_outage_the_next_transaction_starts_on_a_new_producer() -
     put(c, (0, b"c", b"x"))
     drain(rt)
     assert c.epochs["app-one"] == 1 and values(c, "out") == [b"a=1", b"b=1", b"c=1"]
+
+
+def test_a_probe_is_due_only_during_an_outage_and_at_most_once_per_interval() -> None:
+    now = [10.0]
+    o = Outage("the broker", LOG, clock=lambda: now[0])
+    assert not o.probe_due(1.0)  # reachable: nothing to ask
+    o.lost("down")
+    assert o.probe_due(1.0) and not o.probe_due(1.0)
+    now[0] = 10.9
+    assert not o.probe_due(1.0)
+    now[0] = 11.0
+    assert o.probe_due(1.0)
+    o.back()
+    now[0] = 20.0
+    assert not o.probe_due(1.0)
