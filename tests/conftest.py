@@ -121,23 +121,34 @@ def _free_ports_stack(data_dir: Path, **extra: Any) -> StackSettings:
     )
 
 
-@contextlib.contextmanager
-def _running(settings: StackSettings) -> Iterator[LocalStack]:
-    """The local stack of ``settings``, up until the block ends."""
-    from services.stack import LocalStack
+# Starts of a free-ports stack: a port found free can be taken (by the other test worker) before its daemon
+# binds it, and the daemon then exits "in use" at start-up; the stack is started again on other ports.
+_STARTS = 3
 
-    local = LocalStack(settings)
+
+@contextlib.contextmanager
+def _running(data_dir: Path, **extra: Any) -> Iterator[LocalStack]:
+    """A local stack on free ports (``_free_ports_stack``), data under ``data_dir``, up until the block ends."""
+    from services.stack import LocalStack, StackError
+
+    for start in range(1, _STARTS + 1):
+        local = LocalStack(_free_ports_stack(data_dir / f"start-{start}", **extra))
+        try:
+            local.up(echo=lambda _line: None)
+            break
+        except StackError as exc:
+            local.down()
+            if start == _STARTS or "in use" not in str(exc):
+                raise
     try:
-        local.up(echo=lambda _line: None)
         yield local
     finally:
         local.down()
 
 
 def _local_jvm_stack(data_dir: Path) -> Iterator[Endpoints]:
-    settings = _free_ports_stack(data_dir)
-    with _running(settings):
-        yield Endpoints(settings.bootstrap_servers, settings.registry_url, "local-jvm")
+    with _running(data_dir) as local:
+        yield Endpoints(local.settings.bootstrap_servers, local.settings.registry_url, "local-jvm")
 
 
 @dataclass(frozen=True)
@@ -164,15 +175,14 @@ class SecureStack:
 @pytest.fixture(scope="session")
 def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     """``fraudstream stack up --secure`` on free ports, once per session (always local: it tests the stack)."""
-    settings = _free_ports_stack(tmp_path_factory.mktemp("secure-stack"), secure=True)
-    with _running(settings):
-        yield SecureStack(settings, SecureFiles.of(settings))
+    with _running(tmp_path_factory.mktemp("secure-stack"), secure=True) as local:
+        yield SecureStack(local.settings, SecureFiles.of(local.settings))
 
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
     """A local stack of one test's own, on free ports (always local: the test stops and starts its parts)."""
-    with _running(_free_ports_stack(tmp_path / "stack")) as local:
+    with _running(tmp_path / "stack") as local:
         yield local
 
 
